@@ -1,0 +1,158 @@
+import { spawnSync } from 'node:child_process'
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { userInfo } from 'node:os'
+import { join } from 'node:path'
+
+/** An SQL-only extension written into the server's extension directory by the tests. */
+export interface FixtureExtension {
+  name: string
+  control: Record<string, string | boolean>
+  scripts: Record<string, string>
+}
+
+const control = (comment: string, defaultVersion: string, extra: Record<string, string | boolean> = {}) => ({
+  comment,
+  default_version: defaultVersion,
+  relocatable: true,
+  superuser: true,
+  ...extra
+})
+
+/** Every fixture used by the tests; names start with `pgxu_` so they never clash with real extensions. */
+export const FIXTURES: FixtureExtension[] = [
+  {
+    name: 'pgxu_fail',
+    control: control('second hop fails by design', '1.2'),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_fail_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--1.1': `CREATE FUNCTION pgxu_fail_hop_one() RETURNS int LANGUAGE sql AS $$ SELECT 11 $$;
+CREATE TABLE pgxu_fail_hop_one_table (id int);`,
+      '1.1--1.2': `DO $$ BEGIN RAISE EXCEPTION 'pgxu_fail: the 1.1 to 1.2 script fails by design'; END $$;`
+    }
+  },
+  {
+    name: 'pgxu_down',
+    control: control('ships a downgrade script', '1.1'),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_down_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--1.1': `CREATE FUNCTION pgxu_down_added() RETURNS int LANGUAGE sql AS $$ SELECT 11 $$;`,
+      '1.1--1.0': `DROP FUNCTION pgxu_down_added();`
+    }
+  },
+  {
+    name: 'pgxu_base',
+    control: control('required by pgxu_dep', '1.1'),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_base_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--1.1': `CREATE OR REPLACE FUNCTION pgxu_base_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.1' $$;`
+    }
+  },
+  {
+    name: 'pgxu_dep',
+    control: control('requires pgxu_base', '1.1', { requires: 'pgxu_base' }),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_dep_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--1.1': `CREATE OR REPLACE FUNCTION pgxu_dep_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.1 on ' || pgxu_base_version() $$;`
+    }
+  },
+  {
+    name: 'pgxu_lock',
+    control: control('its update takes an ACCESS EXCLUSIVE lock on a table it owns', '1.1'),
+    scripts: {
+      '1.0': `CREATE TABLE pgxu_lock_data (id int);
+INSERT INTO pgxu_lock_data VALUES (1), (2);`,
+      '1.0--1.1': `ALTER TABLE pgxu_lock_data ADD COLUMN note text;`
+    }
+  },
+  {
+    name: 'pgxu_slow',
+    control: control('its update sleeps, to be interrupted or raced', '1.1'),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_slow_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--1.1': `SELECT pg_sleep(2.5);
+CREATE OR REPLACE FUNCTION pgxu_slow_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.1' $$;`
+    }
+  },
+  {
+    name: 'pgxu_badlib',
+    control: control('1.1 declares a C function whose symbol the library lacks', '1.1'),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_badlib_ok(cstring) RETURNS cstring AS '$libdir/hstore', 'hstore_version_diag' LANGUAGE C STRICT;`,
+      '1.0--1.1': `CREATE FUNCTION pgxu_badlib_missing() RETURNS int AS '$libdir/hstore', 'pgxu_no_such_symbol' LANGUAGE C STRICT;`
+    }
+  },
+  {
+    name: 'pgxu_staged',
+    control: control('records the transaction of each hop', '1.2'),
+    scripts: {
+      '1.0': `CREATE TABLE pgxu_staged_log (version text, xid xid8 DEFAULT pg_current_xact_id());
+INSERT INTO pgxu_staged_log (version) VALUES ('1.0');`,
+      '1.0--1.1': `INSERT INTO pgxu_staged_log (version) VALUES ('1.1');`,
+      '1.1--1.2': `INSERT INTO pgxu_staged_log (version) VALUES ('1.2');`
+    }
+  },
+  {
+    name: 'pgxu_hop',
+    control: control('its only path to 2.0 goes through the lower 0.9', '2.0'),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_hop_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--0.9': `SELECT 1;`,
+      '0.9--2.0': `SELECT 1;`,
+      '3.0': `CREATE FUNCTION pgxu_hop_version() RETURNS text LANGUAGE sql AS $$ SELECT '3.0' $$;`
+    }
+  },
+  {
+    name: 'pgxu_trusted',
+    control: control('trusted: a database owner may install it', '1.1', { trusted: true }),
+    scripts: {
+      '1.0': `CREATE FUNCTION pgxu_trusted_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.0' $$;`,
+      '1.0--1.1': `CREATE OR REPLACE FUNCTION pgxu_trusted_version() RETURNS text LANGUAGE sql AS $$ SELECT '1.1' $$;`
+    }
+  }
+]
+
+function controlText(fixture: FixtureExtension): string {
+  return Object.entries(fixture.control)
+    .map(([key, value]) => `${key} = ${typeof value === 'boolean' ? value : `'${value}'`}`)
+    .join('\n')
+    .concat('\n')
+}
+
+export function fixtureFiles(fixture: FixtureExtension): Record<string, string> {
+  const files: Record<string, string> = { [`${fixture.name}.control`]: controlText(fixture) }
+  for (const [version, sql] of Object.entries(fixture.scripts)) files[`${fixture.name}--${version}.sql`] = `${sql}\n`
+  return files
+}
+
+/**
+ * Writes files into the extension directory. As root (here) directly; as a normal user (GitHub
+ * runners) through passwordless sudo, which the hosted runners have.
+ */
+export function writeExtensionFiles(shareDir: string, files: Record<string, string>): void {
+  const dir = join(shareDir, 'extension')
+  for (const [name, content] of Object.entries(files)) {
+    const path = join(dir, name)
+    if (existsSync(path) && readFileSync(path, 'utf8') === content) continue
+    if (userInfo().uid === 0) {
+      writeFileSync(path, content)
+      continue
+    }
+    const result = spawnSync('sudo', ['-n', 'tee', path], { input: content, encoding: 'utf8', stdio: ['pipe', 'ignore', 'pipe'] })
+    if (result.status !== 0) {
+      throw new Error(`cannot write ${path} (the tests install fixture extensions there; run as root or with passwordless sudo): ${result.stderr}`)
+    }
+  }
+}
+
+export function removeExtensionFiles(shareDir: string, names: string[]): void {
+  for (const name of names) {
+    const path = join(shareDir, 'extension', name)
+    if (!existsSync(path)) continue
+    if (userInfo().uid === 0) rmSync(path)
+    else spawnSync('sudo', ['-n', 'rm', '-f', path])
+  }
+}
+
+export function installFixtures(shareDir: string): void {
+  for (const fixture of FIXTURES) writeExtensionFiles(shareDir, fixtureFiles(fixture))
+}

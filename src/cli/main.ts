@@ -1,0 +1,73 @@
+import { CodedError, errorMessage } from '../core/errors.js'
+import { scrub, secretsOf } from '../core/connection.js'
+import type { Logger } from '../core/logger.js'
+import { runMode } from '../modes/index.js'
+import { FAILURE_STATUSES, type ModeResult } from '../modes/types.js'
+import { present } from '../report/present.js'
+import { renderText } from '../report/text.js'
+import { parseArguments, usage } from './args.js'
+
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const
+
+interface Streams {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean }
+  stderr: NodeJS.WritableStream
+}
+
+export function cliLogger(stderr: NodeJS.WritableStream, secrets: readonly string[]): Logger {
+  let depth = 0
+  const line = (prefix: string, message: string) => stderr.write(`${'  '.repeat(depth)}${prefix}${scrub(message, secrets)}\n`)
+  return {
+    info: (message) => line('', message),
+    warn: (message) => line('⚠ ', message),
+    debug: (message) => {
+      if (process.env.PG_EXTENSION_UPGRADE_DEBUG) line('· ', message)
+    },
+    group: async (title, work) => {
+      line('▸ ', title)
+      depth++
+      try {
+        return await work()
+      } finally {
+        depth--
+      }
+    }
+  }
+}
+
+/** The CLI: the same core as the action, human output by default, JSON with --json. */
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, streams: Streams = process): Promise<number> {
+  let parsed
+  try {
+    parsed = parseArguments(argv)
+  } catch (error) {
+    streams.stderr.write(`${error instanceof CodedError ? `${error.code}: ` : ''}${errorMessage(error)}\n\n${usage()}\n`)
+    return EXIT.usage
+  }
+  if (parsed.help || parsed.inputs.mode === undefined) {
+    ;(parsed.help ? streams.stdout : streams.stderr).write(`${usage()}\n`)
+    return parsed.help ? EXIT.ok : EXIT.usage
+  }
+  const secrets = secretsOf(parsed.inputs['database-url'] ?? '', env)
+  const result = await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env)
+  if (parsed.json) {
+    streams.stdout.write(`${scrub(JSON.stringify(jsonView(result), null, 2), secrets)}\n`)
+  } else {
+    const colour = parsed.colour ?? (Boolean(streams.stdout.isTTY) && !env.NO_COLOR)
+    streams.stdout.write(scrub(renderText(present(result), colour), secrets))
+  }
+  if (result.errors.some((e) => e.code === 'INVALID_INPUT')) return EXIT.usage
+  return FAILURE_STATUSES.has(result.status) ? EXIT.failed : EXIT.ok
+}
+
+/** What --json prints: the same fields the action sets as outputs. */
+function jsonView(result: ModeResult) {
+  return {
+    status: result.status,
+    changed: result.changed,
+    ...(result.plan ? { plan: result.plan } : {}),
+    ...(result.report !== undefined ? { report: result.report } : {}),
+    ...result.outputs,
+    ...(result.error ? { error: result.error } : {})
+  }
+}

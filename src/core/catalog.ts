@@ -1,0 +1,287 @@
+import type pg from 'pg'
+import { quirkOf } from './quirks.js'
+import { splitPath } from './versions.js'
+
+/** One shipped version of an extension (pg_available_extension_versions). */
+export interface AvailableVersion {
+  version: string
+  superuser: boolean
+  trusted: boolean
+  relocatable: boolean
+  schema: string | null
+  requires: string[]
+}
+
+export interface AvailableExtension {
+  name: string
+  defaultVersion: string | null
+  versions: AvailableVersion[]
+}
+
+/** Facts that are the same for every database of a server. */
+export interface ServerFacts {
+  version: string
+  versionNum: number
+  inRecovery: boolean
+  readOnly: boolean
+  /** null when the role may not read the setting (needs pg_read_all_settings). */
+  preloadLibraries: string[] | null
+  role: string
+  superuser: boolean
+  available: Record<string, AvailableExtension>
+}
+
+export interface InstalledExtension {
+  name: string
+  version: string
+  schema: string
+  owner: string
+  /** The current role has the privileges of the owner, so it may ALTER the extension. */
+  ownedByMe: boolean
+  relocatable: boolean
+}
+
+export interface SessionInfo {
+  pid: number
+  user: string | null
+  application: string | null
+  state: string | null
+  ageMs: number | null
+  query: string | null
+}
+
+export interface LockHolder extends SessionInfo {
+  extension: string
+  relation: string
+  mode: string
+}
+
+export interface Dependents {
+  count: number
+  sample: string[]
+}
+
+export interface DatabaseFacts {
+  name: string
+  canCreate: boolean
+  /** Installed extensions looked at closely: the targets, or those behind their default version. */
+  inScope: string[]
+  installed: Record<string, InstalledExtension>
+  /** Per extension in scope: target version → every hop from the installed version. */
+  paths: Record<string, Record<string, string[]>>
+  /** User objects that depend on members of the extension. */
+  dependents: Record<string, Dependents>
+  /** Member objects (pg_describe_object), for extensions in scope. */
+  members: Record<string, string[]>
+  locks: LockHolder[]
+  longTransactions: SessionInfo[]
+  /** Loaded library versions for extensions that can tell (quirks' libraryProbe). */
+  libraries: Record<string, string | null>
+}
+
+export interface InspectOptions {
+  /** Extensions to look at closely; empty means every installed one behind its default version. */
+  targets: string[]
+  longTransactionMs: number
+}
+
+const SERVER_SQL = `
+SELECT json_build_object(
+  'version', current_setting('server_version'),
+  'versionNum', current_setting('server_version_num')::int,
+  'inRecovery', pg_is_in_recovery(),
+  'readOnly', current_setting('default_transaction_read_only') = 'on',
+  'preload', (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
+  'role', current_user,
+  'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+  'available', (
+    SELECT coalesce(json_agg(json_build_object('name', a.name, 'defaultVersion', a.default_version, 'versions', v.versions)), '[]')
+    FROM pg_available_extensions a
+    JOIN (
+      SELECT name, json_agg(json_build_object(
+        'version', version, 'superuser', superuser, 'trusted', trusted, 'relocatable', relocatable,
+        'schema', schema, 'requires', coalesce(requires, '{}'::name[])) ORDER BY version) AS versions
+      FROM pg_available_extension_versions GROUP BY name
+    ) v USING (name)
+  )
+) AS server`
+
+/** The per-database part: `%TARGETS%` and `%LONG_TX_MS%` are replaced by driver-escaped literals. */
+const DATABASE_SQL = `
+WITH installed AS MATERIALIZED (
+  SELECT e.oid, e.extname AS name, e.extversion AS version, n.nspname AS schema,
+         pg_get_userbyid(e.extowner) AS owner, pg_has_role(e.extowner, 'USAGE') AS owned_by_me,
+         e.extrelocatable AS relocatable
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+),
+targets AS (SELECT unnest(%TARGETS%::text[]) AS name),
+in_scope AS MATERIALIZED (
+  SELECT i.* , a.name IS NOT NULL AS shipped
+  FROM installed i LEFT JOIN pg_available_extensions a ON a.name = i.name
+  WHERE i.name IN (SELECT name FROM targets)
+     OR (NOT EXISTS (SELECT 1 FROM targets) AND a.default_version IS DISTINCT FROM i.version)
+),
+paths AS (
+  SELECT s.name, json_object_agg(p.target, p.path) AS paths
+  FROM in_scope s CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
+  WHERE s.shipped AND p.source = s.version AND p.path IS NOT NULL
+  GROUP BY s.name
+),
+members AS MATERIALIZED (
+  SELECT s.name AS extension, d.classid, d.objid
+  FROM in_scope s JOIN pg_depend d
+    ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = s.oid AND d.deptype = 'e'
+),
+all_members AS MATERIALIZED (
+  SELECT classid, objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+),
+dependents AS (
+  SELECT m.extension, pg_describe_object(d.classid, d.objid, d.objsubid) AS object
+  FROM members m
+  JOIN pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid AND d.deptype IN ('n', 'a')
+  WHERE NOT EXISTS (SELECT 1 FROM all_members x WHERE x.classid = d.classid AND x.objid = d.objid)
+    AND NOT EXISTS (
+      SELECT 1 FROM pg_depend o JOIN all_members x ON x.classid = o.refclassid AND x.objid = o.refobjid
+      WHERE o.classid = d.classid AND o.objid = d.objid AND o.deptype IN ('i', 'a'))
+),
+dependents_agg AS (
+  SELECT extension, count(DISTINCT object) AS count,
+         (array_agg(DISTINCT object ORDER BY object))[1:20] AS sample
+  FROM dependents GROUP BY extension
+),
+locks AS (
+  SELECT m.extension, l.pid, l.relation::regclass::text AS relation, l.mode
+  FROM members m
+  JOIN pg_locks l ON m.classid = 'pg_class'::regclass AND l.locktype = 'relation' AND l.relation = m.objid
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  WHERE l.pid <> pg_backend_pid() AND l.granted
+)
+SELECT json_build_object(
+  'name', current_database(),
+  'canCreate', has_database_privilege(current_database(), 'CREATE'),
+  'inScope', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM in_scope),
+  'installed', (SELECT coalesce(json_agg(json_build_object('name', name, 'version', version, 'schema', schema,
+      'owner', owner, 'ownedByMe', owned_by_me, 'relocatable', relocatable)), '[]') FROM installed),
+  'paths', (SELECT coalesce(json_object_agg(name, paths), '{}') FROM paths),
+  'members', (SELECT coalesce(json_object_agg(extension, objects), '{}') FROM (
+      SELECT extension, array_agg(pg_describe_object(classid, objid, 0) ORDER BY pg_describe_object(classid, objid, 0)) AS objects
+      FROM members GROUP BY extension) mm),
+  'dependents', (SELECT coalesce(json_object_agg(extension, json_build_object('count', count, 'sample', sample)), '{}')
+      FROM dependents_agg),
+  'locks', (SELECT coalesce(json_agg(row_to_json(x)), '[]') FROM (
+      SELECT l.extension, l.relation, l.mode, a.pid, a.usename AS user, a.application_name AS application, a.state,
+             (extract(epoch FROM now() - coalesce(a.xact_start, a.query_start)) * 1000)::bigint AS "ageMs",
+             left(a.query, 500) AS query
+      FROM locks l JOIN pg_stat_activity a ON a.pid = l.pid) x),
+  'longTransactions', (SELECT coalesce(json_agg(row_to_json(x)), '[]') FROM (
+      SELECT pid, usename AS user, application_name AS application, state,
+             (extract(epoch FROM now() - xact_start) * 1000)::bigint AS "ageMs", left(query, 500) AS query
+      FROM pg_stat_activity
+      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+        AND xact_start < now() - make_interval(secs => %LONG_TX_MS% / 1000.0)
+      ORDER BY xact_start) x)
+) AS database`
+
+interface RawDatabase extends Omit<DatabaseFacts, 'installed' | 'paths' | 'libraries'> {
+  installed: InstalledExtension[]
+  paths: Record<string, Record<string, string>>
+}
+
+interface RawServer extends Omit<ServerFacts, 'available' | 'preloadLibraries'> {
+  preload: string | null
+  available: AvailableExtension[]
+}
+
+export interface Inspection {
+  server?: ServerFacts
+  database: DatabaseFacts
+  /** Statements sent to the server, for the round-trip benchmark and its test. */
+  roundTrips: number
+}
+
+/**
+ * Reads everything a plan needs from one database in one round trip: a READ ONLY transaction
+ * sent as a single simple-protocol string. Library probes, which fail on a broken install, run
+ * afterwards in read-only transactions of their own, only for the extensions that have one.
+ */
+export async function inspectDatabase(
+  client: pg.Client,
+  options: InspectOptions,
+  includeServer: boolean
+): Promise<Inspection> {
+  const databaseSql = DATABASE_SQL.replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets))).replace(
+    '%LONG_TX_MS%',
+    client.escapeLiteral(String(options.longTransactionMs))
+  )
+  const statements = ['BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT']
+  const results = await readOnly(client, statements)
+  const database = toDatabaseFacts(results[1].rows[0].database as RawDatabase)
+  const server = includeServer ? toServerFacts(results[2].rows[0].server as RawServer) : undefined
+  let roundTrips = 1
+  for (const name of database.inScope) {
+    const probe = quirkOf(name).libraryProbe
+    if (!probe) continue
+    database.libraries[name] = await probeLibrary(client, probe.sql)
+    roundTrips++
+  }
+  return { server, database, roundTrips }
+}
+
+/** Runs statements as one simple-protocol string; a failure leaves no open transaction behind. */
+async function readOnly(client: pg.Client, statements: string[]): Promise<pg.QueryResult[]> {
+  try {
+    return (await client.query(`${statements.join(';\n')};`)) as unknown as pg.QueryResult[]
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined)
+    throw error
+  }
+}
+
+async function probeLibrary(client: pg.Client, sql: string): Promise<string | null> {
+  try {
+    const results = await readOnly(client, ['BEGIN TRANSACTION READ ONLY', sql, 'COMMIT'])
+    const value = Object.values(results[1].rows[0] ?? {})[0]
+    return typeof value === 'string' && value.length > 0 ? value : null
+  } catch {
+    return null
+  }
+}
+
+/** Reads the facts shared by every database of the server; used when no database was inspected with them. */
+export async function inspectServer(client: pg.Client): Promise<ServerFacts> {
+  const result = await client.query(SERVER_SQL)
+  return toServerFacts(result.rows[0].server as RawServer)
+}
+
+function toArrayLiteral(values: string[]): string {
+  return `{${values.map((value) => `"${value.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`
+}
+
+function toDatabaseFacts(raw: RawDatabase): DatabaseFacts {
+  const paths: DatabaseFacts['paths'] = {}
+  for (const [name, targets] of Object.entries(raw.paths)) {
+    paths[name] = Object.fromEntries(Object.entries(targets).map(([target, path]) => [target, splitPath(path)]))
+  }
+  return {
+    ...raw,
+    installed: Object.fromEntries(raw.installed.map((extension) => [extension.name, extension])),
+    paths,
+    libraries: {}
+  }
+}
+
+function toServerFacts(raw: RawServer): ServerFacts {
+  const { preload, available, ...rest } = raw
+  return {
+    ...rest,
+    preloadLibraries: preload === null ? null : splitSettingList(preload),
+    available: Object.fromEntries(available.map((extension) => [extension.name, extension]))
+  }
+}
+
+function splitSettingList(value: string): string[] {
+  return value
+    .split(',')
+    .map((item) => item.trim().replace(/^"(.*)"$/, '$1'))
+    .filter((item) => item.length > 0)
+}

@@ -1,0 +1,177 @@
+import pg from 'pg'
+import { parse, toClientConfig } from 'pg-connection-string'
+import { CodedError, errorMessage } from './errors.js'
+import { describePgError } from './pg-error.js'
+
+export const APPLICATION_NAME = 'pg-extension-upgrade'
+
+/** Where to connect, without a database-specific part, and what must never be printed. */
+export interface ConnectionTarget {
+  config: pg.ClientConfig
+  database: string
+  sslmode?: string
+  /** Values to mask everywhere: the URL, the password, and its encoded and decoded forms. */
+  secrets: string[]
+}
+
+const URI = /^postgres(?:ql)?:\/\//i
+const ENV_PARAMS: Array<[string, string]> = [
+  ['PGSSLMODE', 'sslmode'],
+  ['PGSSLROOTCERT', 'sslrootcert'],
+  ['PGSSLCERT', 'sslcert'],
+  ['PGSSLKEY', 'sslkey']
+]
+
+/** Resolves `database-url`, or the libpq `PG*` environment variables when it is empty. */
+export function resolveTarget(databaseUrl: string, env: NodeJS.ProcessEnv = process.env): ConnectionTarget {
+  const url = databaseUrl.trim() || urlFromEnvironment(env)
+  const secrets = secretsOf(databaseUrl, env)
+  if (!URI.test(url)) {
+    throw new CodedError(
+      'INVALID_INPUT',
+      'input "database-url": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)'
+    )
+  }
+  let parsed: ReturnType<typeof parse>
+  try {
+    parsed = parse(url, { useLibpqCompat: true })
+  } catch (error) {
+    const reason = errorMessage(error).replace(url, '[database-url]')
+    throw new CodedError('INVALID_INPUT', `input "database-url": cannot be parsed (${scrub(reason, secrets)})`)
+  }
+  if (parsed.password) secrets.push(...passwordForms(parsed.password))
+  const config = toClientConfig(parsed)
+  const database = config.database || parsed.user || env.PGUSER || env.USER || 'postgres'
+  delete config.database
+  const sslmode = typeof parsed.sslmode === 'string' ? parsed.sslmode : undefined
+  return { config, database, sslmode, secrets: unique(secrets) }
+}
+
+function urlFromEnvironment(env: NodeJS.ProcessEnv): string {
+  const params = new URLSearchParams()
+  if (env.PGHOST) params.set('host', env.PGHOST)
+  if (env.PGPORT) params.set('port', env.PGPORT)
+  for (const [variable, param] of ENV_PARAMS) if (env[variable]) params.set(param, env[variable] as string)
+  const user = env.PGUSER ? encodeURIComponent(env.PGUSER) : ''
+  const password = env.PGPASSWORD ? `:${encodeURIComponent(env.PGPASSWORD)}` : ''
+  const credentials = user || password ? `${user}${password}@` : ''
+  const query = params.size > 0 ? `?${params.toString()}` : ''
+  return `postgresql://${credentials}/${encodeURIComponent(env.PGDATABASE ?? '')}${query}`
+}
+
+/** Every form in which the URL's or the environment's password could be printed. */
+export function secretsOf(databaseUrl: string, env: NodeJS.ProcessEnv = process.env): string[] {
+  const secrets: string[] = []
+  const url = databaseUrl.trim()
+  if (url) secrets.push(url)
+  if (env.PGPASSWORD) secrets.push(...passwordForms(env.PGPASSWORD))
+  const userinfo = /^[^:]+:\/\/[^:/@]*:([^@/]*)@/.exec(url)
+  if (userinfo?.[1]) secrets.push(...passwordForms(userinfo[1]))
+  const query = /[?&]password=([^&]*)/.exec(url)
+  if (query?.[1]) secrets.push(...passwordForms(query[1]))
+  return unique(secrets)
+}
+
+function passwordForms(password: string): string[] {
+  const forms = [password, encodeURIComponent(password)]
+  try {
+    forms.push(decodeURIComponent(password))
+  } catch {
+    // not percent-encoded: the raw form is already listed
+  }
+  return forms.filter((form) => form.length > 0)
+}
+
+const unique = (values: string[]) => [...new Set(values)]
+
+/** Replaces every secret in `text`; longest first, so that a URL is masked before its password. */
+export function scrub(text: string, secrets: readonly string[]): string {
+  return [...secrets]
+    .sort((a, b) => b.length - a.length)
+    .reduce((result, secret) => result.split(secret).join('***'), text)
+}
+
+/** The target as it may be printed: never a password. */
+export function redact(target: ConnectionTarget, database = target.database): string {
+  const { host, port, user, password } = target.config
+  const socket = typeof host === 'string' && host.startsWith('/')
+  const credentials = user ? `${encodeURIComponent(user)}${password ? ':***' : ''}@` : ''
+  const address = socket || !host ? '' : `${host}${port ? `:${port}` : ''}`
+  const params = new URLSearchParams()
+  if (socket) params.set('host', host as string)
+  if (target.sslmode) params.set('sslmode', target.sslmode)
+  const query = params.size > 0 ? `?${decodeURIComponent(params.toString())}` : ''
+  return `postgresql://${credentials}${address}/${encodeURIComponent(database)}${query}`
+}
+
+export interface SessionSpec {
+  database?: string
+  /** Appended to the application_name, so that every session says what it is for. */
+  purpose: string
+  /** Sent as startup `options` (`-c name=value`), never as SET: the first statement stays ours. */
+  settings?: Record<string, string | number>
+}
+
+export type Connector = (spec: SessionSpec) => Promise<pg.Client>
+
+export function startupOptions(settings: Record<string, string | number>): string {
+  const escape = (value: string) => value.replace(/\\/g, '\\\\').replace(/ /g, '\\ ')
+  return Object.entries(settings)
+    .map(([name, value]) => `-c ${name}=${escape(String(value))}`)
+    .join(' ')
+}
+
+/** A connection factory: one fresh, unpooled session per call. */
+export function makeConnector(target: ConnectionTarget, connectTimeoutMs: number): Connector {
+  return async (spec) => {
+    const database = spec.database ?? target.database
+    const config: pg.ClientConfig = {
+      ...target.config,
+      database,
+      application_name: `${APPLICATION_NAME}/${spec.purpose}`,
+      connectionTimeoutMillis: connectTimeoutMs,
+      keepAlive: true,
+      options: spec.settings ? startupOptions(spec.settings) : undefined
+    }
+    try {
+      return await open(config)
+    } catch (error) {
+      // libpq's sslmode=prefer falls back to a plain connection when the server has no TLS.
+      if (target.sslmode === 'prefer' && /does not support SSL/i.test(errorMessage(error))) {
+        try {
+          return await open({ ...config, ssl: false })
+        } catch (retryError) {
+          throw connectionFailed(target, database, retryError)
+        }
+      }
+      throw connectionFailed(target, database, error)
+    }
+  }
+}
+
+async function open(config: pg.ClientConfig): Promise<pg.Client> {
+  const client = new pg.Client(config)
+  // A backend terminated while idle emits 'error'; the next query reports it instead of a crash.
+  client.on('error', () => undefined)
+  await client.connect()
+  return client
+}
+
+function connectionFailed(target: ConnectionTarget, database: string, error: unknown): CodedError {
+  const reason = scrub(describePgError(error), target.secrets)
+  return new CodedError('CONNECTION_FAILED', `cannot connect to ${redact(target, database)}: ${reason}`)
+}
+
+/** The backend pid of a session (pg keeps it from BackendKeyData). */
+export function backendPid(client: pg.Client): number {
+  return (client as unknown as { processID: number }).processID
+}
+
+export async function closeQuietly(client: pg.Client | undefined): Promise<void> {
+  if (!client) return
+  try {
+    await client.end()
+  } catch {
+    // already gone
+  }
+}

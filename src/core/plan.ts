@@ -1,0 +1,124 @@
+import { createHash } from 'node:crypto'
+import type { DatabaseFacts, Dependents, ServerFacts, SessionInfo } from './catalog.js'
+import type { Code } from './codes.js'
+import type { ExtensionRequest } from './extension-list.js'
+
+export type Action = 'update' | 'install' | 'none' | 'blocked'
+export type PlanStatus = 'dry_run_approved' | 'dry_run_blocked' | 'nothing_to_do'
+
+export interface Finding {
+  code: Code
+  database?: string
+  extension?: string
+  message: string
+  /** Sessions involved (lock holders, long transactions, blockers seen while waiting). */
+  sessions?: SessionInfo[]
+}
+
+export interface PlannedExtension {
+  name: string
+  /** Installed version; null when the extension is to be installed. */
+  from: string | null
+  to: string | null
+  /** Every version PostgreSQL walks, `from` and `to` included. */
+  path: string[]
+  action: Action
+  /** Execution order inside the database: required extensions first. */
+  order: number
+  schema: string | null
+  /** Set only when the path goes to an older version (allow-downgrade). */
+  direction?: 'upgrade' | 'downgrade'
+  /** Present when hops run one per transaction, with the reason. */
+  staged?: { reason: string }
+  /** Extensions the target version requires (its control file). */
+  requires: string[]
+  /** For an install pulled in by another extension's requirements. */
+  requiredBy?: string
+  dependents?: Dependents
+  /** Version of the loaded library, where the extension can tell. */
+  library?: string | null
+}
+
+export interface DatabasePlan {
+  name: string
+  /** Hash of the inspected state of this database (see `fingerprintDatabase`). */
+  fingerprint: string
+  extensions: PlannedExtension[]
+}
+
+export interface PlanRequest {
+  extensions: ExtensionRequest[]
+  allowDowngrade: boolean
+  installMissing: boolean
+  stagedExtensions: string[]
+}
+
+export interface Plan {
+  schemaVersion: 1
+  status: PlanStatus
+  createdAt: string
+  server: { version: string; versionNum: number; isReplica: boolean }
+  request: PlanRequest
+  databases: DatabasePlan[]
+  blockers: Finding[]
+  warnings: Finding[]
+  /** Member objects before the change, per `name@version`, for verify's added/removed report. */
+  members: Record<string, string[]>
+  fingerprint: string
+  /** Set on the compact form written to a step output when the full plan is too large. */
+  truncated?: { planFile: string; reason: string }
+}
+
+export const isChange = (extension: PlannedExtension) => extension.action === 'update' || extension.action === 'install'
+
+const sha256 = (value: unknown) => `sha256:${createHash('sha256').update(JSON.stringify(value)).digest('hex')}`
+
+/**
+ * What must not change between plan and execute: every installed extension outside the plan
+ * (name, version, schema), and what the server ships for the planned ones (default and versions).
+ * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
+ * anywhere on their planned path, which is what lets a stopped run resume.
+ */
+export function fingerprintDatabase(database: DatabaseFacts, server: ServerFacts, planned: string[]): string {
+  const inPlan = new Set(planned)
+  const installed = Object.values(database.installed)
+    .filter((extension) => !inPlan.has(extension.name))
+    .map((extension) => [extension.name, extension.version, extension.schema])
+    .sort((a, b) => a[0].localeCompare(b[0]))
+  const shipped = [...inPlan].sort().map((name) => {
+    const available = server.available[name]
+    return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null]
+  })
+  return sha256({ installed, shipped })
+}
+
+export function fingerprintPlan(databases: Array<Pick<DatabasePlan, 'name' | 'fingerprint'>>): string {
+  return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]))
+}
+
+/**
+ * Where each planned extension stands now. Anything off its planned path means someone else
+ * changed it, and the plan no longer describes the database.
+ */
+export function checkProgress(database: DatabaseFacts, planned: DatabasePlan): string[] {
+  const problems: string[] = []
+  for (const extension of planned.extensions) {
+    const now = database.installed[extension.name]
+    if (extension.action === 'install') {
+      if (now && now.version !== extension.to) problems.push(`${extension.name} was installed at ${now.version} meanwhile`)
+      continue
+    }
+    if (!now) {
+      if (extension.from !== null) problems.push(`${extension.name} was dropped`)
+      continue
+    }
+    const allowed = extension.action === 'update' ? extension.path : [extension.from]
+    if (!allowed.includes(now.version)) {
+      problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`)
+    }
+    if (extension.schema !== null && now.schema !== extension.schema) {
+      problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`)
+    }
+  }
+  return problems
+}

@@ -1,0 +1,126 @@
+import { z } from 'zod'
+import { parseDuration } from './core/duration.js'
+import { CodedError, errorMessage } from './core/errors.js'
+import { parseExtensionList } from './core/extension-list.js'
+
+export const MODES = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback', 'run', 'drift'] as const
+export type Mode = (typeof MODES)[number]
+
+/** Each input carries its action.yml default and its kind, for the CLI and the action.yml parity test. */
+export interface InputMeta {
+  default: string
+  kind: 'text' | 'boolean' | 'duration' | 'integer' | 'list'
+}
+const meta = (fallback: string, kind: InputMeta['kind']) => ({ input: { default: fallback, kind } })
+
+const text = (fallback: string) => z.string().default(fallback).meta(meta(fallback, 'text'))
+
+const bool = (fallback: 'true' | 'false') =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, ctx) => {
+      const normalised = value.trim().toLowerCase()
+      if (normalised === 'true' || normalised === 'false') return normalised === 'true'
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a boolean; use true or false` })
+      return z.NEVER
+    })
+    .meta(meta(fallback, 'boolean'))
+
+const duration = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, ctx) => {
+      const ms = parseDuration(value)
+      if (ms !== undefined && ms > 0) return ms
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${value}" is not a positive duration; use a number with ms, s, min, h or d (for example 5s or 15min)`
+      })
+      return z.NEVER
+    })
+    .meta(meta(fallback, 'duration'))
+
+const integer = (fallback: string, min: number, max: number) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, ctx) => {
+      const trimmed = value.trim()
+      const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN
+      if (parsed >= min && parsed <= max) return parsed
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max}` })
+      return z.NEVER
+    })
+    .meta(meta(fallback, 'integer'))
+
+const extensionRequests = z
+  .string()
+  .default('')
+  .transform((value, ctx) => {
+    try {
+      return parseExtensionList(value)
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: errorMessage(error) })
+      return z.NEVER
+    }
+  })
+const extensionList = extensionRequests.meta(meta('', 'list'))
+
+const extensionNames = extensionRequests
+  .transform((requests, ctx) => {
+    if (requests.every((request) => request.version === undefined)) return requests.map((request) => request.name)
+    ctx.addIssue({ code: 'custom', message: 'takes extension names only, without @version' })
+    return z.NEVER
+  })
+  .meta(meta('', 'list'))
+
+/**
+ * The single source of truth for inputs, shared by the action and the CLI. Keys are the action's
+ * kebab-case input names; `__tests__/inputs.test.ts` keeps `action.yml` identical to it.
+ */
+export const inputSchema = z.object({
+  mode: z.enum(MODES, { error: () => `must be one of ${MODES.join(', ')}` }),
+  'database-url': text(''),
+  extensions: extensionList,
+  'allow-downgrade': bool('false'),
+  'install-missing': bool('false'),
+  'lock-timeout': duration('5s'),
+  'statement-timeout': duration('15min'),
+  'connect-timeout': duration('10s'),
+  'long-transaction-threshold': duration('5min'),
+  'max-retries': integer('3', 0, 20),
+  'staged-extensions': extensionNames
+})
+
+export type InputName = keyof z.input<typeof inputSchema>
+export const INPUT_NAMES = Object.keys(inputSchema.shape) as InputName[]
+
+/** The default and kind of an input; `mode` has neither (it is required). */
+export function inputMeta(name: InputName): InputMeta | undefined {
+  return (inputSchema.shape[name].meta() as { input?: InputMeta } | undefined)?.input
+}
+
+type Camel<S extends string> = S extends `${infer Head}-${infer Tail}` ? `${Head}${Capitalize<Camel<Tail>>}` : S
+type CamelKeys<T> = { [K in keyof T as Camel<K & string>]: T[K] }
+export type Inputs = CamelKeys<z.output<typeof inputSchema>>
+
+/** Raw values as strings; an empty string counts as "not given" so that defaults apply. */
+export type RawInputs = Partial<Record<InputName, string>>
+
+export function parseInputs(raw: RawInputs): Inputs {
+  const given = Object.fromEntries(Object.entries(raw).filter(([, value]) => value !== undefined && value !== ''))
+  const result = inputSchema.safeParse(given)
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? '')
+      const missing = issue.input === undefined && name === 'mode'
+      return missing ? `input "mode" is required: ${issue.message}` : `input "${name}": ${issue.message}`
+    })
+    throw new CodedError('INVALID_INPUT', problems.join('; '))
+  }
+  return Object.fromEntries(
+    Object.entries(result.data).map(([key, value]) => [key.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), value])
+  ) as Inputs
+}

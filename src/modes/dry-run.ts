@@ -1,0 +1,36 @@
+import { redact } from '../core/connection.js'
+import { makePlan } from '../core/planning.js'
+import type { ModeContext, ModeResult } from './types.js'
+
+/**
+ * dry-run: inspect every targeted database in a read-only transaction, plan each update path,
+ * run every pre-flight check, and say whether the upgrade may proceed. Never changes anything.
+ */
+export async function dryRun(context: ModeContext): Promise<ModeResult> {
+  const { inputs, target, connect, log } = context
+  const { plan } = await makePlan(
+    connect,
+    {
+      databases: [target.database],
+      request: {
+        extensions: inputs.extensions,
+        allowDowngrade: inputs.allowDowngrade,
+        installMissing: inputs.installMissing,
+        stagedExtensions: inputs.stagedExtensions
+      },
+      longTransactionMs: inputs.longTransactionThreshold
+    },
+    log
+  )
+  const blocked = plan.status === 'dry_run_blocked'
+  return {
+    mode: 'dry-run',
+    status: plan.status,
+    changed: false,
+    plan,
+    errors: plan.blockers,
+    warnings: plan.warnings,
+    error: blocked ? `${plan.blockers.length} blocker(s): ${plan.blockers[0].code}: ${plan.blockers[0].message}` : undefined,
+    target: redact(target)
+  }
+}

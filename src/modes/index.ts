@@ -1,0 +1,74 @@
+import { makeConnector, resolveTarget } from '../core/connection.js'
+import { CodedError, errorMessage } from '../core/errors.js'
+import type { Logger } from '../core/logger.js'
+import { describePgError } from '../core/pg-error.js'
+import type { Code } from '../core/codes.js'
+import { fingerprintPlan, type Finding, type Plan } from '../core/plan.js'
+import { parseInputs, type Mode, type RawInputs } from '../inputs.js'
+import { dryRun } from './dry-run.js'
+import { FAILURE_STATUS, type ModeHandler, type ModeResult } from './types.js'
+
+const notYetAvailable =
+  (mode: Mode): ModeHandler =>
+  async () => {
+    throw new CodedError('NOT_IMPLEMENTED', `mode "${mode}" is not available in this version yet; nothing was done`)
+  }
+
+/** Every mode has a handler: adding a mode without one does not compile. */
+export const MODES: Record<Mode, ModeHandler> = {
+  'dry-run': dryRun,
+  snapshot: notYetAvailable('snapshot'),
+  execute: notYetAvailable('execute'),
+  verify: notYetAvailable('verify'),
+  rollback: notYetAvailable('rollback'),
+  run: notYetAvailable('run'),
+  drift: notYetAvailable('drift')
+}
+
+/**
+ * Parses inputs, connects and runs the mode. Expected failures (bad input, unreachable server,
+ * any CodedError) become a result with the mode's failure status instead of an exception.
+ */
+export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEnv = process.env): Promise<ModeResult> {
+  const mode = raw.mode as Mode | undefined
+  try {
+    const inputs = parseInputs(raw)
+    const target = resolveTarget(inputs.databaseUrl, env)
+    const connect = makeConnector(target, inputs.connectTimeout)
+    return await MODES[inputs.mode]({ inputs, target, connect, log, env })
+  } catch (error) {
+    if (!(error instanceof CodedError) && error instanceof Error && error.stack) log.debug(error.stack)
+    return failureResult(mode && mode in MODES ? mode : undefined, error)
+  }
+}
+
+export function failureResult(mode: Mode | undefined, error: unknown): ModeResult {
+  const code: Code = error instanceof CodedError ? error.code : 'UNEXPECTED_ERROR'
+  const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error)
+  const finding: Finding = { code, message }
+  return {
+    mode,
+    status: mode ? FAILURE_STATUS[mode] : 'failed',
+    changed: false,
+    // A gate reading fromJSON(steps.plan.outputs.plan).status must get JSON even when nothing was planned.
+    plan: mode === 'dry-run' ? unplanned(finding) : undefined,
+    errors: [finding],
+    warnings: [],
+    error: `${code}: ${message}`
+  }
+}
+
+function unplanned(blocker: Finding): Plan {
+  return {
+    schemaVersion: 1,
+    status: 'dry_run_blocked',
+    createdAt: new Date().toISOString(),
+    server: { version: 'unknown', versionNum: 0, isReplica: false },
+    request: { extensions: [], allowDowngrade: false, installMissing: false, stagedExtensions: [] },
+    databases: [],
+    blockers: [blocker],
+    warnings: [],
+    members: {},
+    fingerprint: fingerprintPlan([])
+  }
+}

@@ -1,0 +1,65 @@
+import type { ConnectionTarget, Connector } from '../core/connection.js'
+import type { Logger } from '../core/logger.js'
+import type { Finding, Plan } from '../core/plan.js'
+import type { Inputs, Mode } from '../inputs.js'
+
+export type Status =
+  | 'dry_run_approved'
+  | 'dry_run_blocked'
+  | 'nothing_to_do'
+  | 'snapshot_created'
+  | 'success'
+  | 'failed'
+  | 'verified'
+  | 'verify_failed'
+  | 'rolled_back'
+  | 'rollback_failed'
+  | 'no_drift'
+  | 'drift_detected'
+
+/** Statuses that end the step with a non-zero exit. */
+export const FAILURE_STATUSES: ReadonlySet<Status> = new Set<Status>([
+  'dry_run_blocked',
+  'failed',
+  'verify_failed',
+  'rolled_back',
+  'rollback_failed',
+  'drift_detected'
+])
+
+/** The status a mode reports when it cannot finish at all (bad input, unreachable server). */
+export const FAILURE_STATUS: Record<Mode, Status> = {
+  'dry-run': 'dry_run_blocked',
+  snapshot: 'failed',
+  execute: 'failed',
+  verify: 'verify_failed',
+  rollback: 'rollback_failed',
+  run: 'failed',
+  drift: 'failed'
+}
+
+export interface ModeContext {
+  inputs: Inputs
+  target: ConnectionTarget
+  connect: Connector
+  log: Logger
+  env: NodeJS.ProcessEnv
+}
+
+export interface ModeResult {
+  mode: Mode | undefined
+  status: Status
+  changed: boolean
+  plan?: Plan
+  /** Mode-specific report, written to `report` / `report-file`. */
+  report?: unknown
+  errors: Finding[]
+  warnings: Finding[]
+  /** One line for the `error` output and the failure message. */
+  error?: string
+  /** Redacted connection target, for the summary. */
+  target?: string
+  outputs?: Partial<Record<'restore-point' | 'restore-lsn' | 'snapshot' | 'snapshot-strategy' | 'drift', string>>
+}
+
+export type ModeHandler = (context: ModeContext) => Promise<ModeResult>
