@@ -34982,7 +34982,7 @@ function extend(target) {
 
 /***/ }),
 
-/***/ 9939:
+/***/ 1690:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -38203,6 +38203,16 @@ function connectionFailed(target, database, error) {
 function backendPid(client) {
     return client.processID;
 }
+/** Opens a session, runs the work, and always closes it. */
+async function withSession(connect, spec, work) {
+    const client = await connect(spec);
+    try {
+        return await work(client);
+    }
+    finally {
+        await closeQuietly(client);
+    }
+}
 async function closeQuietly(client) {
     if (!client)
         return;
@@ -40934,9 +40944,9 @@ const $ZodNumberFormat = /*@__PURE__*/ $constructor("$ZodNumberFormat", (inst, d
     $ZodCheckNumberFormat.init(inst, def);
     $ZodNumber.init(inst, def); // no format checks
 });
-const $ZodBoolean = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodBoolean", (inst, def) => {
+const $ZodBoolean = /*@__PURE__*/ $constructor("$ZodBoolean", (inst, def) => {
     $ZodType.init(inst, def);
-    inst._zod.pattern = regexes.boolean;
+    inst._zod.pattern = regexes_boolean;
     inst._zod.parse = (payload, _ctx) => {
         if (def.coerce)
             try {
@@ -40954,7 +40964,7 @@ const $ZodBoolean = /*@__PURE__*/ (/* unused pure expression or super */ null &&
         });
         return payload;
     };
-})));
+});
 const $ZodBigInt = /*@__PURE__*/ $constructor("$ZodBigInt", (inst, def) => {
     $ZodType.init(inst, def);
     inst._zod.pattern = bigint;
@@ -41987,13 +41997,13 @@ function handleTupleResults(itemResults, final, items, input, optoutStart) {
     }
     return final;
 }
-const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodRecord", (inst, def) => {
+const $ZodRecord = /*@__PURE__*/ $constructor("$ZodRecord", (inst, def) => {
     $ZodType.init(inst, def);
-    const memo = core.globalConfig.memoizer;
+    const memo = globalConfig.memoizer;
     memo?.attach(inst);
     inst._zod.parse = (payload, ctx) => {
         const input = payload.value;
-        if (!util.isPlainObject(input)) {
+        if (!isPlainObject(input)) {
             payload.issues.push({
                 expected: "record",
                 code: "invalid_type",
@@ -42022,7 +42032,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                         payload.issues.push({
                             code: "invalid_key",
                             origin: "record",
-                            issues: keyResult.issues.map((iss) => util.finalizeIssue(iss, ctx, core.config())),
+                            issues: keyResult.issues.map((iss) => finalizeIssue(iss, ctx, config())),
                             input: key,
                             path: [key],
                             inst,
@@ -42036,14 +42046,14 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                     if (result instanceof Promise) {
                         proms.push(result.then((result) => {
                             if (result.issues.length) {
-                                payload.issues.push(...util.prefixIssues(key, result.issues));
+                                payload.issues.push(...prefixIssues(key, result.issues));
                             }
                             payload.value[outKey] = result.value;
                         }));
                     }
                     else {
                         if (result.issues.length) {
-                            payload.issues.push(...util.prefixIssues(key, result.issues));
+                            payload.issues.push(...prefixIssues(key, result.issues));
                         }
                         payload.value[outKey] = result.value;
                     }
@@ -42089,7 +42099,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                     throw new Error("Async schemas not supported in object keys currently");
                 }
                 // Numeric string fallback: if key is a numeric string and failed, retry with Number(key). This handles z.number(), z.literal([1, 2, 3]), and unions containing numeric literals
-                const checkNumericKey = typeof key === "string" && regexes.number.test(key) && keyResult.issues.length;
+                const checkNumericKey = typeof key === "string" && number.test(key) && keyResult.issues.length;
                 if (checkNumericKey) {
                     const retryResult = def.keyType._zod.run({ value: Number(key), issues: [] }, ctx);
                     if (retryResult instanceof Promise) {
@@ -42113,7 +42123,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                         payload.issues.push({
                             code: "invalid_key",
                             origin: "record",
-                            issues: keyResult.issues.map((iss) => util.finalizeIssue(iss, ctx, core.config())),
+                            issues: keyResult.issues.map((iss) => finalizeIssue(iss, ctx, config())),
                             input: key,
                             path: [key],
                             inst,
@@ -42129,14 +42139,14 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                 if (result instanceof Promise) {
                     proms.push(result.then((result) => {
                         if (result.issues.length) {
-                            payload.issues.push(...util.prefixIssues(key, result.issues));
+                            payload.issues.push(...prefixIssues(key, result.issues));
                         }
                         payload.value[outKey] = result.value;
                     }));
                 }
                 else {
                     if (result.issues.length) {
-                        payload.issues.push(...util.prefixIssues(key, result.issues));
+                        payload.issues.push(...prefixIssues(key, result.issues));
                     }
                     payload.value[outKey] = result.value;
                 }
@@ -42156,7 +42166,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
         }
         return payload;
     };
-})));
+});
 const $ZodMap = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodMap", (inst, def) => {
     $ZodType.init(inst, def);
     const memo = core.globalConfig.memoizer;
@@ -42299,16 +42309,16 @@ const $ZodEnum = /*@__PURE__*/ $constructor("$ZodEnum", (inst, def) => {
         return payload;
     };
 });
-const $ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodLiteral", (inst, def) => {
+const $ZodLiteral = /*@__PURE__*/ $constructor("$ZodLiteral", (inst, def) => {
     $ZodType.init(inst, def);
     const values = new Set(def.values);
     inst._zod.values = values;
-    util.defineLazyInternal(inst, "pattern", (zod) => {
+    defineLazyInternal(inst, "pattern", (zod) => {
         const vals = zod.def.values;
         // unmatchable fallback, RE2-safe: an empty alternation would compile to /^()$/, which matches ""
         return new RegExp(vals.length
             ? `^(${vals
-                .map((o) => typeof o === "string" ? util.escapeRegex(o) : o ? util.escapeRegex(o.toString()) : String(o))
+                .map((o) => typeof o === "string" ? escapeRegex(o) : o ? escapeRegex(o.toString()) : String(o))
                 .join("|")})$`
             : "^[^\\s\\S]$");
     });
@@ -42325,7 +42335,7 @@ const $ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null &&
         });
         return payload;
     };
-})));
+});
 const $ZodFile = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodFile", (inst, def) => {
     $ZodType.init(inst, def);
     inst._zod.parse = (payload, _ctx) => {
@@ -43284,7 +43294,7 @@ function _isoDuration(Class, params) {
 }
 // @__NO_SIDE_EFFECTS__
 function _number(Class, params) {
-    return new Class(snapshotChecks({ type: "number", checks: [], ...util.normalizeParams(params) }));
+    return new Class(snapshotChecks({ type: "number", checks: [], ...normalizeParams(params) }));
 }
 // @__NO_SIDE_EFFECTS__
 function _coercedNumber(Class, params) {
@@ -43344,7 +43354,7 @@ function _uint32(Class, params) {
 function _boolean(Class, params) {
     return new Class({
         type: "boolean",
-        ...util.normalizeParams(params),
+        ...normalizeParams(params),
     });
 }
 // @__NO_SIDE_EFFECTS__
@@ -46865,7 +46875,7 @@ const ZodNumber = /*@__PURE__*/ $constructor("ZodNumber", (inst, def) => {
     },
 }));
 function schemas_number(params) {
-    return core._number(ZodNumber, params);
+    return _number(ZodNumber, params);
 }
 const ZodNumberFormat = /*@__PURE__*/ $constructor("ZodNumberFormat", (inst, def) => {
     $ZodNumberFormat.init(inst, def);
@@ -46886,13 +46896,13 @@ function int32(params) {
 function uint32(params) {
     return core._uint32(ZodNumberFormat, params);
 }
-const ZodBoolean = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodBoolean", (inst, def) => {
-    core.$ZodBoolean.init(inst, def);
+const ZodBoolean = /*@__PURE__*/ $constructor("ZodBoolean", (inst, def) => {
+    $ZodBoolean.init(inst, def);
     ZodType.init(inst, def);
-    inst._zod.processJSONSchema = (ctx, json, params) => processors.booleanProcessor(inst, ctx, json, params);
-})));
+    inst._zod.processJSONSchema = (ctx, json, params) => booleanProcessor(inst, ctx, json, params);
+});
 function schemas_boolean(params) {
-    return core._boolean(ZodBoolean, params);
+    return _boolean(ZodBoolean, params);
 }
 const ZodBigInt = /*@__PURE__*/ $constructor("ZodBigInt", (inst, def) => {
     $ZodBigInt.init(inst, def);
@@ -47135,7 +47145,7 @@ function looseObject(shape, params) {
         type: "object",
         shape,
         catchall: unknown(),
-        ...util.normalizeParams(params),
+        ...normalizeParams(params),
     });
 }
 const ZodUnion = /*@__PURE__*/ $constructor("ZodUnion", (inst, def) => {
@@ -47227,14 +47237,14 @@ function tuple(items, _paramsOrRest, _params) {
         ...util.normalizeParams(params),
     });
 }
-const ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodRecord", (inst, def) => {
+const ZodRecord = /*@__PURE__*/ $constructor("ZodRecord", (inst, def) => {
     _ensureDefaultMemoizer();
-    core.$ZodRecord.init(inst, def);
+    $ZodRecord.init(inst, def);
     ZodType.init(inst, def);
-    inst._zod.processJSONSchema = (ctx, json, params) => processors.recordProcessor(inst, ctx, json, params);
+    inst._zod.processJSONSchema = (ctx, json, params) => recordProcessor(inst, ctx, json, params);
     inst.keyType = def.keyType;
     inst.valueType = def.valueType;
-})));
+});
 function record(keyType, valueType, params) {
     // v3-compat: z.record(valueType, params?) — defaults keyType to z.string()
     if (!valueType || !valueType._zod) {
@@ -47242,14 +47252,14 @@ function record(keyType, valueType, params) {
             type: "record",
             keyType: schemas_string(),
             valueType: keyType,
-            ...util.normalizeParams(valueType),
+            ...normalizeParams(valueType),
         });
     }
     return new ZodRecord({
         type: "record",
         keyType,
         valueType: valueType,
-        ...util.normalizeParams(params),
+        ...normalizeParams(params),
     });
 }
 // type alksjf = core.output<core.$ZodRecordKey>;
@@ -47372,10 +47382,10 @@ function nativeEnum(entries, params) {
         ...util.normalizeParams(params),
     });
 }
-const ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodLiteral", (inst, def) => {
-    core.$ZodLiteral.init(inst, def);
+const ZodLiteral = /*@__PURE__*/ $constructor("ZodLiteral", (inst, def) => {
+    $ZodLiteral.init(inst, def);
     ZodType.init(inst, def);
-    inst._zod.processJSONSchema = (ctx, json, params) => processors.literalProcessor(inst, ctx, json, params);
+    inst._zod.processJSONSchema = (ctx, json, params) => literalProcessor(inst, ctx, json, params);
     inst.values = new Set(def.values);
     Object.defineProperty(inst, "value", {
         get() {
@@ -47385,12 +47395,12 @@ const ZodLiteral = /*@__PURE__*/ (/* unused pure expression or super */ null && 
             return def.values[0];
         },
     });
-})));
+});
 function literal(value, params) {
     return new ZodLiteral({
         type: "literal",
         values: Array.isArray(value) ? value : [value],
-        ...util.normalizeParams(params),
+        ...normalizeParams(params),
     });
 }
 const ZodFile = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodFile", (inst, def) => {
@@ -47902,7 +47912,9 @@ const inputSchema = object({
     'connect-timeout': inputs_duration('10s'),
     'long-transaction-threshold': inputs_duration('5min'),
     'max-retries': inputs_integer('3', 0, 20),
-    'staged-extensions': extensionNames
+    'staged-extensions': extensionNames,
+    plan: inputs_text(''),
+    'verify-sql': inputs_text('')
 });
 const INPUT_NAMES = Object.keys(inputSchema.shape);
 /** The default and kind of an input; `mode` has neither (it is required). */
@@ -48255,7 +48267,7 @@ function splitSettingList(value) {
 /** Codes that are reported as warnings; every other finding blocks the plan. */
 const WARNING_CODES = new Set(['DOWNGRADE_HOP', 'LONG_TRANSACTION', 'DEPENDENT_OBJECTS', 'CATALOG_AHEAD']);
 /** Plans one database from its inspected facts. Pure: no I/O, same facts → same plan. */
-function planDatabase(server, database, request) {
+function planDatabase(server, database, request, options = { lockConflicts: 'block' }) {
     const findings = [];
     const report = (code, message, extension, extra = {}, warning = WARNING_CODES.has(code)) => findings.push({ code, database: database.name, extension, message, ...extra, warning });
     const requested = request.extensions.length > 0 ? request.extensions : behindDefault();
@@ -48403,7 +48415,10 @@ function planDatabase(server, database, request) {
         const holders = database.locks.filter((lock) => lock.extension === entry.name);
         if (holders.length > 0) {
             const list = holders.map((h) => `pid ${h.pid} (${h.user ?? '?'}, ${h.application || 'no application_name'}) holds ${h.mode} on ${h.relation}`).join('; ');
-            block(entry.name, 'LOCK_CONFLICT', `${entry.name}: ${list}`, { sessions: holders });
+            if (options.lockConflicts === 'block')
+                block(entry.name, 'LOCK_CONFLICT', `${entry.name}: ${list}`, { sessions: holders });
+            else
+                report('LOCK_CONFLICT', `${entry.name}: ${list}; execute will wait for it (lock-timeout, max-retries)`, entry.name, { sessions: holders }, true);
         }
         const dependents = database.dependents[entry.name];
         if (dependents && dependents.count > 0) {
@@ -48465,8 +48480,13 @@ function planDatabase(server, database, request) {
             members[`${entry.name}@${entry.from}`] = database.members[entry.name];
         }
     });
-    const fingerprint = fingerprintDatabase(database, server, ordered.map((e) => e.name));
-    return { plan: { name: database.name, fingerprint, extensions: ordered }, findings, members };
+    const names = new Set(ordered.map((e) => e.name));
+    const fingerprint = fingerprintDatabase(database, server, [...names]);
+    const unplanned = Object.values(database.installed)
+        .filter((e) => !names.has(e.name))
+        .map((e) => `${e.name}@${e.version}`)
+        .sort();
+    return { plan: { name: database.name, fingerprint, extensions: ordered, unplanned }, findings, members };
 }
 /** Topological order by `requires`, alphabetical among equals; a cycle keeps the remaining names in order. */
 function orderByRequirements(entries) {
@@ -48480,8 +48500,8 @@ function orderByRequirements(entries) {
     }
     return result;
 }
-function buildPlan({ server, databases, request, now = new Date() }) {
-    const results = databases.map((database) => planDatabase(server, database, request));
+function buildPlan({ server, databases, request, options, now = new Date() }) {
+    const results = databases.map((database) => planDatabase(server, database, request, options));
     const findings = results.flatMap((r) => r.findings);
     const strip = ({ warning: _warning, ...finding }) => finding;
     const blockers = findings.filter((f) => !f.warning).map(strip);
@@ -48531,7 +48551,7 @@ async function inspectDatabases(connect, options, log) {
 }
 async function makePlan(connect, options, log) {
     const inspected = await inspectDatabases(connect, options, log);
-    return { plan: buildPlan({ server: inspected.server, databases: inspected.databases, request: options.request }), inspected };
+    return { plan: buildPlan({ server: inspected.server, databases: inspected.databases, request: options.request, options: options.planner }), inspected };
 }
 
 ;// CONCATENATED MODULE: ./src/modes/dry-run.ts
@@ -48566,6 +48586,957 @@ async function dryRun(context) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/core/sqlstate.ts
+
+/** The one table that decides the outcome of a failed update; the step's exit follows from it. */
+const SQLSTATE_RULES = [
+    { sqlstate: '55P03', disposition: 'retry', code: 'LOCK_TIMEOUT', meaning: 'lock_timeout expired while waiting for a lock' },
+    { sqlstate: '40P01', disposition: 'retry', code: 'LOCK_TIMEOUT', meaning: 'a deadlock was detected and this session was chosen to abort' },
+    { sqlstate: '40001', disposition: 'retry', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'a serialization failure; nothing was committed' },
+    { sqlstate: '57014', disposition: 'halt', code: 'STATEMENT_TIMEOUT', meaning: 'the statement was cancelled (statement_timeout or an operator)' },
+    { sqlstate: '42501', disposition: 'halt', code: 'INSUFFICIENT_PRIVILEGE', meaning: 'the role lacks a privilege the script needs' },
+    { sqlstate: '58P01', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: "a file the extension needs is missing: the server's binaries do not match" },
+    { sqlstate: 'XX000', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: "an internal error, typically a loaded library that differs from the catalog (Citus XX000)" },
+    { sqlstate: '42883', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: 'a function or symbol the script needs does not exist in the installed library' },
+    { sqlstate: '42710', disposition: 'halt', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'an object the script creates already exists (a name collision with a user object?)' },
+    { sqlstate: '55006', disposition: 'halt', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'an object the script changes is in use by another session' },
+    { sqlstate: '0A000', disposition: 'halt', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'not supported in this session (TimescaleDB: the old version was already loaded)' },
+    { sqlstate: '57P01', disposition: 'reconnect', code: 'CONNECTION_LOST', meaning: 'the session was terminated by an administrator' },
+    { sqlstate: '57P02', disposition: 'reconnect', code: 'CONNECTION_LOST', meaning: 'the server is shutting down after a crash' },
+    { sqlstate: '57P03', disposition: 'reconnect', code: 'CONNECTION_LOST', meaning: 'the server is not accepting connections now' },
+    { sqlstate: '08', disposition: 'reconnect', code: 'CONNECTION_LOST', meaning: 'the connection failed' }
+];
+const FALLBACK = { sqlstate: '', disposition: 'halt', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'the update script failed' };
+const CONNECTION_LOST = { sqlstate: '08', disposition: 'reconnect', code: 'CONNECTION_LOST', meaning: 'the connection was lost' };
+/** Network-level failures from the driver carry no SQLSTATE. */
+const LOST_CONNECTION = /Connection terminated|ECONNRESET|EPIPE|ECONNREFUSED|ETIMEDOUT|socket hang up|Client has encountered a connection error/i;
+function classify(error) {
+    const fields = pgErrorFields(error);
+    const rule = fields.sqlstate
+        ? (SQLSTATE_RULES.find((r) => r.sqlstate === fields.sqlstate) ??
+            SQLSTATE_RULES.find((r) => r.sqlstate.length === 2 && fields.sqlstate.startsWith(r.sqlstate)) ??
+            FALLBACK)
+        : LOST_CONNECTION.test(fields.message)
+            ? CONNECTION_LOST
+            : FALLBACK;
+    return { disposition: rule.disposition, code: rule.code, meaning: rule.meaning, sqlstate: fields.sqlstate, message: fields.message };
+}
+
+;// CONCATENATED MODULE: ./src/core/executor.ts
+
+
+
+
+
+
+
+
+const PRODUCT_LOCK_KEY = fnv31('pg-extension-upgrade');
+/** A stable 31-bit hash (FNV-1a), so advisory lock keys need no server round trip. */
+function fnv31(text) {
+    let hash = 0x811c9dc5;
+    for (const byte of Buffer.from(text)) {
+        hash ^= byte;
+        hash = Math.imul(hash, 0x01000193) >>> 0;
+    }
+    return hash & 0x7fffffff;
+}
+function advisoryKeys(database) {
+    return [PRODUCT_LOCK_KEY, fnv31(database)];
+}
+const defaultSleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Session settings for the upgrading session, sent as startup options so ALTER stays statement #1. */
+function updateSessionSettings(settings) {
+    return {
+        lock_timeout: `${settings.lockTimeoutMs}ms`,
+        statement_timeout: `${settings.statementTimeoutMs}ms`,
+        // A parallel worker can load the old library mid-update (timescaledb#3286).
+        max_parallel_workers_per_gather: 0,
+        max_parallel_maintenance_workers: 0
+    };
+}
+function updateStatement(client, entry, version) {
+    const name = client.escapeIdentifier(entry.name);
+    return entry.action === 'install'
+        ? `CREATE EXTENSION ${name} VERSION ${client.escapeLiteral(version)}`
+        : `ALTER EXTENSION ${name} UPDATE TO ${client.escapeLiteral(version)}`;
+}
+/**
+ * Applies one database's plan under the safety envelope:
+ * 1. a coordinator session takes the database's advisory lock (a second run waits, then gives up
+ *    with CONCURRENT_RUN) and stays open to watch lock waits and re-read versions;
+ * 2. the database is re-inspected under the lock; a plan it no longer matches is PLAN_STALE;
+ * 3. each extension, in order, is updated on a fresh session where the ALTER is the first
+ *    statement; lock timeouts are retried with backoff; a failure stops its dependents.
+ */
+async function executeDatabase(connect, target, server, settings, log) {
+    const started = Date.now();
+    const report = (outcome, extensions, code, message) => ({
+        name: target.name,
+        outcome,
+        durationMs: Date.now() - started,
+        extensions,
+        ...(code ? { code, message } : {})
+    });
+    const lockWaitMs = settings.lockTimeoutMs * Math.max(1, settings.maxRetries);
+    let coordinator;
+    try {
+        coordinator = await connect({ database: target.name, purpose: 'coordinator', settings: { lock_timeout: `${lockWaitMs}ms` } });
+        await takeAdvisoryLock(coordinator, target.name, lockWaitMs);
+        const inspection = await inspectDatabase(coordinator, { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs }, false);
+        const facts = inspection.database;
+        if (target.planned)
+            assertStillPlanned(facts, server, target.planned);
+        const fresh = planDatabase(server, facts, target.request, { lockConflicts: 'warn' });
+        const refusals = fresh.findings.filter((f) => !f.warning);
+        if (refusals.length > 0) {
+            throw new CodedError(refusals[0].code, refusals.map((f) => f.message).join('; '));
+        }
+        const extensions = await applyAll(connect, coordinator, target.name, fresh.plan.extensions, settings, log);
+        const failed = extensions.find((e) => e.outcome === 'failed');
+        const changed = extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed');
+        if (failed)
+            return report('failed', extensions, failed.code, `${failed.name}: ${failed.message}`);
+        return report(changed ? 'updated' : 'current', extensions);
+    }
+    catch (error) {
+        const coded = error instanceof CodedError ? error : new CodedError(classify(error).code, describePgError(error));
+        return report('failed', [], coded.code, coded.message);
+    }
+    finally {
+        if (coordinator) {
+            await coordinator.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
+            await closeQuietly(coordinator);
+        }
+    }
+}
+async function takeAdvisoryLock(coordinator, database, waitMs) {
+    const [key1, key2] = advisoryKeys(database);
+    try {
+        await coordinator.query('SELECT pg_advisory_lock($1, $2)', [key1, key2]);
+    }
+    catch (error) {
+        if (classify(error).sqlstate !== '55P03')
+            throw error;
+        const holders = await coordinator
+            .query(`SELECT a.pid, a.application_name, a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [key1, key2])
+            .then((r) => r.rows)
+            .catch(() => []);
+        const by = holders.map((h) => `pid ${h.pid} (${h.usename ?? '?'}, ${h.application_name || 'no application_name'})`).join(', ');
+        throw new CodedError('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`);
+    }
+}
+function assertStillPlanned(facts, server, planned) {
+    const problems = checkProgress(facts, planned);
+    const names = planned.extensions.map((e) => e.name);
+    if (fingerprintDatabase(facts, server, names) !== planned.fingerprint) {
+        const inPlan = new Set(names);
+        const now = Object.values(facts.installed)
+            .filter((e) => !inPlan.has(e.name))
+            .map((e) => `${e.name}@${e.version}`);
+        const before = new Set(planned.unplanned);
+        const after = new Set(now);
+        const added = now.filter((e) => !before.has(e));
+        const gone = planned.unplanned.filter((e) => !after.has(e));
+        if (added.length > 0)
+            problems.push(`now installed: ${added.join(', ')}`);
+        if (gone.length > 0)
+            problems.push(`no longer installed as planned: ${gone.join(', ')}`);
+        if (problems.length === 0)
+            problems.push('the versions the server ships for the planned extensions changed');
+    }
+    if (problems.length > 0) {
+        throw new CodedError('PLAN_STALE', `${facts.name} changed since the plan was made (${problems.join('; ')}); run dry-run again`);
+    }
+}
+async function applyAll(connect, coordinator, database, entries, settings, log) {
+    const reports = [];
+    const failed = new Set();
+    for (const entry of entries) {
+        if (!isChange(entry)) {
+            reports.push(blank(entry, 'already_current'));
+            continue;
+        }
+        const missing = entry.requires.filter((r) => failed.has(r));
+        if (missing.length > 0) {
+            failed.add(entry.name);
+            reports.push({ ...blank(entry, 'skipped'), message: `not attempted: it requires ${missing.join(', ')}, which failed` });
+            continue;
+        }
+        const result = await applyOne(connect, coordinator, database, entry, settings, log);
+        if (result.outcome === 'failed')
+            failed.add(entry.name);
+        reports.push(result);
+    }
+    const versions = await readVersions(coordinator).catch(() => undefined);
+    for (const r of reports)
+        r.finalVersion = versions ? (versions[r.name] ?? null) : r.finalVersion;
+    return reports;
+}
+function blank(entry, outcome) {
+    return { name: entry.name, from: entry.from, to: entry.to, walked: entry.from ? [entry.from] : [], attempts: 0, durationMs: 0, outcome, finalVersion: entry.from, blockers: [] };
+}
+async function readVersions(client) {
+    const result = await client.query('SELECT extname, extversion FROM pg_extension');
+    return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]));
+}
+/** One extension: the whole path in one statement, or hop by hop when staged. */
+async function applyOne(connect, coordinator, database, entry, settings, log) {
+    const started = Date.now();
+    const steps = entry.staged ? entry.path.slice(1) : [entry.to];
+    const report = { ...blank(entry, 'failed'), outcome: 'failed' };
+    const arrow = `${entry.from ?? '(new)'} → ${entry.to}`;
+    log.info(`${entry.name} ${arrow}${entry.staged ? ` in ${steps.length} staged hops` : ''} (path ${entry.path.join(' → ')})`);
+    let current = entry.from;
+    for (const step of steps) {
+        const hop = { from: current ?? '(new)', to: step };
+        const attempt = await runWithRetries(connect, coordinator, database, entry, step, settings, log, report);
+        if (attempt.ok) {
+            // One ALTER walks every hop of the path inside its transaction.
+            const start = current === null ? 0 : entry.path.indexOf(current) + 1;
+            report.walked.push(...entry.path.slice(start, entry.path.indexOf(step) + 1));
+            current = step;
+            continue;
+        }
+        report.code = attempt.code;
+        report.sqlstate = attempt.sqlstate;
+        report.message = attempt.message;
+        report.failedHop = entry.staged ? hop : scriptHop(attempt.where, entry);
+        report.durationMs = Date.now() - started;
+        log.warn(`${entry.name}: ${attempt.code}: ${attempt.message}`);
+        return report;
+    }
+    report.outcome = entry.action === 'install' ? 'installed' : 'updated';
+    report.durationMs = Date.now() - started;
+    log.info(`${entry.name} ${arrow}: ${report.outcome} in ${formatDuration(report.durationMs)}${report.attempts > 1 ? ` after ${report.attempts} attempts` : ''}`);
+    return report;
+}
+/** PostgreSQL 16+ names the script in the error context; older servers cannot tell the hop. */
+function scriptHop(where, entry) {
+    const match = where ? new RegExp(`extension script file "${escapeRegExp(entry.name)}--(.+?)--(.+?)\\.sql"`).exec(where) : null;
+    return match ? { from: match[1], to: match[2] } : undefined;
+}
+const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+async function runWithRetries(connect, coordinator, database, entry, version, settings, log, report) {
+    const sleep = settings.sleep ?? defaultSleep;
+    for (let attempt = 1;; attempt++) {
+        report.attempts++;
+        let session;
+        try {
+            session = await connect({ database, purpose: 'update', settings: updateSessionSettings(settings) });
+        }
+        catch (error) {
+            return { ok: false, code: 'CONNECTION_FAILED', message: describePgError(error) };
+        }
+        const started = Date.now();
+        const watch = watchLockWaits(coordinator, backendPid(session), settings.lockTimeoutMs, report.blockers);
+        const heartbeat = setInterval(() => log.info(`${entry.name}: still updating to ${version}, ${formatDuration(Date.now() - started)} elapsed`), 30_000);
+        try {
+            await session.query(updateStatement(session, entry, version));
+            return { ok: true };
+        }
+        catch (error) {
+            const verdict = classify(error);
+            const where = error.where;
+            if (verdict.disposition === 'reconnect') {
+                // The statement may have committed before the session died: look before deciding.
+                const now = await readVersions(coordinator).catch(() => undefined);
+                if (now?.[entry.name] === version)
+                    return { ok: true };
+                const state = now ? `the catalog still says ${now[entry.name] ?? 'not installed'}` : 'the version could not be re-read';
+                return { ok: false, code: verdict.code, sqlstate: verdict.sqlstate, message: `${describePgError(error)}; ${state}` };
+            }
+            if (verdict.disposition === 'retry' && attempt <= settings.maxRetries) {
+                const delay = backoff(attempt, settings);
+                log.info(`${entry.name}: ${verdict.meaning} (attempt ${attempt} of ${settings.maxRetries + 1}); retrying in ${formatDuration(delay)}`);
+                await sleep(delay);
+                continue;
+            }
+            const exhausted = verdict.disposition === 'retry' ? ` after ${attempt} attempt(s)` : '';
+            const blockers = report.blockers.length > 0 ? `; blocked by ${report.blockers.map((b) => `pid ${b.pid} (${b.user ?? '?'}, ${b.application || 'no application_name'}: ${b.query ?? ''})`).join(', ')}` : '';
+            return { ok: false, code: verdict.code, sqlstate: verdict.sqlstate, message: `${describePgError(error)}${exhausted}${blockers}`, where };
+        }
+        finally {
+            clearInterval(heartbeat);
+            await watch.stop();
+            await closeQuietly(session);
+        }
+    }
+}
+function backoff(attempt, settings, random = Math.random) {
+    const base = settings.backoffBaseMs ?? 500;
+    const cap = settings.backoffMaxMs ?? 30_000;
+    const exponential = Math.min(cap, base * 2 ** (attempt - 1));
+    return Math.round(exponential * (0.5 + random()));
+}
+/**
+ * While the update waits, asks the coordinator who blocks it (pg_blocking_pids), so the report
+ * can name the sessions even after lock_timeout fired. Costs nothing when the update is quick.
+ */
+function watchLockWaits(coordinator, pid, lockTimeoutMs, seen) {
+    let pending = Promise.resolve();
+    const sample = () => {
+        pending = coordinator
+            .query(`SELECT pid, usename AS user, application_name AS application, state,
+                (extract(epoch FROM now() - coalesce(xact_start, query_start)) * 1000)::bigint AS "ageMs", left(query, 500) AS query
+         FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1))`, [pid])
+            .then((result) => {
+            for (const row of result.rows) {
+                const session = { ...row, ageMs: Number(row.ageMs) };
+                const known = seen.findIndex((s) => s.pid === row.pid);
+                if (known >= 0)
+                    seen[known] = session;
+                else
+                    seen.push(session);
+            }
+        })
+            .catch(() => undefined);
+    };
+    const timer = setInterval(sample, Math.min(200, Math.max(20, lockTimeoutMs / 4)));
+    return {
+        stop: async () => {
+            clearInterval(timer);
+            await pending;
+        }
+    };
+}
+/** Turns a database report into findings for annotations. */
+function reportFindings(report) {
+    const findings = report.extensions
+        .filter((e) => e.outcome === 'failed')
+        .map((e) => ({ code: e.code ?? 'UPGRADE_SCRIPT_FAILED', database: report.name, extension: e.name, message: e.message ?? 'failed', ...(e.blockers.length > 0 ? { sessions: e.blockers } : {}) }));
+    if (report.outcome === 'failed' && findings.length === 0) {
+        findings.push({ code: report.code ?? 'UPGRADE_SCRIPT_FAILED', database: report.name, message: report.message ?? 'failed' });
+    }
+    return findings;
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: ./src/core/plan-input.ts
+
+
+
+const extensionSchema = object({
+    name: schemas_string(),
+    from: schemas_string().nullable(),
+    to: schemas_string().nullable(),
+    path: array(schemas_string()),
+    action: schemas_enum(['update', 'install', 'none', 'blocked']),
+    order: schemas_number(),
+    schema: schemas_string().nullable(),
+    requires: array(schemas_string())
+});
+/** The parts of a plan that execute and verify rely on; the rest passes through untouched. */
+const planSchema = looseObject({
+    schemaVersion: literal(1),
+    status: schemas_enum(['dry_run_approved', 'dry_run_blocked', 'nothing_to_do']),
+    request: object({
+        extensions: array(object({ name: schemas_string(), version: schemas_string().optional() })),
+        allowDowngrade: schemas_boolean(),
+        installMissing: schemas_boolean(),
+        stagedExtensions: array(schemas_string())
+    }),
+    databases: array(looseObject({ name: schemas_string(), fingerprint: schemas_string(), unplanned: array(schemas_string()), extensions: array(looseObject(extensionSchema.shape)) })),
+    blockers: array(looseObject({ code: schemas_string(), message: schemas_string() })),
+    members: record(schemas_string(), array(schemas_string())).optional(),
+    fingerprint: schemas_string(),
+    truncated: object({ planFile: schemas_string(), reason: schemas_string() }).optional()
+});
+/** Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. */
+function loadPlan(input) {
+    const text = input.trim();
+    let json;
+    if (text.startsWith('{')) {
+        json = text;
+    }
+    else if ((0,external_node_fs_namespaceObject.existsSync)(text)) {
+        json = (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8');
+    }
+    else {
+        throw new CodedError('INVALID_INPUT', 'input "plan": must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
+    }
+    let value;
+    try {
+        value = JSON.parse(json);
+    }
+    catch {
+        throw new CodedError('INVALID_INPUT', 'input "plan": is not valid JSON');
+    }
+    const parsed = planSchema.safeParse(value);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new CodedError('INVALID_INPUT', `input "plan": not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
+    }
+    const plan = parsed.data;
+    if (plan.truncated) {
+        if (!(0,external_node_fs_namespaceObject.existsSync)(plan.truncated.planFile)) {
+            throw new CodedError('INVALID_INPUT', `input "plan": this is the compacted plan (${plan.truncated.reason}) and its file ${plan.truncated.planFile} is not on this machine; pass the plan file instead`);
+        }
+        return loadPlan(plan.truncated.planFile);
+    }
+    return plan;
+}
+
+;// CONCATENATED MODULE: ./src/modes/execute.ts
+
+
+
+
+
+
+function executeSettings(inputs) {
+    return {
+        lockTimeoutMs: inputs.lockTimeout,
+        statementTimeoutMs: inputs.statementTimeout,
+        maxRetries: inputs.maxRetries,
+        longTransactionMs: inputs.longTransactionThreshold
+    };
+}
+/** The plan to apply: the `plan` input, or a fresh plan of `extensions` with every dry-run check. */
+async function planToApply(context) {
+    const { inputs, target, connect, log } = context;
+    if (inputs.plan && inputs.extensions.length > 0) {
+        throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions');
+    }
+    if (inputs.plan)
+        return { plan: loadPlan(inputs.plan), given: true };
+    const { plan } = await makePlan(connect, {
+        databases: [target.database],
+        request: { extensions: inputs.extensions, allowDowngrade: inputs.allowDowngrade, installMissing: inputs.installMissing, stagedExtensions: inputs.stagedExtensions },
+        longTransactionMs: inputs.longTransactionThreshold,
+        planner: { lockConflicts: 'warn' }
+    }, log);
+    return { plan, given: false };
+}
+/** What each database must reach: the planned versions, with the plan's options. */
+function requestFor(database, request) {
+    return { ...request, extensions: database.extensions.filter((e) => e.to !== null).map((e) => ({ name: e.name, version: e.to })) };
+}
+/**
+ * execute: apply an approved plan. Each database is re-inspected under its advisory lock and
+ * refused if it moved off the plan (PLAN_STALE); each update runs on a fresh session where it
+ * is the first statement, with lock_timeout retries; a re-run continues where a run stopped.
+ */
+async function execute(context) {
+    const { target, connect, log } = context;
+    const startedAt = new Date();
+    const { plan } = await planToApply(context);
+    if (plan.status === 'dry_run_blocked') {
+        return {
+            mode: 'execute',
+            status: 'failed',
+            changed: false,
+            plan,
+            errors: plan.blockers,
+            warnings: plan.warnings,
+            error: `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`,
+            target: redact(target)
+        };
+    }
+    const settings = executeSettings(context.inputs);
+    const server = await withSession(connect, { database: plan.databases[0]?.name, purpose: 'inspect' }, inspectServer);
+    const reports = [];
+    for (const database of plan.databases) {
+        const report = await log.group(`database ${database.name}`, () => executeDatabase(connect, { name: database.name, planned: database, request: requestFor(database, plan.request) }, server, settings, log));
+        reports.push(report);
+    }
+    const counts = {
+        updated: reports.filter((r) => r.outcome === 'updated').length,
+        current: reports.filter((r) => r.outcome === 'current').length,
+        failed: reports.filter((r) => r.outcome === 'failed').length,
+        notStarted: reports.filter((r) => r.outcome === 'not_started').length
+    };
+    const status = counts.failed > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do';
+    const report = {
+        schemaVersion: 1,
+        mode: 'execute',
+        status,
+        startedAt: startedAt.toISOString(),
+        durationMs: Date.now() - startedAt.getTime(),
+        planFingerprint: plan.fingerprint,
+        counts,
+        databases: reports
+    };
+    const errors = reports.flatMap(reportFindings);
+    return {
+        mode: 'execute',
+        status,
+        changed: reports.some((r) => r.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed')),
+        plan,
+        report,
+        errors,
+        warnings: [],
+        error: errors.length > 0 ? `${errors[0].code}: ${errors[0].message}` : undefined,
+        target: redact(target)
+    };
+}
+
+;// CONCATENATED MODULE: ./src/core/sql-split.ts
+const EXPECT = /^[ \t]*--[ \t]*expect:[ \t]?(.*)$/;
+/**
+ * Splits SQL into statements on `;`, respecting '…' and "…" quotes, $tag$…$tag$ bodies, and
+ * line comments and (nested) block comments, as PostgreSQL's own lexer does.
+ */
+function splitStatements(text) {
+    const probes = [];
+    let start = 0;
+    let i = 0;
+    const lineAt = (offset) => text.slice(0, offset).split('\n').length;
+    const push = (end, expect) => {
+        const raw = text.slice(start, end);
+        const sql = raw.trim();
+        if (sql.length > 0 && !/^(--[^\n]*\n?|\s)*$/.test(sql)) {
+            const leading = raw.length - raw.trimStart().length;
+            probes.push({ sql, line: lineAt(start + leading), ...(expect !== undefined ? { expect: expect.trim() } : {}) });
+        }
+    };
+    while (i < text.length) {
+        const c = text[i];
+        const next = text[i + 1];
+        if (c === "'" || c === '"') {
+            i = skipQuoted(text, i, c);
+        }
+        else if (c === '-' && next === '-') {
+            i = text.indexOf('\n', i);
+            if (i < 0)
+                i = text.length;
+        }
+        else if (c === '/' && next === '*') {
+            i = skipBlockComment(text, i);
+        }
+        else if (c === '$') {
+            const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i));
+            if (tag && !/[A-Za-z0-9_]/.test(text[i - 1] ?? '')) {
+                const close = text.indexOf(tag[0], i + tag[0].length);
+                i = close < 0 ? text.length : close + tag[0].length;
+            }
+            else {
+                i++;
+            }
+        }
+        else if (c === ';') {
+            const lineEnd = text.indexOf('\n', i);
+            const rest = text.slice(i + 1, lineEnd < 0 ? text.length : lineEnd);
+            const expect = EXPECT.exec(rest)?.[1];
+            push(i, expect);
+            i = expect !== undefined ? (lineEnd < 0 ? text.length : lineEnd) : i + 1;
+            start = i;
+        }
+        else {
+            i++;
+        }
+    }
+    push(text.length);
+    return probes;
+}
+function skipQuoted(text, from, quote) {
+    let i = from + 1;
+    while (i < text.length) {
+        if (text[i] === quote) {
+            if (text[i + 1] === quote)
+                i += 2;
+            else
+                return i + 1;
+        }
+        else {
+            i++;
+        }
+    }
+    return text.length;
+}
+function skipBlockComment(text, from) {
+    let depth = 0;
+    let i = from;
+    while (i < text.length) {
+        if (text[i] === '/' && text[i + 1] === '*') {
+            depth++;
+            i += 2;
+        }
+        else if (text[i] === '*' && text[i + 1] === '/') {
+            depth--;
+            i += 2;
+            if (depth === 0)
+                return i;
+        }
+        else {
+            i++;
+        }
+    }
+    return text.length;
+}
+
+;// CONCATENATED MODULE: ./src/core/verifier.ts
+
+
+const CHECK_CODES = {
+    version: 'VERIFY_FAILED',
+    library: 'LIBRARY_MISMATCH',
+    members: 'VERIFY_FAILED',
+    dependents: 'VERIFY_FAILED',
+    probe: 'VERIFY_FAILED',
+    drift: 'DRIFT'
+};
+const DETAIL_LIMIT = 50;
+/** Catalog facts for the checks, in one round trip; `%NAMES%` is a driver-escaped array literal. */
+const CATALOG_SQL = `
+WITH ext AS MATERIALIZED (
+  SELECT e.oid, e.extname, e.extversion, a.default_version
+  FROM pg_extension e LEFT JOIN pg_available_extensions a ON a.name = e.extname
+  WHERE cardinality(%NAMES%::text[]) = 0 OR e.extname = ANY (%NAMES%::text[])
+),
+members AS MATERIALIZED (
+  SELECT x.extname, d.classid, d.objid, d.objsubid
+  FROM ext x JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = x.oid AND d.deptype = 'e'
+),
+all_members AS MATERIALIZED (
+  SELECT classid, objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
+),
+dangling AS (
+  SELECT extname, format('member %s %s no longer exists', classid::regclass, objid) AS problem
+  FROM members WHERE pg_describe_object(classid, objid, objsubid) IS NULL
+  UNION ALL
+  SELECT m.extname, format('operator %s uses function %s, which no longer exists', o.oid::regoperator, o.oprcode::oid)
+  FROM members m JOIN pg_operator o ON m.classid = 'pg_operator'::regclass AND o.oid = m.objid
+  WHERE o.oprcode <> 0 AND NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid = o.oprcode)
+  UNION ALL
+  SELECT m.extname, format('operator family %s lists operator %s, which no longer exists', f.opfname, a.amopopr)
+  FROM members m JOIN pg_opfamily f ON m.classid = 'pg_opfamily'::regclass AND f.oid = m.objid
+  JOIN pg_amop a ON a.amopfamily = f.oid
+  WHERE NOT EXISTS (SELECT 1 FROM pg_operator o WHERE o.oid = a.amopopr)
+  UNION ALL
+  SELECT m.extname, format('operator family %s lists support function %s, which no longer exists', f.opfname, a.amproc::oid)
+  FROM members m JOIN pg_opfamily f ON m.classid = 'pg_opfamily'::regclass AND f.oid = m.objid
+  JOIN pg_amproc a ON a.amprocfamily = f.oid
+  WHERE NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid = a.amproc)
+  UNION ALL
+  SELECT m.extname, format('operator class %s belongs to a missing family', c.opcname)
+  FROM members m JOIN pg_opclass c ON m.classid = 'pg_opclass'::regclass AND c.oid = m.objid
+  WHERE NOT EXISTS (SELECT 1 FROM pg_opfamily f WHERE f.oid = c.opcfamily)
+  UNION ALL
+  SELECT m.extname, format('cast %s uses function %s, which no longer exists', pg_describe_object(m.classid, m.objid, 0), c.castfunc)
+  FROM members m JOIN pg_cast c ON m.classid = 'pg_cast'::regclass AND c.oid = m.objid
+  WHERE c.castfunc <> 0 AND NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid = c.castfunc)
+  UNION ALL
+  SELECT m.extname, format('type %s has an I/O function that no longer exists', t.oid::regtype)
+  FROM members m JOIN pg_type t ON m.classid = 'pg_type'::regclass AND t.oid = m.objid
+  WHERE EXISTS (SELECT 1 FROM unnest(ARRAY[t.typinput, t.typoutput, t.typreceive, t.typsend]::oid[]) f(fn)
+                WHERE f.fn <> 0 AND NOT EXISTS (SELECT 1 FROM pg_proc p WHERE p.oid = f.fn))
+),
+dependent_objects AS MATERIALIZED (
+  SELECT DISTINCT m.extname, d.classid, d.objid
+  FROM members m JOIN pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid AND d.deptype IN ('n', 'a')
+  WHERE NOT EXISTS (SELECT 1 FROM all_members x WHERE x.classid = d.classid AND x.objid = d.objid)
+)
+SELECT json_build_object(
+  'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+  'extensions', (SELECT coalesce(json_agg(json_build_object('name', extname, 'version', extversion, 'default', default_version)), '[]') FROM ext),
+  'members', (SELECT coalesce(json_object_agg(extname, objects), '{}') FROM (
+      SELECT extname, array_agg(pg_describe_object(classid, objid, 0) ORDER BY pg_describe_object(classid, objid, 0)) AS objects
+      FROM members GROUP BY extname) x),
+  'dangling', (SELECT coalesce(json_agg(json_build_object('extension', extname, 'problem', problem)), '[]') FROM dangling),
+  'cFunctions', (SELECT coalesce(json_agg(json_build_object('extension', m.extname, 'oid', p.oid, 'name', p.oid::regprocedure::text)), '[]')
+      FROM members m JOIN pg_proc p ON m.classid = 'pg_proc'::regclass AND p.oid = m.objid
+      JOIN pg_language l ON l.oid = p.prolang WHERE l.lanname = 'c'),
+  'indexes', (SELECT coalesce(json_agg(json_build_object('extension', o.extname, 'name', i.indexrelid::regclass::text, 'valid', i.indisvalid, 'ready', i.indisready)), '[]')
+      FROM dependent_objects o JOIN pg_index i ON o.classid = 'pg_class'::regclass AND i.indexrelid = o.objid),
+  'views', (SELECT coalesce(json_agg(DISTINCT jsonb_build_object('extension', o.extname, 'oid', r.ev_class, 'name', r.ev_class::regclass::text)), '[]')
+      FROM dependent_objects o JOIN pg_rewrite r ON o.classid = 'pg_rewrite'::regclass AND r.oid = o.objid
+      JOIN pg_class c ON c.oid = r.ev_class AND c.relkind IN ('v', 'm')),
+  'functions', (SELECT coalesce(json_agg(json_build_object('extension', o.extname, 'oid', p.oid, 'name', p.oid::regprocedure::text, 'validator', l.lanvalidator)), '[]')
+      FROM dependent_objects o JOIN pg_proc p ON o.classid = 'pg_proc'::regclass AND p.oid = o.objid
+      JOIN pg_language l ON l.oid = p.prolang WHERE l.lanvalidator <> 0 AND l.lanname <> 'c')
+) AS facts`;
+/**
+ * Tries each object the way the server itself would — the C validator loads the library and
+ * looks the symbol up without calling the function; views are planned (EXPLAIN); SQL and PL/pgSQL bodies
+ * are validated — in one anonymous block that catches each failure and reports it as a notice.
+ */
+function resolutionBlock(facts, includeC) {
+    const items = [
+        ...(includeC ? facts.cFunctions.map((f) => ({ kind: 'library', extension: f.extension, name: f.name, sql: `PERFORM fmgr_c_validator(${Number(f.oid)}::oid)` })) : []),
+        ...facts.views.map((v) => ({ kind: 'view', extension: v.extension, name: v.name, sql: `EXECUTE format('EXPLAIN SELECT * FROM %s', ${Number(v.oid)}::oid::regclass)` })),
+        ...facts.functions.map((f) => ({ kind: 'function', extension: f.extension, name: f.name, sql: `EXECUTE format('SELECT %s(%s::oid)', ${Number(f.validator)}::oid::regproc, ${Number(f.oid)})` }))
+    ];
+    if (items.length === 0)
+        return null;
+    const attempts = items
+        .map((item, index) => `
+  BEGIN ${item.sql};
+  EXCEPTION WHEN OTHERS THEN
+    failures := failures || jsonb_build_object('index', ${index}, 'sqlstate', SQLSTATE, 'message', SQLERRM);
+  END;`)
+        .join('');
+    const legend = JSON.stringify(items.map(({ kind, extension, name }) => ({ kind, extension, name })));
+    return `DO $pgxu$
+DECLARE failures jsonb := '[]';
+BEGIN
+  PERFORM set_config('check_function_bodies', 'on', true);${attempts}
+  RAISE NOTICE 'pgxu-resolution %', jsonb_build_object('legend', ${dollarQuote(legend)}::jsonb, 'failures', failures);
+END
+$pgxu$`;
+}
+function dollarQuote(text) {
+    let tag = 'pgxu_legend';
+    while (text.includes(`$${tag}$`))
+        tag += '_';
+    return `$${tag}$${text}$${tag}$`;
+}
+async function resolveObjects(client, block) {
+    let payload;
+    const onNotice = (notice) => {
+        if (notice.message?.startsWith('pgxu-resolution '))
+            payload = notice.message.slice('pgxu-resolution '.length);
+    };
+    client.on('notice', onNotice);
+    try {
+        await client.query(block);
+    }
+    finally {
+        client.off('notice', onNotice);
+    }
+    if (!payload)
+        throw new Error('the resolution block reported nothing');
+    const { legend, failures } = JSON.parse(payload);
+    return failures.map((f) => ({ ...legend[f.index], sqlstate: f.sqlstate, message: f.message }));
+}
+const capped = (items) => (items.length > DETAIL_LIMIT ? [...items.slice(0, DETAIL_LIMIT), `… and ${items.length - DETAIL_LIMIT} more`] : items);
+/** Proves a database's state read-only: versions, libraries, members, dependents, probes, drift. */
+async function verifyDatabase(connect, database, options) {
+    return withSession(connect, { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } }, async (client) => {
+        const names = options.expectations?.map((e) => e.name) ?? [];
+        const sql = CATALOG_SQL.replaceAll('%NAMES%', client.escapeLiteral(`{${names.map((n) => `"${n.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`));
+        await client.query('BEGIN TRANSACTION READ ONLY');
+        try {
+            const facts = (await client.query(sql)).rows[0].facts;
+            const checks = [];
+            const expectations = options.expectations ?? facts.extensions.map((e) => ({ name: e.name, version: null, drift: true }));
+            checkVersions(facts, expectations, checks);
+            for (const problem of facts.dangling) {
+                checks.push({ check: 'members', extension: problem.extension, ok: false, message: problem.problem });
+            }
+            const memberChanges = diffMembers(facts, expectations);
+            const block = resolutionBlock(facts, facts.superuser);
+            const failures = block ? await resolveObjects(client, block) : [];
+            checkLibraries(facts, expectations, failures, checks);
+            checkDependents(facts, failures, checks);
+            await runProbes(client, options.probes, checks);
+            for (const extension of expectations) {
+                if (!checks.some((c) => c.extension === extension.name && c.check === 'members')) {
+                    const change = memberChanges[extension.name];
+                    const moved = change ? ` (${change.added.length} added, ${change.removed.length} removed by the update)` : '';
+                    checks.push({ check: 'members', extension: extension.name, ok: true, message: `no dangling member${moved}` });
+                }
+            }
+            return { name: database, ok: checks.every((c) => c.ok), checks, memberChanges };
+        }
+        finally {
+            await client.query('ROLLBACK').catch(() => undefined);
+        }
+    });
+}
+function checkVersions(facts, expectations, checks) {
+    for (const expected of expectations) {
+        const actual = facts.extensions.find((e) => e.name === expected.name);
+        if (!actual) {
+            checks.push({ check: 'version', extension: expected.name, ok: false, message: `${expected.name} is not installed` });
+            continue;
+        }
+        const target = expected.version ?? actual.default;
+        if (target === null) {
+            checks.push({ check: 'version', extension: expected.name, ok: false, message: `${expected.name} ${actual.version} is installed but the server no longer ships it` });
+            continue;
+        }
+        const ok = actual.version === target;
+        checks.push({
+            check: 'version',
+            extension: expected.name,
+            ok,
+            message: ok ? `${expected.name} is at ${target}` : `${expected.name} is at ${actual.version}, expected ${target}`
+        });
+        if (expected.drift && actual.default !== null && actual.version !== actual.default) {
+            checks.push({ check: 'drift', extension: expected.name, ok: false, message: `the catalog says ${actual.version} but the server ships ${actual.default} as the default` });
+        }
+    }
+}
+function diffMembers(facts, expectations) {
+    const changes = {};
+    for (const expected of expectations) {
+        if (!expected.membersBefore)
+            continue;
+        const before = new Set(expected.membersBefore);
+        const after = new Set(facts.members[expected.name] ?? []);
+        changes[expected.name] = {
+            added: [...after].filter((m) => !before.has(m)),
+            removed: [...before].filter((m) => !after.has(m))
+        };
+    }
+    return changes;
+}
+function checkLibraries(facts, expectations, failures, checks) {
+    for (const expected of expectations) {
+        const functions = facts.cFunctions.filter((f) => f.extension === expected.name);
+        if (functions.length === 0)
+            continue;
+        if (!facts.superuser) {
+            checks.push({ check: 'library', extension: expected.name, ok: true, skipped: true, message: `${functions.length} C function(s) not checked: calling the C validator needs a superuser` });
+            continue;
+        }
+        const broken = failures.filter((f) => f.kind === 'library' && f.extension === expected.name);
+        checks.push({
+            check: 'library',
+            extension: expected.name,
+            ok: broken.length === 0,
+            message: broken.length === 0
+                ? `all ${functions.length} C function(s) resolve in their libraries`
+                : `${broken.length} of ${functions.length} C function(s) do not resolve: the catalog is newer than the installed library`,
+            ...(broken.length > 0 ? { details: capped(broken.map((b) => `${b.name}: ${b.message} (SQLSTATE ${b.sqlstate})`)) } : {})
+        });
+    }
+}
+function checkDependents(facts, failures, checks) {
+    const byExtension = new Map();
+    const problem = (extension, text) => byExtension.set(extension, [...(byExtension.get(extension) ?? []), text]);
+    for (const index of facts.indexes) {
+        if (!index.valid || !index.ready)
+            problem(index.extension, `index ${index.name} is ${index.valid ? 'not ready' : 'invalid'}`);
+    }
+    const denied = failures.filter((f) => f.kind !== 'library' && f.sqlstate === '42501');
+    for (const failure of failures.filter((f) => f.kind !== 'library' && f.sqlstate !== '42501')) {
+        problem(failure.extension, `${failure.kind} ${failure.name} no longer resolves: ${failure.message} (SQLSTATE ${failure.sqlstate})`);
+    }
+    const extensions = new Set([...facts.indexes, ...facts.views, ...facts.functions].map((o) => o.extension));
+    for (const extension of extensions) {
+        const problems = byExtension.get(extension) ?? [];
+        const count = [...facts.indexes, ...facts.views, ...facts.functions].filter((o) => o.extension === extension).length;
+        const skipped = denied.filter((d) => d.extension === extension).length;
+        const note = skipped > 0 ? `; ${skipped} not readable by this role` : '';
+        checks.push({
+            check: 'dependents',
+            extension,
+            ok: problems.length === 0,
+            message: problems.length === 0 ? `${count} dependent user object(s) valid${note}` : `${problems.length} of ${count} dependent user object(s) broken${note}`,
+            ...(problems.length > 0 ? { details: capped(problems) } : {})
+        });
+    }
+}
+async function runProbes(client, probes, checks) {
+    for (const [index, probe] of probes.entries()) {
+        const label = `probe ${index + 1} (line ${probe.line})`;
+        await client.query('SAVEPOINT pgxu_probe');
+        try {
+            // Values stay in PostgreSQL's text form (t/f, 2024-01-01 …), as psql would print them.
+            const result = await client.query({ text: probe.sql, rowMode: 'array', types: { getTypeParser: () => (value) => value } });
+            await client.query('RELEASE SAVEPOINT pgxu_probe');
+            if (probe.expect === undefined) {
+                checks.push({ check: 'probe', ok: true, message: `${label} succeeded` });
+                continue;
+            }
+            const rows = (Array.isArray(result) ? result[result.length - 1] : result).rows;
+            const value = rows.length === 1 && rows[0].length === 1 ? String(rows[0][0] ?? 'null') : undefined;
+            const ok = value === probe.expect;
+            const got = value === undefined ? `${rows.length} row(s) instead of one value` : JSON.stringify(value);
+            checks.push({ check: 'probe', ok, message: ok ? `${label} returned ${JSON.stringify(probe.expect)}` : `${label} returned ${got}, expected ${JSON.stringify(probe.expect)}`, details: [probe.sql] });
+        }
+        catch (error) {
+            await client.query('ROLLBACK TO SAVEPOINT pgxu_probe');
+            const { sqlstate } = pgErrorFields(error);
+            checks.push({ check: 'probe', ok: false, message: `${label} failed: ${describePgError(error)}${sqlstate === '25006' ? ' (probes run read-only)' : ''}`, details: [probe.sql] });
+        }
+    }
+}
+
+;// CONCATENATED MODULE: ./src/modes/verify.ts
+
+
+
+
+
+/** `verify-sql` is inline SQL, or the path of a file holding it. */
+function readProbes(input) {
+    const text = input.trim();
+    if (text.length === 0)
+        return [];
+    const source = !text.includes('\n') && (0,external_node_fs_namespaceObject.existsSync)(text) ? (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8') : text;
+    return splitStatements(source);
+}
+/** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
+function expectationsFor(inputs, plan, database) {
+    if (plan) {
+        const planned = plan.databases.find((d) => d.name === database)?.extensions ?? [];
+        return planned
+            .filter((e) => e.action !== 'blocked' && e.to !== null)
+            .map((e) => {
+            const requested = plan.request.extensions.find((r) => r.name === e.name);
+            return {
+                name: e.name,
+                version: e.to,
+                drift: requested?.version === undefined,
+                membersBefore: e.from ? plan.members[`${e.name}@${e.from}`] : undefined
+            };
+        });
+    }
+    if (inputs.extensions.length > 0) {
+        return inputs.extensions.map((r) => ({ name: r.name, version: r.version ?? null, drift: r.version === undefined }));
+    }
+    return null;
+}
+function verifyFindings(report) {
+    return report.checks
+        .filter((c) => !c.ok)
+        .map((c) => ({
+        code: CHECK_CODES[c.check],
+        database: report.name,
+        extension: c.extension,
+        message: `${c.check}: ${c.message}${c.details ? ` — ${c.details.slice(0, 3).join('; ')}` : ''}`
+    }));
+}
+/**
+ * verify: prove the result, read-only — versions, C functions resolving in their libraries,
+ * no dangling members, valid dependent indexes and resolvable views and functions, the user's
+ * probes, and no drift behind the control-file default. Also a health gate on its own.
+ */
+async function verify(context) {
+    const { inputs, target, connect, log } = context;
+    const plan = inputs.plan ? loadPlan(inputs.plan) : undefined;
+    const probes = readProbes(inputs.verifySql);
+    const databases = plan ? plan.databases.map((d) => d.name) : [target.database];
+    const reports = [];
+    for (const database of databases) {
+        const report = await log.group(`verify ${database}`, () => verifyDatabase(connect, database, { expectations: expectationsFor(inputs, plan, database), probes, statementTimeoutMs: inputs.statementTimeout }));
+        for (const check of report.checks)
+            log.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`);
+        reports.push(report);
+    }
+    const checks = reports.flatMap((r) => r.checks);
+    const status = reports.every((r) => r.ok) ? 'verified' : 'verify_failed';
+    const report = {
+        schemaVersion: 1,
+        mode: 'verify',
+        status,
+        checkedAt: new Date().toISOString(),
+        counts: {
+            passed: checks.filter((c) => c.ok && !c.skipped).length,
+            failed: checks.filter((c) => !c.ok).length,
+            skipped: checks.filter((c) => c.skipped).length
+        },
+        databases: reports
+    };
+    const errors = reports.flatMap(verifyFindings);
+    return {
+        mode: 'verify',
+        status,
+        changed: false,
+        report,
+        errors,
+        warnings: [],
+        error: errors.length > 0 ? `${errors.length} check(s) failed; first: ${errors[0].code}: ${errors[0].message}` : undefined,
+        target: redact(target)
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/modes/types.ts
 /** Statuses that end the step with a non-zero exit. */
 const FAILURE_STATUSES = new Set([
@@ -48595,6 +49566,8 @@ const FAILURE_STATUS = {
 
 
 
+
+
 const notYetAvailable = (mode) => async () => {
     throw new CodedError('NOT_IMPLEMENTED', `mode "${mode}" is not available in this version yet; nothing was done`);
 };
@@ -48602,8 +49575,8 @@ const notYetAvailable = (mode) => async () => {
 const modes_MODES = {
     'dry-run': dryRun,
     snapshot: notYetAvailable('snapshot'),
-    execute: notYetAvailable('execute'),
-    verify: notYetAvailable('verify'),
+    execute: execute,
+    verify: verify,
     rollback: notYetAvailable('rollback'),
     run: notYetAvailable('run'),
     drift: notYetAvailable('drift')
@@ -48693,7 +49666,7 @@ function trimToBytes(text, limitBytes) {
 
 ;// CONCATENATED MODULE: ./src/report/document.ts
 /** Caps a list for display, saying how many were left out and where they are. */
-function capped(items, limit) {
+function document_capped(items, limit) {
     if (items.length <= limit)
         return { shown: items };
     return { shown: items.slice(0, limit), note: `${items.length - limit} more not shown here; the full list is in the JSON file.` };
@@ -48702,10 +49675,13 @@ function capped(items, limit) {
 ;// CONCATENATED MODULE: ./src/report/present.ts
 
 
+
 /** How many rows a summary table shows before pointing at the JSON file. */
 const TABLE_ROW_LIMIT = 300;
 const PRESENTERS = {
-    'dry-run': (result) => (result.plan ? planSections(result.plan) : [])
+    'dry-run': (result) => (result.plan ? planSections(result.plan) : []),
+    execute: (result) => (result.report ? executeSections(result.report) : result.plan ? planSections(result.plan) : []),
+    verify: (result) => (result.report ? verifySections(result.report) : [])
 };
 function present(result) {
     const ok = !FAILURE_STATUSES.has(result.status);
@@ -48721,6 +49697,12 @@ function present(result) {
     };
 }
 function describeOutcome(result) {
+    if (result.mode === 'execute' && result.report)
+        return executeCounts(result.report);
+    if (result.mode === 'verify' && result.report) {
+        const { counts } = result.report;
+        return `${counts.passed} check(s) passed, ${counts.failed} failed, ${counts.skipped} skipped.`;
+    }
     const plan = result.plan;
     if (!plan)
         return '';
@@ -48768,15 +49750,68 @@ function planSections(plan) {
     if (rows.length === 0) {
         return [{ heading: 'Plan', text: 'Every targeted extension already matches its target.' }];
     }
-    const { shown, note } = capped(rows, TABLE_ROW_LIMIT);
+    const { shown, note } = document_capped(rows, TABLE_ROW_LIMIT);
     const sections = [
         { heading: 'Plan', table: { columns: ['Database', 'Extension', 'Installed → target', 'Path', 'Action', 'Checks'], rows: shown, note } }
     ];
     const dependents = plan.databases.flatMap((d) => d.extensions.filter((e) => e.dependents).map((e) => `${d.name}/${e.name}: ${e.dependents.sample.join('; ')}${e.dependents.count > e.dependents.sample.length ? ` (${e.dependents.count} in all)` : ''}`));
     if (dependents.length > 0) {
-        sections.push({ heading: 'User objects that depend on the extensions (kept intact by the update)', items: capped(dependents, 50).shown, folded: true });
+        sections.push({ heading: 'User objects that depend on the extensions (kept intact by the update)', items: document_capped(dependents, 50).shown, folded: true });
     }
     sections.push({ heading: 'Fingerprint', text: `\`${plan.fingerprint}\` — execute refuses the plan if the databases change before it runs.`, folded: true });
+    return sections;
+}
+const OUTCOME_LABEL = {
+    updated: '✅ updated',
+    installed: '✅ installed',
+    already_current: '➖ already current',
+    failed: '❌ failed',
+    skipped: '⏭ not attempted'
+};
+function executeCounts(report) {
+    const { updated, current, failed, notStarted } = report.counts;
+    return `${updated} updated, ${current} already current, ${failed} failed, ${notStarted} not started (databases) in ${formatDuration(report.durationMs)}.`;
+}
+function executeSections(report) {
+    const ordered = [...report.databases].sort((a, b) => Number(b.outcome === 'failed') - Number(a.outcome === 'failed'));
+    const rows = ordered.flatMap((database) => database.extensions.length === 0
+        ? [[database.name, '', '', '', database.outcome === 'failed' ? '❌ failed' : database.outcome, '', '', `${database.code ?? ''}: ${database.message ?? ''}`]]
+        : database.extensions.map((e) => [
+            database.name,
+            e.name,
+            `${e.from ?? '(new)'} → ${e.to ?? '?'}`,
+            e.walked.join(' → '),
+            OUTCOME_LABEL[e.outcome] ?? e.outcome,
+            String(e.attempts),
+            formatDuration(e.durationMs),
+            e.outcome === 'failed'
+                ? `${e.code}${e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : ''}: ${e.message ?? ''}${e.failedHop ? ` [hop ${e.failedHop.from} → ${e.failedHop.to}]` : ''}; catalog at ${e.finalVersion ?? 'not installed'}`
+                : (e.message ?? '')
+        ]));
+    const { shown, note } = document_capped(rows, TABLE_ROW_LIMIT);
+    const sections = [
+        { heading: 'Updates', table: { columns: ['Database', 'Extension', 'From → to', 'Walked', 'Outcome', 'Attempts', 'Duration', 'Detail'], rows: shown, note } }
+    ];
+    const blockers = report.databases.flatMap((d) => d.extensions.flatMap((e) => e.blockers.map((b) => `${d.name}/${e.name} waited on pid ${b.pid} (${b.user ?? '?'}, ${b.application || 'no application_name'}, ${b.state ?? '?'}, ${formatDuration(b.ageMs ?? 0)}): ${b.query ?? ''}`)));
+    if (blockers.length > 0)
+        sections.push({ heading: 'Sessions that blocked an update', items: document_capped(blockers, 50).shown });
+    return sections;
+}
+function verifySections(report) {
+    const rows = report.databases.flatMap((database) => database.checks.map((c) => [
+        database.name,
+        c.check,
+        c.extension ?? '',
+        c.ok ? (c.skipped ? '– skipped' : '✓ pass') : '✗ fail',
+        `${c.message}${c.details ? `\n${c.details.slice(0, 5).join('\n')}` : ''}`
+    ]));
+    const { shown, note } = document_capped(rows, TABLE_ROW_LIMIT);
+    const sections = [{ heading: 'Checks', table: { columns: ['Database', 'Check', 'Extension', 'Result', 'Detail'], rows: shown, note } }];
+    const changes = report.databases.flatMap((d) => Object.entries(d.memberChanges)
+        .filter(([, c]) => c.added.length + c.removed.length > 0)
+        .map(([name, c]) => `${d.name}/${name}: added ${c.added.length}${c.added.length ? ` (${c.added.slice(0, 10).join('; ')}${c.added.length > 10 ? '; …' : ''})` : ''}, removed ${c.removed.length}${c.removed.length ? ` (${c.removed.slice(0, 10).join('; ')}${c.removed.length > 10 ? '; …' : ''})` : ''}`));
+    if (changes.length > 0)
+        sections.push({ heading: 'What the update changed in each extension', items: document_capped(changes, 50).shown, folded: true });
     return sections;
 }
 
@@ -48800,8 +49835,6 @@ function annotate(errors, warnings, secrets, locate = () => undefined) {
     emit(warnings, 'warning');
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: external "node:os"
 const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: external "node:path"
@@ -48920,7 +49953,7 @@ async function run(env = process.env) {
 /***/ ((module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _action_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(9939);
+/* harmony import */ var _action_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(1690);
 
 await (0,_action_main_js__WEBPACK_IMPORTED_MODULE_0__/* .run */ .e)();
 

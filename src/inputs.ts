@@ -91,7 +91,9 @@ export const inputSchema = z.object({
   'connect-timeout': duration('10s'),
   'long-transaction-threshold': duration('5min'),
   'max-retries': integer('3', 0, 20),
-  'staged-extensions': extensionNames
+  'staged-extensions': extensionNames,
+  plan: text(''),
+  'verify-sql': text('')
 })
 
 export type InputName = keyof z.input<typeof inputSchema>

@@ -74,11 +74,12 @@ CREATE OR REPLACE FUNCTION pgxu_slow_version() RETURNS text LANGUAGE sql AS $$ S
     }
   },
   {
+    // Its C function lives in pgxu_badlib.so, which the tests provide: first a copy of hstore.so
+    // (has the symbol), then a library without it, as after a binary rollback.
     name: 'pgxu_badlib',
-    control: control('1.1 declares a C function whose symbol the library lacks', '1.1'),
+    control: control('a C function whose library the tests swap underneath the catalog', '1.0'),
     scripts: {
-      '1.0': `CREATE FUNCTION pgxu_badlib_ok(cstring) RETURNS cstring AS '$libdir/hstore', 'hstore_version_diag' LANGUAGE C STRICT;`,
-      '1.0--1.1': `CREATE FUNCTION pgxu_badlib_missing() RETURNS int AS '$libdir/hstore', 'pgxu_no_such_symbol' LANGUAGE C STRICT;`
+      '1.0': `CREATE FUNCTION pgxu_badlib_diag() RETURNS int AS '$libdir/pgxu_badlib', 'hstore_version_diag' LANGUAGE C STRICT;`
     }
   },
   {
@@ -141,6 +142,20 @@ export function writeExtensionFiles(shareDir: string, files: Record<string, stri
     if (result.status !== 0) {
       throw new Error(`cannot write ${path} (the tests install fixture extensions there; run as root or with passwordless sudo): ${result.stderr}`)
     }
+  }
+}
+
+/**
+ * Replaces a shared library in the server's library directory by renaming a copy into place,
+ * so backends that already mapped the old file keep it intact.
+ */
+export function installLibrary(pkgLibDir: string, name: string, copyOf: string): void {
+  const target = join(pkgLibDir, `${name}.so`)
+  const staging = join(pkgLibDir, `.${name}.so.tmp`)
+  const commands = [['cp', join(pkgLibDir, `${copyOf}.so`), staging], ['mv', '-f', staging, target]]
+  for (const [command, ...args] of commands) {
+    const result = userInfo().uid === 0 ? spawnSync(command, args, { encoding: 'utf8' }) : spawnSync('sudo', ['-n', command, ...args], { encoding: 'utf8' })
+    if (result.status !== 0) throw new Error(`cannot install ${target}: ${result.stderr}`)
   }
 }
 

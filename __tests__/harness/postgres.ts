@@ -13,6 +13,7 @@ export const SUPERUSER = 'postgres'
 export interface PgInstall {
   binDir: string
   shareDir: string
+  pkgLibDir: string
   version: number
 }
 
@@ -29,9 +30,9 @@ export function findPostgres(): PgInstall {
   for (const binDir of candidates) {
     if (!existsSync(join(binDir, 'initdb')) || !existsSync(join(binDir, 'pg_ctl'))) continue
     const config = join(binDir, 'pg_config')
-    const shareDir = execFileSync(existsSync(config) ? config : 'pg_config', ['--sharedir'], { encoding: 'utf8' }).trim()
+    const [shareDir, pkgLibDir] = execFileSync(existsSync(config) ? config : 'pg_config', ['--sharedir', '--pkglibdir'], { encoding: 'utf8' }).trim().split('\n')
     const version = Number(/(\d+)/.exec(execFileSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' }))?.[1])
-    return { binDir, shareDir, version }
+    return { binDir, shareDir, pkgLibDir, version }
   }
   throw new Error(
     'PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them (Debian/Ubuntu: apt-get install postgresql postgresql-contrib) or set PG_BIN_DIR. The tests talk to a real server and are never skipped.'
@@ -111,6 +112,7 @@ export interface ClusterInfo {
   port: number
   binDir: string
   shareDir: string
+  pkgLibDir: string
   logFile: string
   archiveDir?: string
 }
@@ -246,7 +248,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   appendFileSync(join(dataDir, 'postgresql.conf'), '\n' + Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n')
   const logFile = join(root, 'server.log')
   if (userInfo().uid === 0) execFileSync('chown', ['-R', `${clusterOwner().uid}:${clusterOwner().gid}`, root])
-  const cluster = new Cluster({ root, dataDir, port, binDir: install.binDir, shareDir: install.shareDir, logFile, archiveDir })
+  const cluster = new Cluster({ root, dataDir, port, binDir: install.binDir, shareDir: install.shareDir, pkgLibDir: install.pkgLibDir, logFile, archiveDir })
   cluster.start()
   return cluster
 }

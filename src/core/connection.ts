@@ -167,6 +167,16 @@ export function backendPid(client: pg.Client): number {
   return (client as unknown as { processID: number }).processID
 }
 
+/** Opens a session, runs the work, and always closes it. */
+export async function withSession<T>(connect: Connector, spec: SessionSpec, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(spec)
+  try {
+    return await work(client)
+  } finally {
+    await closeQuietly(client)
+  }
+}
+
 export async function closeQuietly(client: pg.Client | undefined): Promise<void> {
   if (!client) return
   try {

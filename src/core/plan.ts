@@ -44,6 +44,8 @@ export interface DatabasePlan {
   /** Hash of the inspected state of this database (see `fingerprintDatabase`). */
   fingerprint: string
   extensions: PlannedExtension[]
+  /** The other installed extensions (`name@version`), so that PLAN_STALE can say what changed. */
+  unplanned: string[]
 }
 
 export interface PlanRequest {

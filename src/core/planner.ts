@@ -24,8 +24,21 @@ interface DatabasePlanResult {
   members: Record<string, string[]>
 }
 
+export interface PlannerOptions {
+  /**
+   * Locks held on extension-owned tables block a dry-run gate; when planning for execution they
+   * are warnings, because execute waits for them with lock_timeout and retries.
+   */
+  lockConflicts: 'block' | 'warn'
+}
+
 /** Plans one database from its inspected facts. Pure: no I/O, same facts → same plan. */
-export function planDatabase(server: ServerFacts, database: DatabaseFacts, request: PlanRequest): DatabasePlanResult {
+export function planDatabase(
+  server: ServerFacts,
+  database: DatabaseFacts,
+  request: PlanRequest,
+  options: PlannerOptions = { lockConflicts: 'block' }
+): DatabasePlanResult {
   const findings: DatabasePlanResult['findings'] = []
   const report = (code: Code, message: string, extension?: string, extra: Partial<Finding> = {}, warning = WARNING_CODES.has(code)) =>
     findings.push({ code, database: database.name, extension, message, ...extra, warning })
@@ -176,7 +189,8 @@ export function planDatabase(server: ServerFacts, database: DatabaseFacts, reque
     const holders = database.locks.filter((lock) => lock.extension === entry.name)
     if (holders.length > 0) {
       const list = holders.map((h) => `pid ${h.pid} (${h.user ?? '?'}, ${h.application || 'no application_name'}) holds ${h.mode} on ${h.relation}`).join('; ')
-      block(entry.name, 'LOCK_CONFLICT', `${entry.name}: ${list}`, { sessions: holders })
+      if (options.lockConflicts === 'block') block(entry.name, 'LOCK_CONFLICT', `${entry.name}: ${list}`, { sessions: holders })
+      else report('LOCK_CONFLICT', `${entry.name}: ${list}; execute will wait for it (lock-timeout, max-retries)`, entry.name, { sessions: holders }, true)
     }
     const dependents = database.dependents[entry.name]
     if (dependents && dependents.count > 0) {
@@ -238,8 +252,13 @@ export function planDatabase(server: ServerFacts, database: DatabaseFacts, reque
       members[`${entry.name}@${entry.from}`] = database.members[entry.name]
     }
   })
-  const fingerprint = fingerprintDatabase(database, server, ordered.map((e) => e.name))
-  return { plan: { name: database.name, fingerprint, extensions: ordered }, findings, members }
+  const names = new Set(ordered.map((e) => e.name))
+  const fingerprint = fingerprintDatabase(database, server, [...names])
+  const unplanned = Object.values(database.installed)
+    .filter((e) => !names.has(e.name))
+    .map((e) => `${e.name}@${e.version}`)
+    .sort()
+  return { plan: { name: database.name, fingerprint, extensions: ordered, unplanned }, findings, members }
 }
 
 /** Topological order by `requires`, alphabetical among equals; a cycle keeps the remaining names in order. */
@@ -259,11 +278,12 @@ export interface PlanInput {
   server: ServerFacts
   databases: DatabaseFacts[]
   request: PlanRequest
+  options?: PlannerOptions
   now?: Date
 }
 
-export function buildPlan({ server, databases, request, now = new Date() }: PlanInput): Plan {
-  const results = databases.map((database) => planDatabase(server, database, request))
+export function buildPlan({ server, databases, request, options, now = new Date() }: PlanInput): Plan {
+  const results = databases.map((database) => planDatabase(server, database, request, options))
   const findings = results.flatMap((r) => r.findings)
   const strip = ({ warning: _warning, ...finding }: Finding & { warning: boolean }): Finding => finding
   const blockers = findings.filter((f) => !f.warning).map(strip)

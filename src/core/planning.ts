@@ -3,12 +3,13 @@ import { inspectDatabase } from './catalog.js'
 import { closeQuietly, type Connector } from './connection.js'
 import type { Logger } from './logger.js'
 import type { Plan, PlanRequest } from './plan.js'
-import { buildPlan } from './planner.js'
+import { buildPlan, type PlannerOptions } from './planner.js'
 
 export interface PlanningOptions {
   databases: string[]
   request: PlanRequest
   longTransactionMs: number
+  planner?: PlannerOptions
 }
 
 export interface Inspected {
@@ -41,5 +42,5 @@ export async function inspectDatabases(connect: Connector, options: PlanningOpti
 
 export async function makePlan(connect: Connector, options: PlanningOptions, log: Logger): Promise<{ plan: Plan; inspected: Inspected }> {
   const inspected = await inspectDatabases(connect, options, log)
-  return { plan: buildPlan({ server: inspected.server, databases: inspected.databases, request: options.request }), inspected }
+  return { plan: buildPlan({ server: inspected.server, databases: inspected.databases, request: options.request, options: options.planner }), inspected }
 }

@@ -6,6 +6,8 @@ import type { Code } from '../core/codes.js'
 import { fingerprintPlan, type Finding, type Plan } from '../core/plan.js'
 import { parseInputs, type Mode, type RawInputs } from '../inputs.js'
 import { dryRun } from './dry-run.js'
+import { execute } from './execute.js'
+import { verify } from './verify.js'
 import { FAILURE_STATUS, type ModeHandler, type ModeResult } from './types.js'
 
 const notYetAvailable =
@@ -18,8 +20,8 @@ const notYetAvailable =
 export const MODES: Record<Mode, ModeHandler> = {
   'dry-run': dryRun,
   snapshot: notYetAvailable('snapshot'),
-  execute: notYetAvailable('execute'),
-  verify: notYetAvailable('verify'),
+  execute,
+  verify,
   rollback: notYetAvailable('rollback'),
   run: notYetAvailable('run'),
   drift: notYetAvailable('drift')

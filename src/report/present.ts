@@ -1,6 +1,9 @@
 import type { Finding, Plan, PlannedExtension } from '../core/plan.js'
 import type { Mode } from '../inputs.js'
 import { FAILURE_STATUSES, type ModeResult } from '../modes/types.js'
+import type { ExecuteReport } from '../modes/execute.js'
+import type { VerifyReport } from '../modes/verify.js'
+import { formatDuration } from '../core/duration.js'
 import { capped, type Document, type Section } from './document.js'
 
 /** How many rows a summary table shows before pointing at the JSON file. */
@@ -9,7 +12,9 @@ export const TABLE_ROW_LIMIT = 300
 export type Presenter = (result: ModeResult) => Section[]
 
 const PRESENTERS: Partial<Record<Mode, Presenter>> = {
-  'dry-run': (result) => (result.plan ? planSections(result.plan) : [])
+  'dry-run': (result) => (result.plan ? planSections(result.plan) : []),
+  execute: (result) => (result.report ? executeSections(result.report as ExecuteReport) : result.plan ? planSections(result.plan) : []),
+  verify: (result) => (result.report ? verifySections(result.report as VerifyReport) : [])
 }
 
 export function present(result: ModeResult): Document {
@@ -27,6 +32,11 @@ export function present(result: ModeResult): Document {
 }
 
 function describeOutcome(result: ModeResult): string {
+  if (result.mode === 'execute' && result.report) return executeCounts(result.report as ExecuteReport)
+  if (result.mode === 'verify' && result.report) {
+    const { counts } = result.report as VerifyReport
+    return `${counts.passed} check(s) passed, ${counts.failed} failed, ${counts.skipped} skipped.`
+  }
   const plan = result.plan
   if (!plan) return ''
   const changes = plan.databases.flatMap((d) => d.extensions).filter((e) => e.action === 'update' || e.action === 'install')
@@ -91,5 +101,70 @@ function planSections(plan: Plan): Section[] {
     sections.push({ heading: 'User objects that depend on the extensions (kept intact by the update)', items: capped(dependents, 50).shown, folded: true })
   }
   sections.push({ heading: 'Fingerprint', text: `\`${plan.fingerprint}\` — execute refuses the plan if the databases change before it runs.`, folded: true })
+  return sections
+}
+
+const OUTCOME_LABEL: Record<string, string> = {
+  updated: '✅ updated',
+  installed: '✅ installed',
+  already_current: '➖ already current',
+  failed: '❌ failed',
+  skipped: '⏭ not attempted'
+}
+
+function executeCounts(report: ExecuteReport): string {
+  const { updated, current, failed, notStarted } = report.counts
+  return `${updated} updated, ${current} already current, ${failed} failed, ${notStarted} not started (databases) in ${formatDuration(report.durationMs)}.`
+}
+
+function executeSections(report: ExecuteReport): Section[] {
+  const ordered = [...report.databases].sort((a, b) => Number(b.outcome === 'failed') - Number(a.outcome === 'failed'))
+  const rows = ordered.flatMap((database) =>
+    database.extensions.length === 0
+      ? [[database.name, '', '', '', database.outcome === 'failed' ? '❌ failed' : database.outcome, '', '', `${database.code ?? ''}: ${database.message ?? ''}`]]
+      : database.extensions.map((e) => [
+          database.name,
+          e.name,
+          `${e.from ?? '(new)'} → ${e.to ?? '?'}`,
+          e.walked.join(' → '),
+          OUTCOME_LABEL[e.outcome] ?? e.outcome,
+          String(e.attempts),
+          formatDuration(e.durationMs),
+          e.outcome === 'failed'
+            ? `${e.code}${e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : ''}: ${e.message ?? ''}${e.failedHop ? ` [hop ${e.failedHop.from} → ${e.failedHop.to}]` : ''}; catalog at ${e.finalVersion ?? 'not installed'}`
+            : (e.message ?? '')
+        ])
+  )
+  const { shown, note } = capped(rows, TABLE_ROW_LIMIT)
+  const sections: Section[] = [
+    { heading: 'Updates', table: { columns: ['Database', 'Extension', 'From → to', 'Walked', 'Outcome', 'Attempts', 'Duration', 'Detail'], rows: shown, note } }
+  ]
+  const blockers = report.databases.flatMap((d) =>
+    d.extensions.flatMap((e) =>
+      e.blockers.map((b) => `${d.name}/${e.name} waited on pid ${b.pid} (${b.user ?? '?'}, ${b.application || 'no application_name'}, ${b.state ?? '?'}, ${formatDuration(b.ageMs ?? 0)}): ${b.query ?? ''}`)
+    )
+  )
+  if (blockers.length > 0) sections.push({ heading: 'Sessions that blocked an update', items: capped(blockers, 50).shown })
+  return sections
+}
+
+function verifySections(report: VerifyReport): Section[] {
+  const rows = report.databases.flatMap((database) =>
+    database.checks.map((c) => [
+      database.name,
+      c.check,
+      c.extension ?? '',
+      c.ok ? (c.skipped ? '– skipped' : '✓ pass') : '✗ fail',
+      `${c.message}${c.details ? `\n${c.details.slice(0, 5).join('\n')}` : ''}`
+    ])
+  )
+  const { shown, note } = capped(rows, TABLE_ROW_LIMIT)
+  const sections: Section[] = [{ heading: 'Checks', table: { columns: ['Database', 'Check', 'Extension', 'Result', 'Detail'], rows: shown, note } }]
+  const changes = report.databases.flatMap((d) =>
+    Object.entries(d.memberChanges)
+      .filter(([, c]) => c.added.length + c.removed.length > 0)
+      .map(([name, c]) => `${d.name}/${name}: added ${c.added.length}${c.added.length ? ` (${c.added.slice(0, 10).join('; ')}${c.added.length > 10 ? '; …' : ''})` : ''}, removed ${c.removed.length}${c.removed.length ? ` (${c.removed.slice(0, 10).join('; ')}${c.removed.length > 10 ? '; …' : ''})` : ''}`)
+  )
+  if (changes.length > 0) sections.push({ heading: 'What the update changed in each extension', items: capped(changes, 50).shown, folded: true })
   return sections
 }

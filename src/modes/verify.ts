@@ -1,0 +1,104 @@
+import { existsSync, readFileSync } from 'node:fs'
+import { redact } from '../core/connection.js'
+import type { Plan } from '../core/plan.js'
+import { loadPlan } from '../core/plan-input.js'
+import { splitStatements, type Probe } from '../core/sql-split.js'
+import { CHECK_CODES, verifyDatabase, type Expectation, type VerifyDatabaseReport } from '../core/verifier.js'
+import type { Finding } from '../core/plan.js'
+import type { Inputs } from '../inputs.js'
+import type { ModeContext, ModeResult, Status } from './types.js'
+
+export interface VerifyReport {
+  schemaVersion: 1
+  mode: 'verify'
+  status: Status
+  checkedAt: string
+  counts: { passed: number; failed: number; skipped: number }
+  databases: VerifyDatabaseReport[]
+}
+
+/** `verify-sql` is inline SQL, or the path of a file holding it. */
+export function readProbes(input: string): Probe[] {
+  const text = input.trim()
+  if (text.length === 0) return []
+  const source = !text.includes('\n') && existsSync(text) ? readFileSync(text, 'utf8') : text
+  return splitStatements(source)
+}
+
+/** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
+export function expectationsFor(inputs: Inputs, plan: Plan | undefined, database: string): Expectation[] | null {
+  if (plan) {
+    const planned = plan.databases.find((d) => d.name === database)?.extensions ?? []
+    return planned
+      .filter((e) => e.action !== 'blocked' && e.to !== null)
+      .map((e) => {
+        const requested = plan.request.extensions.find((r) => r.name === e.name)
+        return {
+          name: e.name,
+          version: e.to,
+          drift: requested?.version === undefined,
+          membersBefore: e.from ? plan.members[`${e.name}@${e.from}`] : undefined
+        }
+      })
+  }
+  if (inputs.extensions.length > 0) {
+    return inputs.extensions.map((r) => ({ name: r.name, version: r.version ?? null, drift: r.version === undefined }))
+  }
+  return null
+}
+
+export function verifyFindings(report: VerifyDatabaseReport): Finding[] {
+  return report.checks
+    .filter((c) => !c.ok)
+    .map((c) => ({
+      code: CHECK_CODES[c.check],
+      database: report.name,
+      extension: c.extension,
+      message: `${c.check}: ${c.message}${c.details ? ` — ${c.details.slice(0, 3).join('; ')}` : ''}`
+    }))
+}
+
+/**
+ * verify: prove the result, read-only — versions, C functions resolving in their libraries,
+ * no dangling members, valid dependent indexes and resolvable views and functions, the user's
+ * probes, and no drift behind the control-file default. Also a health gate on its own.
+ */
+export async function verify(context: ModeContext): Promise<ModeResult> {
+  const { inputs, target, connect, log } = context
+  const plan = inputs.plan ? loadPlan(inputs.plan) : undefined
+  const probes = readProbes(inputs.verifySql)
+  const databases = plan ? plan.databases.map((d) => d.name) : [target.database]
+  const reports: VerifyDatabaseReport[] = []
+  for (const database of databases) {
+    const report = await log.group(`verify ${database}`, () =>
+      verifyDatabase(connect, database, { expectations: expectationsFor(inputs, plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
+    )
+    for (const check of report.checks) log.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
+    reports.push(report)
+  }
+  const checks = reports.flatMap((r) => r.checks)
+  const status: Status = reports.every((r) => r.ok) ? 'verified' : 'verify_failed'
+  const report: VerifyReport = {
+    schemaVersion: 1,
+    mode: 'verify',
+    status,
+    checkedAt: new Date().toISOString(),
+    counts: {
+      passed: checks.filter((c) => c.ok && !c.skipped).length,
+      failed: checks.filter((c) => !c.ok).length,
+      skipped: checks.filter((c) => c.skipped).length
+    },
+    databases: reports
+  }
+  const errors = reports.flatMap(verifyFindings)
+  return {
+    mode: 'verify',
+    status,
+    changed: false,
+    report,
+    errors,
+    warnings: [],
+    error: errors.length > 0 ? `${errors.length} check(s) failed; first: ${errors[0].code}: ${errors[0].message}` : undefined,
+    target: redact(target)
+  }
+}
