@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { parseDuration } from './core/duration.js'
 import { CodedError, errorMessage } from './core/errors.js'
-import { parseExtensionList } from './core/extension-list.js'
+import { parseExtensionList, splitList } from './core/extension-list.js'
 
 export const MODES = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback', 'run', 'drift'] as const
 export type Mode = (typeof MODES)[number]
@@ -55,6 +55,46 @@ const integer = (fallback: string, min: number, max: number) =>
     })
     .meta(meta(fallback, 'integer'))
 
+const choice = <T extends string>(fallback: T, allowed: readonly T[]) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, ctx) => {
+      const normalised = value.trim().toLowerCase() as T
+      if (allowed.includes(normalised)) return normalised
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not one of ${allowed.join(', ')}` })
+      return z.NEVER
+    })
+    .meta(meta(fallback, 'text'))
+
+/** An optional whole number: empty means "no limit". */
+const optionalInteger = (min: number, max: number) =>
+  z
+    .string()
+    .default('')
+    .transform((value, ctx) => {
+      const trimmed = value.trim()
+      if (trimmed === '') return undefined
+      const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN
+      if (parsed >= min && parsed <= max) return parsed
+      ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max} (or empty for no limit)` })
+      return z.NEVER
+    })
+    .meta(meta('', 'integer'))
+
+/** Database names and glob patterns (`tenant_*`), comma or newline separated. */
+const databasePatterns = z
+  .string()
+  .default('')
+  .transform((value, ctx) => {
+    const patterns = splitList(value)
+    const bad = patterns.filter((p) => p.length > 63 || /[\u0000-\u001f]/.test(p))
+    if (bad.length === 0) return patterns
+    ctx.addIssue({ code: 'custom', message: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a database name or pattern (at most 63 characters, no control characters)` })
+    return z.NEVER
+  })
+  .meta(meta('', 'list'))
+
 const extensionRequests = z
   .string()
   .default('')
@@ -93,7 +133,32 @@ export const inputSchema = z.object({
   'max-retries': integer('3', 0, 20),
   'staged-extensions': extensionNames,
   plan: text(''),
-  'verify-sql': text('')
+  'verify-sql': text(''),
+  databases: databasePatterns,
+  'exclude-databases': databasePatterns,
+  concurrency: integer('4', 1, 64),
+  canary: integer('0', 0, 10_000),
+  'on-failure': choice('stop', ['stop', 'continue'] as const),
+  'max-failures': optionalInteger(1, 100_000),
+  'fail-on-drift': bool('true'),
+  'reference-database-url': text(''),
+  'snapshot-strategy': choice('auto', ['auto', 'basebackup', 'restore-point', 'dump', 'none'] as const),
+  'snapshot-dir': text(''),
+  'restore-point': text(''),
+  'rollback-strategy': choice('auto', ['auto', 'downgrade', 'dump', 'pitr'] as const),
+  snapshot: text(''),
+  pgdata: text(''),
+  'pg-bin-dir': text(''),
+  'stop-command': text(''),
+  'start-command': text(''),
+  'restore-command': text(''),
+  'confirm-data-loss': bool('false'),
+  'keep-previous': bool('true'),
+  'terminate-connections': bool('false'),
+  'wait-timeout': duration('10min'),
+  manifest: text(''),
+  'comment-on-pr': bool('true'),
+  'github-token': text('')
 })
 
 export type InputName = keyof z.input<typeof inputSchema>

@@ -10,6 +10,8 @@ export interface ConnectionTarget {
   config: pg.ClientConfig
   database: string
   sslmode?: string
+  /** TLS file paths as given (sslrootcert, sslcert, sslkey), for libpq programs. */
+  sslFiles: Partial<Record<'sslrootcert' | 'sslcert' | 'sslkey', string>>
   /** Values to mask everywhere: the URL, the password, and its encoded and decoded forms. */
   secrets: string[]
 }
@@ -44,7 +46,10 @@ export function resolveTarget(databaseUrl: string, env: NodeJS.ProcessEnv = proc
   const database = config.database || parsed.user || env.PGUSER || env.USER || 'postgres'
   delete config.database
   const sslmode = typeof parsed.sslmode === 'string' ? parsed.sslmode : undefined
-  return { config, database, sslmode, secrets: unique(secrets) }
+  const sslFiles = Object.fromEntries(
+    (['sslrootcert', 'sslcert', 'sslkey'] as const).filter((key) => typeof parsed[key] === 'string').map((key) => [key, parsed[key] as string])
+  )
+  return { config, database, sslmode, sslFiles, secrets: unique(secrets) }
 }
 
 function urlFromEnvironment(env: NodeJS.ProcessEnv): string {
@@ -102,6 +107,24 @@ export function redact(target: ConnectionTarget, database = target.database): st
   if (target.sslmode) params.set('sslmode', target.sslmode)
   const query = params.size > 0 ? `?${decodeURIComponent(params.toString())}` : ''
   return `postgresql://${credentials}${address}/${encodeURIComponent(database)}${query}`
+}
+
+/**
+ * The target as libpq environment variables, for programs such as pg_dump and pg_basebackup:
+ * the password travels in PGPASSWORD, never on a command line where `ps` would show it.
+ */
+export function libpqEnvironment(target: ConnectionTarget, database = target.database): Record<string, string> {
+  const { host, port, user, password } = target.config
+  const env: Record<string, string> = { PGDATABASE: database, PGAPPNAME: APPLICATION_NAME }
+  if (typeof host === 'string' && host) env.PGHOST = host
+  if (port) env.PGPORT = String(port)
+  if (user) env.PGUSER = user
+  if (typeof password === 'string' && password) env.PGPASSWORD = password
+  if (target.sslmode) env.PGSSLMODE = target.sslmode
+  if (target.sslFiles.sslrootcert) env.PGSSLROOTCERT = target.sslFiles.sslrootcert
+  if (target.sslFiles.sslcert) env.PGSSLCERT = target.sslFiles.sslcert
+  if (target.sslFiles.sslkey) env.PGSSLKEY = target.sslFiles.sslkey
+  return env
 }
 
 export interface SessionSpec {

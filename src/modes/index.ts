@@ -7,6 +7,8 @@ import { fingerprintPlan, type Finding, type Plan } from '../core/plan.js'
 import { parseInputs, type Mode, type RawInputs } from '../inputs.js'
 import { dryRun } from './dry-run.js'
 import { execute } from './execute.js'
+import { rollback } from './rollback.js'
+import { snapshot } from './snapshot.js'
 import { verify } from './verify.js'
 import { FAILURE_STATUS, type ModeHandler, type ModeResult } from './types.js'
 
@@ -19,10 +21,10 @@ const notYetAvailable =
 /** Every mode has a handler: adding a mode without one does not compile. */
 export const MODES: Record<Mode, ModeHandler> = {
   'dry-run': dryRun,
-  snapshot: notYetAvailable('snapshot'),
+  snapshot,
   execute,
   verify,
-  rollback: notYetAvailable('rollback'),
+  rollback,
   run: notYetAvailable('run'),
   drift: notYetAvailable('drift')
 }

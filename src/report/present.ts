@@ -5,6 +5,7 @@ import type { ExecuteReport } from '../modes/execute.js'
 import type { VerifyReport } from '../modes/verify.js'
 import { formatDuration } from '../core/duration.js'
 import { capped, type Document, type Section } from './document.js'
+import { rollbackSections, snapshotSections } from './recovery.js'
 
 /** How many rows a summary table shows before pointing at the JSON file. */
 export const TABLE_ROW_LIMIT = 300
@@ -14,7 +15,9 @@ export type Presenter = (result: ModeResult) => Section[]
 const PRESENTERS: Partial<Record<Mode, Presenter>> = {
   'dry-run': (result) => (result.plan ? planSections(result.plan) : []),
   execute: (result) => (result.report ? executeSections(result.report as ExecuteReport) : result.plan ? planSections(result.plan) : []),
-  verify: (result) => (result.report ? verifySections(result.report as VerifyReport) : [])
+  verify: (result) => (result.report ? verifySections(result.report as VerifyReport) : []),
+  snapshot: snapshotSections,
+  rollback: rollbackSections
 }
 
 export function present(result: ModeResult): Document {
