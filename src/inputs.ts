@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import { parseDuration } from './core/duration.js'
+import { secretsOf } from './core/connection.js'
 import { CodedError, errorMessage } from './core/errors.js'
 import { parseExtensionList, splitList } from './core/extension-list.js'
 
@@ -10,6 +11,8 @@ export type Mode = (typeof MODES)[number]
 export interface InputMeta {
   default: string
   kind: 'text' | 'boolean' | 'duration' | 'integer' | 'list'
+  /** A default only the runner can evaluate (an expression), declared in action.yml instead of `default`. */
+  actionDefault?: string
 }
 const meta = (fallback: string, kind: InputMeta['kind']) => ({ input: { default: fallback, kind } })
 
@@ -27,16 +30,19 @@ const bool = (fallback: 'true' | 'false') =>
     })
     .meta(meta(fallback, 'boolean'))
 
+/** PostgreSQL's timeouts and Node's timers both stop at 2^31-1 milliseconds (about 24.8 days). */
+const MAX_DURATION_MS = 2_147_483_647
+
 const duration = (fallback: string) =>
   z
     .string()
     .default(fallback)
     .transform((value, ctx) => {
       const ms = parseDuration(value)
-      if (ms !== undefined && ms > 0) return ms
+      if (ms !== undefined && ms > 0 && ms <= MAX_DURATION_MS) return ms
       ctx.addIssue({
         code: 'custom',
-        message: `"${value}" is not a positive duration; use a number with ms, s, min, h or d (for example 5s or 15min)`
+        message: `"${value}" is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
       })
       return z.NEVER
     })
@@ -158,7 +164,10 @@ export const inputSchema = z.object({
   'wait-timeout': duration('10min'),
   manifest: text(''),
   'comment-on-pr': bool('true'),
-  'github-token': text('')
+  'github-token': z
+    .string()
+    .default('')
+    .meta({ input: { default: '', kind: 'text', actionDefault: '${{ github.token }}' } })
 })
 
 export type InputName = keyof z.input<typeof inputSchema>
@@ -182,7 +191,7 @@ export function parseInputs(raw: RawInputs): Inputs {
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       const name = String(issue.path[0] ?? '')
-      const missing = issue.input === undefined && name === 'mode'
+      const missing = name === 'mode' && given.mode === undefined
       return missing ? `input "mode" is required: ${issue.message}` : `input "${name}": ${issue.message}`
     })
     throw new CodedError('INVALID_INPUT', problems.join('; '))
@@ -190,4 +199,10 @@ export function parseInputs(raw: RawInputs): Inputs {
   return Object.fromEntries(
     Object.entries(result.data).map(([key, value]) => [key.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()), value])
   ) as Inputs
+}
+
+/** Everything that must be masked before anything is printed: both URLs' passwords and the token. */
+export function inputSecrets(raw: RawInputs, env: NodeJS.ProcessEnv): string[] {
+  const token = raw['github-token']?.trim()
+  return [...new Set([...secretsOf(raw['database-url'] ?? '', env), ...secretsOf(raw['reference-database-url'] ?? '', {}), ...(token ? [token] : [])])]
 }

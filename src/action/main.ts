@@ -1,7 +1,7 @@
 import * as core from '@actions/core'
-import { scrub, secretsOf } from '../core/connection.js'
+import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
-import { INPUT_NAMES, type RawInputs } from '../inputs.js'
+import { INPUT_NAMES, inputSecrets, type RawInputs } from '../inputs.js'
 import { runMode } from '../modes/index.js'
 import { FAILURE_STATUSES } from '../modes/types.js'
 import { renderMarkdown } from '../report/markdown.js'
@@ -21,7 +21,7 @@ export function actionLogger(secrets: readonly string[]): Logger {
 /** The action: read inputs, mask secrets before anything is printed, run the mode, report. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const raw: RawInputs = Object.fromEntries(INPUT_NAMES.map((name) => [name, core.getInput(name)]))
-  const secrets = secretsOf(raw['database-url'] ?? '', env)
+  const secrets = inputSecrets(raw, env)
   for (const secret of secrets) core.setSecret(secret)
 
   const result = await runMode(raw, actionLogger(secrets), env)

@@ -1,6 +1,7 @@
 import { CodedError, errorMessage } from '../core/errors.js'
-import { scrub, secretsOf } from '../core/connection.js'
+import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
+import { inputSecrets } from '../inputs.js'
 import { runMode } from '../modes/index.js'
 import { FAILURE_STATUSES, type ModeResult } from '../modes/types.js'
 import { present } from '../report/present.js'
@@ -48,7 +49,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     ;(parsed.help ? streams.stdout : streams.stderr).write(`${usage()}\n`)
     return parsed.help ? EXIT.ok : EXIT.usage
   }
-  const secrets = secretsOf(parsed.inputs['database-url'] ?? '', env)
+  const secrets = inputSecrets(parsed.inputs, env)
   const result = await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env)
   if (parsed.json) {
     streams.stdout.write(`${scrub(JSON.stringify(jsonView(result), null, 2), secrets)}\n`)

@@ -23,7 +23,6 @@ export interface ServerFacts {
   version: string
   versionNum: number
   inRecovery: boolean
-  readOnly: boolean
   /** null when the role may not read the setting (needs pg_read_all_settings). */
   preloadLibraries: string[] | null
   role: string
@@ -64,6 +63,8 @@ export interface Dependents {
 export interface DatabaseFacts {
   name: string
   canCreate: boolean
+  /** default_transaction_read_only is on for this database (server, database or role setting). */
+  readOnly: boolean
   /** Installed extensions looked at closely: the targets, or those behind their default version. */
   inScope: string[]
   installed: Record<string, InstalledExtension>
@@ -90,7 +91,6 @@ SELECT json_build_object(
   'version', current_setting('server_version'),
   'versionNum', current_setting('server_version_num')::int,
   'inRecovery', pg_is_in_recovery(),
-  'readOnly', current_setting('default_transaction_read_only') = 'on',
   'preload', (SELECT setting FROM pg_settings WHERE name = 'shared_preload_libraries'),
   'role', current_user,
   'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
@@ -132,16 +132,15 @@ members AS MATERIALIZED (
   FROM in_scope s JOIN pg_depend d
     ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = s.oid AND d.deptype = 'e'
 ),
-all_members AS MATERIALIZED (
-  SELECT classid, objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
-),
 dependents AS (
+  -- Membership is looked up in pg_depend through its (classid, objid) index: a CTE of all
+  -- members would be scanned once per dependent, quadratic in the number of members.
   SELECT m.extension, pg_describe_object(d.classid, d.objid, d.objsubid) AS object
   FROM members m
   JOIN pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid AND d.deptype IN ('n', 'a')
-  WHERE NOT EXISTS (SELECT 1 FROM all_members x WHERE x.classid = d.classid AND x.objid = d.objid)
+  WHERE NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = d.classid AND x.objid = d.objid AND x.deptype = 'e')
     AND NOT EXISTS (
-      SELECT 1 FROM pg_depend o JOIN all_members x ON x.classid = o.refclassid AND x.objid = o.refobjid
+      SELECT 1 FROM pg_depend o JOIN pg_depend x ON x.classid = o.refclassid AND x.objid = o.refobjid AND x.deptype = 'e'
       WHERE o.classid = d.classid AND o.objid = d.objid AND o.deptype IN ('i', 'a'))
 ),
 dependents_agg AS (
@@ -159,6 +158,7 @@ locks AS (
 SELECT json_build_object(
   'name', current_database(),
   'canCreate', has_database_privilege(current_database(), 'CREATE'),
+  'readOnly', current_setting('default_transaction_read_only') = 'on',
   'inScope', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM in_scope),
   'installed', (SELECT coalesce(json_agg(json_build_object('name', name, 'version', version, 'schema', schema,
       'owner', owner, 'ownedByMe', owned_by_me, 'relocatable', relocatable)), '[]') FROM installed),

@@ -43,6 +43,9 @@ export function resolveTarget(databaseUrl: string, env: NodeJS.ProcessEnv = proc
   }
   if (parsed.password) secrets.push(...passwordForms(parsed.password))
   const config = toClientConfig(parsed)
+  // libpq's allow and prefer encrypt without verifying the certificate, and fall back to a plain
+  // connection when the server has no TLS (see makeConnector).
+  if (parsed.sslmode === 'allow' || parsed.sslmode === 'prefer') config.ssl = { rejectUnauthorized: false }
   const database = config.database || parsed.user || env.PGUSER || env.USER || 'postgres'
   delete config.database
   const sslmode = typeof parsed.sslmode === 'string' ? parsed.sslmode : undefined
@@ -70,10 +73,15 @@ export function secretsOf(databaseUrl: string, env: NodeJS.ProcessEnv = process.
   const url = databaseUrl.trim()
   if (url) secrets.push(url)
   if (env.PGPASSWORD) secrets.push(...passwordForms(env.PGPASSWORD))
-  const userinfo = /^[^:]+:\/\/[^:/@]*:([^@/]*)@/.exec(url)
-  if (userinfo?.[1]) secrets.push(...passwordForms(userinfo[1]))
-  const query = /[?&]password=([^&]*)/.exec(url)
-  if (query?.[1]) secrets.push(...passwordForms(query[1]))
+  // Parsed as the driver parses it (WHATWG URL): an unencoded "@" in a password ends at the last "@".
+  try {
+    const parsed = new URL(url)
+    if (parsed.password) secrets.push(...passwordForms(parsed.password))
+    const query = parsed.searchParams.get('password')
+    if (query) secrets.push(...passwordForms(query))
+  } catch {
+    // not a URL: resolveTarget reports it without printing it
+  }
   return unique(secrets)
 }
 
@@ -159,8 +167,7 @@ export function makeConnector(target: ConnectionTarget, connectTimeoutMs: number
     try {
       return await open(config)
     } catch (error) {
-      // libpq's sslmode=prefer falls back to a plain connection when the server has no TLS.
-      if (target.sslmode === 'prefer' && /does not support SSL/i.test(errorMessage(error))) {
+      if ((target.sslmode === 'prefer' || target.sslmode === 'allow') && /does not support SSL/i.test(errorMessage(error))) {
         try {
           return await open({ ...config, ssl: false })
         } catch (retryError) {

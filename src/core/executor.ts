@@ -42,6 +42,8 @@ export interface DatabaseReport {
   extensions: ExtensionReport[]
   code?: Code
   message?: string
+  /** For canary databases: the verification that gated the rest of the rollout. */
+  canary?: { verified: boolean; failures: string[] }
 }
 
 export interface ExecuteSettings {

@@ -12,7 +12,7 @@ const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+~-]*$/
 /** Splits a list input on newlines and commas, dropping blanks and `#` comments. */
 export function splitList(text: string): string[] {
   return text
-    .split('\n')
+    .split(/\r?\n/)
     .map((line) => line.replace(/#.*$/, ''))
     .flatMap((line) => line.split(','))
     .map((item) => item.trim())

@@ -13,3 +13,17 @@ export const silentLogger: Logger = {
   debug: () => undefined,
   group: (_title, work) => work()
 }
+
+/** For work running side by side: every line names its database instead of opening a group. */
+export function prefixedLogger(log: Logger, prefix: string): Logger {
+  const tag = (message: string) => `[${prefix}] ${message}`
+  return {
+    info: (message) => log.info(tag(message)),
+    warn: (message) => log.warn(tag(message)),
+    debug: (message) => log.debug(tag(message)),
+    group: (title, work) => {
+      log.info(tag(title))
+      return work()
+    }
+  }
+}

@@ -18,7 +18,7 @@ import { compareVersions } from './versions.js'
 /** Codes that are reported as warnings; every other finding blocks the plan. */
 const WARNING_CODES = new Set<Code>(['DOWNGRADE_HOP', 'LONG_TRANSACTION', 'DEPENDENT_OBJECTS', 'CATALOG_AHEAD'])
 
-interface DatabasePlanResult {
+export interface DatabasePlanResult {
   plan: DatabasePlan
   findings: Array<Finding & { warning: boolean }>
   members: Record<string, string[]>
@@ -180,6 +180,9 @@ export function planDatabase(
     }
     const library = database.libraries[entry.name]
     if (library !== undefined) entry.library = library
+    if (quirk.preload && library === null) {
+      report('RESTART_REQUIRED', `cannot read the version of the loaded ${entry.name} library (its probe failed); make sure the server was restarted after the package update`, entry.name, {}, true)
+    }
     if (quirk.preload && library && entry.to && compareLibrary(entry.name, library, entry.to) < 0) {
       block(entry.name, 'RESTART_REQUIRED', `${entry.name}: the loaded library is ${library}, older than the target ${entry.to}; restart the server so it loads the installed library, then update`)
     }
@@ -227,7 +230,7 @@ export function planDatabase(
     }
   }
 
-  if (server.inRecovery || server.readOnly) {
+  if (server.inRecovery || database.readOnly) {
     const changing = [...entries.values()].filter((e) => isChange(e) || blocked.has(e.name))
     if (changing.length > 0) {
       const why = server.inRecovery ? 'the server is a replica (in recovery)' : 'default_transaction_read_only is on'
@@ -283,13 +286,19 @@ export interface PlanInput {
 }
 
 export function buildPlan({ server, databases, request, options, now = new Date() }: PlanInput): Plan {
-  const results = databases.map((database) => planDatabase(server, database, request, options))
+  return assemblePlan(server, databases.map((database) => planDatabase(server, database, request, options)), request, now)
+}
+
+/** Puts per-database plans together: findings split into blockers and warnings, member sets deduplicated. */
+export function assemblePlan(server: ServerFacts, results: DatabasePlanResult[], request: PlanRequest, now = new Date()): Plan {
   const findings = results.flatMap((r) => r.findings)
   const strip = ({ warning: _warning, ...finding }: Finding & { warning: boolean }): Finding => finding
   const blockers = findings.filter((f) => !f.warning).map(strip)
   const warnings = findings.filter((f) => f.warning).map(strip)
   const plans = results.map((r) => r.plan)
   const changes = plans.some((p) => p.extensions.some(isChange))
+  const members: Record<string, string[]> = {}
+  for (const result of results) for (const [key, list] of Object.entries(result.members)) members[key] ??= list
   return {
     schemaVersion: 1,
     status: blockers.length > 0 ? 'dry_run_blocked' : changes ? 'dry_run_approved' : 'nothing_to_do',
@@ -299,7 +308,7 @@ export function buildPlan({ server, databases, request, options, now = new Date(
     databases: plans,
     blockers,
     warnings,
-    members: Object.assign({}, ...results.map((r) => r.members)),
+    members,
     fingerprint: fingerprintPlan(plans)
   }
 }

@@ -1,46 +1,49 @@
-import type { DatabaseFacts, ServerFacts } from './catalog.js'
+import type { ServerFacts } from './catalog.js'
 import { inspectDatabase } from './catalog.js'
-import { closeQuietly, type Connector } from './connection.js'
+import { withSession, type Connector } from './connection.js'
+import { runPool } from './fleet.js'
 import type { Logger } from './logger.js'
 import type { Plan, PlanRequest } from './plan.js'
-import { buildPlan, type PlannerOptions } from './planner.js'
+import { assemblePlan, planDatabase, type DatabasePlanResult, type PlannerOptions } from './planner.js'
 
 export interface PlanningOptions {
   databases: string[]
-  request: PlanRequest
+  /** What each database must reach (a manifest may ask different things of different databases). */
+  request: PlanRequest | ((database: string) => PlanRequest)
   longTransactionMs: number
+  concurrency: number
   planner?: PlannerOptions
 }
 
-export interface Inspected {
+export interface PlanningResult {
+  plan: Plan
   server: ServerFacts
-  databases: DatabaseFacts[]
+  /** Statements sent for inspection in all, for the round-trip benchmark. */
   roundTrips: number
 }
 
-/** Inspects each database on a session of its own; server-wide facts are read once, with the first. */
-export async function inspectDatabases(connect: Connector, options: PlanningOptions, log: Logger): Promise<Inspected> {
-  const targets = options.request.extensions.map((e) => e.name)
+/**
+ * Inspects and plans every database, each on a session of its own, at most `concurrency` at a
+ * time. The first database is inspected alone because it also reads the server-wide facts
+ * (available versions), which every other database shares. Each database is planned as soon
+ * as it is inspected, so its raw facts are not kept: memory stays flat as the fleet grows.
+ */
+export async function makePlan(connect: Connector, options: PlanningOptions, log: Logger): Promise<PlanningResult> {
+  const requestOf = typeof options.request === 'function' ? options.request : () => options.request as PlanRequest
   let server: ServerFacts | undefined
   let roundTrips = 0
-  const databases: DatabaseFacts[] = []
-  for (const name of options.databases) {
-    const client = await connect({ database: name, purpose: 'inspect' })
-    try {
+  const inspectAndPlan = (database: string): Promise<DatabasePlanResult> =>
+    withSession(connect, { database, purpose: 'inspect' }, async (client) => {
+      const request = requestOf(database)
+      const targets = request.extensions.map((e) => e.name)
       const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs }, !server)
       server ??= inspection.server
       roundTrips += inspection.roundTrips
-      databases.push(inspection.database)
-      log.debug(`inspected ${name} in ${inspection.roundTrips} round trip(s)`)
-    } finally {
-      await closeQuietly(client)
-    }
-  }
-  if (!server) throw new Error('no database to inspect')
-  return { server, databases, roundTrips }
-}
-
-export async function makePlan(connect: Connector, options: PlanningOptions, log: Logger): Promise<{ plan: Plan; inspected: Inspected }> {
-  const inspected = await inspectDatabases(connect, options, log)
-  return { plan: buildPlan({ server: inspected.server, databases: inspected.databases, request: options.request, options: options.planner }), inspected }
+      log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`)
+      return planDatabase(server!, inspection.database, request, options.planner)
+    })
+  const [first, ...rest] = options.databases
+  const results = [await inspectAndPlan(first), ...(await runPool(rest, options.concurrency, inspectAndPlan))] as DatabasePlanResult[]
+  const request = typeof options.request === 'function' ? requestOf(first) : options.request
+  return { plan: assemblePlan(server!, results, request), server: server!, roundTrips }
 }

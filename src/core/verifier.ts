@@ -68,9 +68,6 @@ members AS MATERIALIZED (
   SELECT x.extname, d.classid, d.objid, d.objsubid
   FROM ext x JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = x.oid AND d.deptype = 'e'
 ),
-all_members AS MATERIALIZED (
-  SELECT classid, objid FROM pg_depend WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
-),
 dangling AS (
   SELECT extname, format('member %s %s no longer exists', classid::regclass, objid) AS problem
   FROM members WHERE pg_describe_object(classid, objid, objsubid) IS NULL
@@ -105,7 +102,7 @@ dangling AS (
 dependent_objects AS MATERIALIZED (
   SELECT DISTINCT m.extname, d.classid, d.objid
   FROM members m JOIN pg_depend d ON d.refclassid = m.classid AND d.refobjid = m.objid AND d.deptype IN ('n', 'a')
-  WHERE NOT EXISTS (SELECT 1 FROM all_members x WHERE x.classid = d.classid AND x.objid = d.objid)
+  WHERE NOT EXISTS (SELECT 1 FROM pg_depend x WHERE x.classid = d.classid AND x.objid = d.objid AND x.deptype = 'e')
 )
 SELECT json_build_object(
   'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),

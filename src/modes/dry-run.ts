@@ -1,5 +1,5 @@
 import { redact } from '../core/connection.js'
-import { makePlan } from '../core/planning.js'
+import { planTargets } from './targets.js'
 import type { ModeContext, ModeResult } from './types.js'
 
 /**
@@ -7,21 +7,7 @@ import type { ModeContext, ModeResult } from './types.js'
  * run every pre-flight check, and say whether the upgrade may proceed. Never changes anything.
  */
 export async function dryRun(context: ModeContext): Promise<ModeResult> {
-  const { inputs, target, connect, log } = context
-  const { plan } = await makePlan(
-    connect,
-    {
-      databases: [target.database],
-      request: {
-        extensions: inputs.extensions,
-        allowDowngrade: inputs.allowDowngrade,
-        installMissing: inputs.installMissing,
-        stagedExtensions: inputs.stagedExtensions
-      },
-      longTransactionMs: inputs.longTransactionThreshold
-    },
-    log
-  )
+  const { plan } = await planTargets(context)
   const blocked = plan.status === 'dry_run_blocked'
   return {
     mode: 'dry-run',
@@ -31,6 +17,6 @@ export async function dryRun(context: ModeContext): Promise<ModeResult> {
     errors: plan.blockers,
     warnings: plan.warnings,
     error: blocked ? `${plan.blockers.length} blocker(s): ${plan.blockers[0].code}: ${plan.blockers[0].message}` : undefined,
-    target: redact(target)
+    target: redact(context.target)
   }
 }

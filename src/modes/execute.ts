@@ -1,12 +1,17 @@
-import { inspectServer } from '../core/catalog.js'
+import { inspectServer, type ServerFacts } from '../core/catalog.js'
 import { redact, withSession } from '../core/connection.js'
+import { formatDuration } from '../core/duration.js'
 import { CodedError } from '../core/errors.js'
 import { executeDatabase, reportFindings, type DatabaseReport, type ExecuteSettings } from '../core/executor.js'
+import { runPool } from '../core/fleet.js'
+import { prefixedLogger, type Logger } from '../core/logger.js'
 import type { DatabasePlan, Plan, PlanRequest } from '../core/plan.js'
 import { loadPlan } from '../core/plan-input.js'
-import { makePlan } from '../core/planning.js'
+import { verifyDatabase } from '../core/verifier.js'
 import type { Inputs } from '../inputs.js'
+import { planTargets } from './targets.js'
 import type { ModeContext, ModeResult, Status } from './types.js'
+import { expectationsFor, readProbes } from './verify.js'
 
 export interface ExecuteReport {
   schemaVersion: 1
@@ -15,6 +20,8 @@ export interface ExecuteReport {
   startedAt: string
   durationMs: number
   planFingerprint: string
+  /** Databases updated and verified before the others were started. */
+  canary: string[]
   counts: { updated: number; current: number; failed: number; notStarted: number }
   databases: DatabaseReport[]
 }
@@ -28,24 +35,14 @@ export function executeSettings(inputs: Inputs): ExecuteSettings {
   }
 }
 
-/** The plan to apply: the `plan` input, or a fresh plan of `extensions` with every dry-run check. */
-export async function planToApply(context: ModeContext): Promise<{ plan: Plan; given: boolean }> {
-  const { inputs, target, connect, log } = context
+/** The plan to apply: the `plan` input, or a fresh plan with every dry-run check. */
+export async function planToApply(context: ModeContext): Promise<{ plan: Plan; server?: ServerFacts }> {
+  const { inputs } = context
   if (inputs.plan && inputs.extensions.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions')
   }
-  if (inputs.plan) return { plan: loadPlan(inputs.plan), given: true }
-  const { plan } = await makePlan(
-    connect,
-    {
-      databases: [target.database],
-      request: { extensions: inputs.extensions, allowDowngrade: inputs.allowDowngrade, installMissing: inputs.installMissing, stagedExtensions: inputs.stagedExtensions },
-      longTransactionMs: inputs.longTransactionThreshold,
-      planner: { lockConflicts: 'warn' }
-    },
-    log
-  )
-  return { plan, given: false }
+  if (inputs.plan) return { plan: loadPlan(inputs.plan) }
+  return planTargets(context, { lockConflicts: 'warn' })
 }
 
 /** What each database must reach: the planned versions, with the plan's options. */
@@ -53,15 +50,19 @@ export function requestFor(database: DatabasePlan, request: PlanRequest): PlanRe
   return { ...request, extensions: database.extensions.filter((e) => e.to !== null).map((e) => ({ name: e.name, version: e.to as string })) }
 }
 
+const notStarted = (name: string): DatabaseReport => ({ name, outcome: 'not_started', durationMs: 0, extensions: [] })
+
 /**
  * execute: apply an approved plan. Each database is re-inspected under its advisory lock and
  * refused if it moved off the plan (PLAN_STALE); each update runs on a fresh session where it
  * is the first statement, with lock_timeout retries; a re-run continues where a run stopped.
+ * Fleets: `canary` databases are updated and verified first; then the rest, `concurrency` at a
+ * time; after a failure `on-failure: stop` starts nothing new, `continue` goes on (`max-failures`).
  */
 export async function execute(context: ModeContext): Promise<ModeResult> {
-  const { target, connect, log } = context
+  const { inputs, target, connect, log } = context
   const startedAt = new Date()
-  const { plan } = await planToApply(context)
+  const { plan, server: planned } = await planToApply(context)
   if (plan.status === 'dry_run_blocked') {
     return {
       mode: 'execute',
@@ -74,22 +75,51 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
       target: redact(target)
     }
   }
-  const settings = executeSettings(context.inputs)
-  const server = await withSession(connect, { database: plan.databases[0]?.name, purpose: 'inspect' }, inspectServer)
-  const reports: DatabaseReport[] = []
-  for (const database of plan.databases) {
-    const report = await log.group(`database ${database.name}`, () =>
-      executeDatabase(connect, { name: database.name, planned: database, request: requestFor(database, plan.request) }, server, settings, log)
-    )
-    reports.push(report)
+  const server = planned ?? (await withSession(connect, { database: plan.databases[0]?.name, purpose: 'inspect' }, inspectServer))
+  const settings = executeSettings(inputs)
+  const names = plan.databases.map((d) => d.name)
+  const byName = new Map(plan.databases.map((d) => [d.name, d]))
+  const sideBySide = names.length > 1 && inputs.concurrency > 1
+  let failures = 0
+  let finished = 0
+
+  const runOne = async (name: string, verifyAfter: boolean): Promise<DatabaseReport> => {
+    const database = byName.get(name)!
+    const dbLog: Logger = sideBySide ? prefixedLogger(log, name) : log
+    const work = async () => {
+      const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog)
+      if (verifyAfter && report.outcome !== 'failed') {
+        const proof = await verifyDatabase(connect, name, { expectations: expectationsFor(inputs, plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout })
+        const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)
+        report.canary = { verified: broken.length === 0, failures: broken }
+        if (broken.length > 0) Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` })
+      }
+      return report
+    }
+    const report = sideBySide ? await work() : await log.group(`database ${name}`, work)
+    if (report.outcome === 'failed') failures++
+    finished++
+    if (names.length > 1) log.info(`[${finished}/${names.length}] ${name}: ${report.outcome} (${formatDuration(report.durationMs)})${report.code ? ` ${report.code}` : ''}`)
+    return report
   }
+
+  const mayStart = () =>
+    inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0
+  const canary = names.slice(0, inputs.canary)
+  const canaryReports = await runPool(canary, inputs.concurrency, (name) => runOne(name, true), () => failures === 0)
+  const canaryPassed = failures === 0
+  if (canary.length > 0) log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started')
+  const rest = names.slice(canary.length)
+  const restReports = canaryPassed ? await runPool(rest, inputs.concurrency, (name) => runOne(name, false), mayStart) : []
+  const reports = [...canaryReports, ...rest.map((_, i) => restReports[i])].map((r, i) => r ?? notStarted(names[i]))
+
   const counts = {
     updated: reports.filter((r) => r.outcome === 'updated').length,
     current: reports.filter((r) => r.outcome === 'current').length,
     failed: reports.filter((r) => r.outcome === 'failed').length,
     notStarted: reports.filter((r) => r.outcome === 'not_started').length
   }
-  const status: Status = counts.failed > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do'
+  const status: Status = counts.failed > 0 || counts.notStarted > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do'
   const report: ExecuteReport = {
     schemaVersion: 1,
     mode: 'execute',
@@ -97,6 +127,7 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
     startedAt: startedAt.toISOString(),
     durationMs: Date.now() - startedAt.getTime(),
     planFingerprint: plan.fingerprint,
+    canary,
     counts,
     databases: reports
   }
@@ -109,7 +140,7 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
     report,
     errors,
     warnings: [],
-    error: errors.length > 0 ? `${errors[0].code}: ${errors[0].message}` : undefined,
+    error: errors.length > 0 ? `${counts.failed} database(s) failed, ${counts.notStarted} not started; first: ${errors[0].code}: ${errors[0].message}` : undefined,
     target: redact(target)
   }
 }

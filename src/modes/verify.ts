@@ -6,6 +6,9 @@ import { splitStatements, type Probe } from '../core/sql-split.js'
 import { CHECK_CODES, verifyDatabase, type Expectation, type VerifyDatabaseReport } from '../core/verifier.js'
 import type { Finding } from '../core/plan.js'
 import type { Inputs } from '../inputs.js'
+import { runPool } from '../core/fleet.js'
+import { prefixedLogger } from '../core/logger.js'
+import { targetDatabases } from './targets.js'
 import type { ModeContext, ModeResult, Status } from './types.js'
 
 export interface VerifyReport {
@@ -67,15 +70,17 @@ export async function verify(context: ModeContext): Promise<ModeResult> {
   const { inputs, target, connect, log } = context
   const plan = inputs.plan ? loadPlan(inputs.plan) : undefined
   const probes = readProbes(inputs.verifySql)
-  const databases = plan ? plan.databases.map((d) => d.name) : [target.database]
-  const reports: VerifyDatabaseReport[] = []
-  for (const database of databases) {
-    const report = await log.group(`verify ${database}`, () =>
-      verifyDatabase(connect, database, { expectations: expectationsFor(inputs, plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
-    )
-    for (const check of report.checks) log.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
-    reports.push(report)
-  }
+  const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context)
+  const sideBySide = databases.length > 1 && inputs.concurrency > 1
+  const reports = (await runPool(databases, inputs.concurrency, async (database) => {
+    const dbLog = sideBySide ? prefixedLogger(log, database) : log
+    const work = async () => {
+      const report = await verifyDatabase(connect, database, { expectations: expectationsFor(inputs, plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
+      for (const check of report.checks) dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
+      return report
+    }
+    return sideBySide ? work() : log.group(`verify ${database}`, work)
+  })) as VerifyDatabaseReport[]
   const checks = reports.flatMap((r) => r.checks)
   const status: Status = reports.every((r) => r.ok) ? 'verified' : 'verify_failed'
   const report: VerifyReport = {

@@ -27,9 +27,11 @@ export function renderMarkdown(document: Document, limitBytes = SUMMARY_LIMIT_BY
 
 /** Cuts on a line boundary and says so, rather than letting GitHub reject the whole text. */
 export function trimToBytes(text: string, limitBytes: number): string {
-  if (Buffer.byteLength(text) <= limitBytes) return text
+  const bytes = Buffer.from(text)
+  if (bytes.length <= limitBytes) return text
   const notice = '\n\n_…trimmed to fit GitHub’s size limit; the full report is in the JSON file._\n'
-  let cut = text.slice(0, limitBytes - Buffer.byteLength(notice))
-  while (Buffer.byteLength(cut) > limitBytes - Buffer.byteLength(notice)) cut = cut.slice(0, -1024)
-  return cut.slice(0, cut.lastIndexOf('\n')) + notice
+  const room = Math.max(0, limitBytes - Buffer.byteLength(notice))
+  // A cut inside a multi-byte character decodes to U+FFFD; the line it is on is dropped anyway.
+  const kept = bytes.subarray(0, room).toString('utf8')
+  return kept.slice(0, Math.max(0, kept.lastIndexOf('\n'))) + notice
 }
