@@ -216,9 +216,8 @@ describe('the action bundle (dist/index.js)', () => {
     expect(masks).toEqual(expect.arrayContaining([SUPERUSER_PASSWORD, encodeURIComponent(SUPERUSER_PASSWORD)]))
   })
 
-  it('a mode not implemented yet (drift) answers NOT_IMPLEMENTED and fails', async () => {
-    // execute, verify, snapshot and rollback are being implemented as this is written; drift comes with a later issue.
-    const run = await action({ mode: 'drift', 'database-url': cluster.url(approvedDb) })
+  it('a mode not implemented yet (run) answers NOT_IMPLEMENTED and fails', async () => {
+    const run = await action({ mode: 'run', 'database-url': cluster.url(approvedDb) })
     expect(run.code).toBe(1)
     expect(run.outputs.status).toBe('failed')
     expect(run.outputs.changed).toBe('false')

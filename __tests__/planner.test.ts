@@ -274,7 +274,7 @@ describe('ordering by requires', () => {
   })
 
   it('orderByRequirements is a stable topological sort that survives a cycle', () => {
-    const e = (name: string, requires: string[] = []) => ({ name, from: '1', to: '2', path: [], action: 'update' as const, order: 0, schema: null, requires })
+    const e = (name: string, requires: string[] = []) => ({ name, from: '1', to: '2', path: [], action: 'update' as const, defaultTarget: false, order: 0, schema: null, requires })
     expect(orderByRequirements([e('b'), e('a', ['c']), e('c')]).map((x) => x.name)).toEqual(['b', 'c', 'a'])
     expect(orderByRequirements([e('x', ['y']), e('y', ['x'])]).map((x) => x.name).sort()).toEqual(['x', 'y'])
   })

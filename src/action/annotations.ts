@@ -18,7 +18,8 @@ export function annotate(errors: Finding[], warnings: Finding[], secrets: readon
     for (const finding of findings.slice(0, ANNOTATION_LIMIT)) {
       const scope = [finding.database, finding.extension].filter(Boolean).join('/')
       const title = scope ? `${finding.code} (${scope})` : finding.code
-      core[kind](scrub(finding.message, secrets), { title, ...locate(finding) })
+      const place = finding.source ? { file: finding.source.file, startLine: finding.source.line } : locate(finding)
+      core[kind](scrub(finding.message, secrets), { title, ...place })
     }
     const rest = findings.length - ANNOTATION_LIMIT
     if (rest > 0) core.notice(`${rest} more ${kind === 'error' ? 'errors' : 'warnings'} are listed in the job summary.`)

@@ -3,10 +3,12 @@ import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
 import { INPUT_NAMES, inputSecrets, type RawInputs } from '../inputs.js'
 import { runMode } from '../modes/index.js'
-import { FAILURE_STATUSES } from '../modes/types.js'
+import { fails } from '../modes/types.js'
 import { renderMarkdown } from '../report/markdown.js'
 import { present } from '../report/present.js'
+import { locateFinding } from '../core/manifest.js'
 import { annotate } from './annotations.js'
+import { upsertPlanComment } from './pr-comment.js'
 import { setOutputs, writeResultFiles } from './outputs.js'
 
 export function actionLogger(secrets: readonly string[]): Logger {
@@ -34,8 +36,14 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   } else {
     core.info(markdown)
   }
-  annotate(result.errors, result.warnings, secrets)
-  if (FAILURE_STATUSES.has(result.status)) {
+  // The raw inputs, because parsing may have failed: a broken manifest on a PR still gets its comment.
+  if (raw.mode === 'dry-run' || raw.mode === 'run') {
+    const enabled = (raw['comment-on-pr'] || 'true').trim().toLowerCase() !== 'false'
+    await upsertPlanComment({ markdown, token: raw['github-token'] ?? '', enabled, secrets, env })
+  }
+  const manifest = result.manifest
+  annotate(result.errors, result.warnings, secrets, manifest ? (finding) => locateFinding(manifest, finding) : undefined)
+  if (fails(result)) {
     core.info(`status: ${result.status}`)
     if (result.errors.length === 0) core.error(scrub(result.error ?? result.status, secrets))
     process.exitCode = 1

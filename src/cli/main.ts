@@ -3,7 +3,7 @@ import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
 import { inputSecrets } from '../inputs.js'
 import { runMode } from '../modes/index.js'
-import { FAILURE_STATUSES, type ModeResult } from '../modes/types.js'
+import { fails, type ModeResult } from '../modes/types.js'
 import { present } from '../report/present.js'
 import { renderText } from '../report/text.js'
 import { parseArguments, usage } from './args.js'
@@ -58,7 +58,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     streams.stdout.write(scrub(renderText(present(result), colour), secrets))
   }
   if (result.errors.some((e) => e.code === 'INVALID_INPUT')) return EXIT.usage
-  return FAILURE_STATUSES.has(result.status) ? EXIT.failed : EXIT.ok
+  return fails(result) ? EXIT.failed : EXIT.ok
 }
 
 /** What --json prints: the same fields the action sets as outputs. */

@@ -84,6 +84,40 @@ export interface InspectOptions {
   /** Extensions to look at closely; empty means every installed one behind its default version. */
   targets: string[]
   longTransactionMs: number
+  /**
+   * 'plan' reads everything a dry-run reports; 'apply' only what re-planning under the advisory
+   * lock needs (installed versions, paths, privileges), not dependents, locks or members.
+   */
+  depth?: 'plan' | 'apply'
+  /** Update paths and member lists already read from another database of the same server. */
+  cache?: CatalogCache
+}
+
+/**
+ * Update paths and member lists depend on the server's extension files and the installed
+ * version, not on the database: a fleet reads them once per `name@version`.
+ */
+export class CatalogCache {
+  private readonly paths = new Map<string, Record<string, string[]>>()
+  private readonly members = new Map<string, string[]>()
+
+  known(): string[] {
+    return [...this.paths.keys()]
+  }
+
+  /** Fills a database's facts from the cache, and the cache from the database's facts. */
+  exchange(database: DatabaseFacts, depth: 'plan' | 'apply'): void {
+    for (const name of database.inScope) {
+      const installed = database.installed[name]
+      if (!installed) continue
+      const key = `${name}@${installed.version}`
+      if (name in database.paths) this.paths.set(key, database.paths[name])
+      else if (this.paths.has(key)) database.paths[name] = this.paths.get(key)!
+      if (depth !== 'plan') continue
+      if (name in database.members) this.members.set(key, database.members[name])
+      else if (this.members.has(key)) database.members[name] = this.members.get(key)!
+    }
+  }
 }
 
 const SERVER_SQL = `
@@ -106,7 +140,11 @@ SELECT json_build_object(
   )
 ) AS server`
 
-/** The per-database part: `%TARGETS%` and `%LONG_TX_MS%` are replaced by driver-escaped literals. */
+/**
+ * The per-database part. `%TARGETS%`, `%KNOWN%` and `%LONG_TX_MS%` are replaced by driver-escaped
+ * literals, `%FULL%` by true or false (dependents, locks, long transactions and members are read
+ * only for a plan).
+ */
 const DATABASE_SQL = `
 WITH installed AS MATERIALIZED (
   SELECT e.oid, e.extname AS name, e.extversion AS version, n.nspname AS schema,
@@ -121,16 +159,19 @@ in_scope AS MATERIALIZED (
   WHERE i.name IN (SELECT name FROM targets)
      OR (NOT EXISTS (SELECT 1 FROM targets) AND a.default_version IS DISTINCT FROM i.version)
 ),
+known AS (SELECT unnest(%KNOWN%::text[]) AS key),
 paths AS (
   SELECT s.name, json_object_agg(p.target, p.path) AS paths
   FROM in_scope s CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
   WHERE s.shipped AND p.source = s.version AND p.path IS NOT NULL
+    AND s.name || '@' || s.version NOT IN (SELECT key FROM known)
   GROUP BY s.name
 ),
 members AS MATERIALIZED (
-  SELECT s.name AS extension, d.classid, d.objid
+  SELECT s.name AS extension, d.classid, d.objid, s.name || '@' || s.version IN (SELECT key FROM known) AS known
   FROM in_scope s JOIN pg_depend d
     ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = s.oid AND d.deptype = 'e'
+  WHERE %FULL%
 ),
 dependents AS (
   -- Membership is looked up in pg_depend through its (classid, objid) index: a CTE of all
@@ -165,7 +206,7 @@ SELECT json_build_object(
   'paths', (SELECT coalesce(json_object_agg(name, paths), '{}') FROM paths),
   'members', (SELECT coalesce(json_object_agg(extension, objects), '{}') FROM (
       SELECT extension, array_agg(pg_describe_object(classid, objid, 0) ORDER BY pg_describe_object(classid, objid, 0)) AS objects
-      FROM members GROUP BY extension) mm),
+      FROM members WHERE NOT known GROUP BY extension) mm),
   'dependents', (SELECT coalesce(json_object_agg(extension, json_build_object('count', count, 'sample', sample)), '{}')
       FROM dependents_agg),
   'locks', (SELECT coalesce(json_agg(row_to_json(x)), '[]') FROM (
@@ -177,7 +218,7 @@ SELECT json_build_object(
       SELECT pid, usename AS user, application_name AS application, state,
              (extract(epoch FROM now() - xact_start) * 1000)::bigint AS "ageMs", left(query, 500) AS query
       FROM pg_stat_activity
-      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+      WHERE %FULL% AND datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
         AND xact_start < now() - make_interval(secs => %LONG_TX_MS% / 1000.0)
       ORDER BY xact_start) x)
 ) AS database`
@@ -209,22 +250,35 @@ export async function inspectDatabase(
   options: InspectOptions,
   includeServer: boolean
 ): Promise<Inspection> {
-  const databaseSql = DATABASE_SQL.replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets))).replace(
-    '%LONG_TX_MS%',
-    client.escapeLiteral(String(options.longTransactionMs))
-  )
+  const depth = options.depth ?? 'plan'
+  const databaseSql = DATABASE_SQL.replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets)))
+    .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
+    .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)))
+    .replaceAll('%FULL%', depth === 'plan' ? 'true' : 'false')
   const statements = ['BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT']
   const results = await readOnly(client, statements)
   const database = toDatabaseFacts(results[1].rows[0].database as RawDatabase)
+  options.cache?.exchange(database, depth)
   const server = includeServer ? toServerFacts(results[2].rows[0].server as RawServer) : undefined
-  let roundTrips = 1
-  for (const name of database.inScope) {
+  const probes = await readLibraries(client, database.inScope)
+  database.libraries = probes.libraries
+  return { server, database, roundTrips: 1 + probes.roundTrips }
+}
+
+/**
+ * Asks each extension that can tell (quirks' libraryProbe) which library version the server
+ * loads: null when the probe fails; extensions without a probe are left out (unknown).
+ */
+export async function readLibraries(client: pg.Client, names: string[]): Promise<{ libraries: Record<string, string | null>; roundTrips: number }> {
+  const libraries: Record<string, string | null> = {}
+  let roundTrips = 0
+  for (const name of names) {
     const probe = quirkOf(name).libraryProbe
     if (!probe) continue
-    database.libraries[name] = await probeLibrary(client, probe.sql)
+    libraries[name] = await probeLibrary(client, probe.sql)
     roundTrips++
   }
-  return { server, database, roundTrips }
+  return { libraries, roundTrips }
 }
 
 /** Runs statements as one simple-protocol string; a failure leaves no open transaction behind. */

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { DatabaseFacts, ServerFacts, SessionInfo } from './catalog.js'
-import { inspectDatabase } from './catalog.js'
+import { CatalogCache, inspectDatabase } from './catalog.js'
 import type { Code } from './codes.js'
 import { backendPid, closeQuietly, type Connector } from './connection.js'
 import { formatDuration } from './duration.js'
@@ -114,7 +114,8 @@ export async function executeDatabase(
   target: DatabaseTarget,
   server: ServerFacts,
   settings: ExecuteSettings,
-  log: Logger
+  log: Logger,
+  cache: CatalogCache = new CatalogCache()
 ): Promise<DatabaseReport> {
   const started = Date.now()
   const report = (outcome: DatabaseOutcome, extensions: ExtensionReport[], code?: Code, message?: string): DatabaseReport => ({
@@ -131,7 +132,7 @@ export async function executeDatabase(
     await takeAdvisoryLock(coordinator, target.name, lockWaitMs)
     const inspection = await inspectDatabase(
       coordinator,
-      { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs },
+      { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs, depth: 'apply', cache },
       false
     )
     const facts = inspection.database

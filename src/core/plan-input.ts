@@ -9,6 +9,7 @@ const extensionSchema = z.object({
   to: z.string().nullable(),
   path: z.array(z.string()),
   action: z.enum(['update', 'install', 'none', 'blocked']),
+  defaultTarget: z.boolean(),
   order: z.number(),
   schema: z.string().nullable(),
   requires: z.array(z.string())
@@ -22,7 +23,8 @@ const planSchema = z.looseObject({
     extensions: z.array(z.object({ name: z.string(), version: z.string().optional() })),
     allowDowngrade: z.boolean(),
     installMissing: z.boolean(),
-    stagedExtensions: z.array(z.string())
+    stagedExtensions: z.array(z.string()),
+    manifest: z.string().optional()
   }),
   databases: z.array(
     z.looseObject({ name: z.string(), fingerprint: z.string(), unplanned: z.array(z.string()), extensions: z.array(z.looseObject(extensionSchema.shape)) })

@@ -13,6 +13,8 @@ export interface Finding {
   message: string
   /** Sessions involved (lock holders, long transactions, blockers seen while waiting). */
   sessions?: SessionInfo[]
+  /** Where in the repository the finding comes from (a manifest line), for annotations. */
+  source?: { file: string; line: number }
 }
 
 export interface PlannedExtension {
@@ -23,6 +25,8 @@ export interface PlannedExtension {
   /** Every version PostgreSQL walks, `from` and `to` included. */
   path: string[]
   action: Action
+  /** The target is the control-file default rather than an exact version asked for. */
+  defaultTarget: boolean
   /** Execution order inside the database: required extensions first. */
   order: number
   schema: string | null
@@ -49,7 +53,10 @@ export interface DatabasePlan {
 }
 
 export interface PlanRequest {
+  /** The `extensions` input; empty with a manifest, whose requests vary per database. */
   extensions: ExtensionRequest[]
+  /** The manifest file the requests came from. */
+  manifest?: string
   allowDowngrade: boolean
   installMissing: boolean
   stagedExtensions: string[]

@@ -79,6 +79,7 @@ export function planDatabase(
       to: want.version ?? available?.defaultVersion ?? null,
       path: [],
       action: 'none',
+      defaultTarget: want.version === undefined,
       order: 0,
       schema: installed?.schema ?? null,
       requires: [],

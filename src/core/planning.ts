@@ -1,15 +1,18 @@
 import type { ServerFacts } from './catalog.js'
-import { inspectDatabase } from './catalog.js'
+import { CatalogCache, inspectDatabase } from './catalog.js'
 import { withSession, type Connector } from './connection.js'
 import { runPool } from './fleet.js'
+import type { ExtensionRequest } from './extension-list.js'
 import type { Logger } from './logger.js'
 import type { Plan, PlanRequest } from './plan.js'
 import { assemblePlan, planDatabase, type DatabasePlanResult, type PlannerOptions } from './planner.js'
 
 export interface PlanningOptions {
   databases: string[]
-  /** What each database must reach (a manifest may ask different things of different databases). */
-  request: PlanRequest | ((database: string) => PlanRequest)
+  /** The options every database is planned with. */
+  request: PlanRequest
+  /** Per database, what it must reach, when that differs between databases (a manifest). */
+  extensionsFor?: (database: string) => ExtensionRequest[]
   longTransactionMs: number
   concurrency: number
   planner?: PlannerOptions
@@ -18,6 +21,8 @@ export interface PlanningOptions {
 export interface PlanningResult {
   plan: Plan
   server: ServerFacts
+  /** Paths and member lists read while planning, for execute's re-inspections. */
+  cache: CatalogCache
   /** Statements sent for inspection in all, for the round-trip benchmark. */
   roundTrips: number
 }
@@ -29,14 +34,16 @@ export interface PlanningResult {
  * as it is inspected, so its raw facts are not kept: memory stays flat as the fleet grows.
  */
 export async function makePlan(connect: Connector, options: PlanningOptions, log: Logger): Promise<PlanningResult> {
-  const requestOf = typeof options.request === 'function' ? options.request : () => options.request as PlanRequest
+  const requestOf = (database: string): PlanRequest =>
+    options.extensionsFor ? { ...options.request, extensions: options.extensionsFor(database) } : options.request
   let server: ServerFacts | undefined
   let roundTrips = 0
+  const cache = new CatalogCache()
   const inspectAndPlan = (database: string): Promise<DatabasePlanResult> =>
     withSession(connect, { database, purpose: 'inspect' }, async (client) => {
       const request = requestOf(database)
       const targets = request.extensions.map((e) => e.name)
-      const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs }, !server)
+      const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, !server)
       server ??= inspection.server
       roundTrips += inspection.roundTrips
       log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`)
@@ -44,6 +51,5 @@ export async function makePlan(connect: Connector, options: PlanningOptions, log
     })
   const [first, ...rest] = options.databases
   const results = [await inspectAndPlan(first), ...(await runPool(rest, options.concurrency, inspectAndPlan))] as DatabasePlanResult[]
-  const request = typeof options.request === 'function' ? requestOf(first) : options.request
-  return { plan: assemblePlan(server!, results, request), server: server!, roundTrips }
+  return { plan: assemblePlan(server!, results, options.request), server: server!, cache, roundTrips }
 }

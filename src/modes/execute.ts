@@ -1,4 +1,4 @@
-import { inspectServer, type ServerFacts } from '../core/catalog.js'
+import { CatalogCache, inspectServer, type ServerFacts } from '../core/catalog.js'
 import { redact, withSession } from '../core/connection.js'
 import { formatDuration } from '../core/duration.js'
 import { CodedError } from '../core/errors.js'
@@ -36,7 +36,7 @@ export function executeSettings(inputs: Inputs): ExecuteSettings {
 }
 
 /** The plan to apply: the `plan` input, or a fresh plan with every dry-run check. */
-export async function planToApply(context: ModeContext): Promise<{ plan: Plan; server?: ServerFacts }> {
+export async function planToApply(context: ModeContext): Promise<{ plan: Plan; server?: ServerFacts; cache?: CatalogCache }> {
   const { inputs } = context
   if (inputs.plan && inputs.extensions.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions')
@@ -62,7 +62,7 @@ const notStarted = (name: string): DatabaseReport => ({ name, outcome: 'not_star
 export async function execute(context: ModeContext): Promise<ModeResult> {
   const { inputs, target, connect, log } = context
   const startedAt = new Date()
-  const { plan, server: planned } = await planToApply(context)
+  const { plan, server: planned, cache = new CatalogCache() } = await planToApply(context)
   if (plan.status === 'dry_run_blocked') {
     return {
       mode: 'execute',
@@ -87,9 +87,9 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
     const database = byName.get(name)!
     const dbLog: Logger = sideBySide ? prefixedLogger(log, name) : log
     const work = async () => {
-      const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog)
+      const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache)
       if (verifyAfter && report.outcome !== 'failed') {
-        const proof = await verifyDatabase(connect, name, { expectations: expectationsFor(inputs, plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout })
+        const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout })
         const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)
         report.canary = { verified: broken.length === 0, failures: broken }
         if (broken.length > 0) Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` })

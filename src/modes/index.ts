@@ -4,7 +4,9 @@ import type { Logger } from '../core/logger.js'
 import { describePgError } from '../core/pg-error.js'
 import type { Code } from '../core/codes.js'
 import { fingerprintPlan, type Finding, type Plan } from '../core/plan.js'
-import { parseInputs, type Mode, type RawInputs } from '../inputs.js'
+import { loadManifest, ManifestError, type Manifest } from '../core/manifest.js'
+import { parseInputs, type Inputs, type Mode, type RawInputs } from '../inputs.js'
+import { drift } from './drift.js'
 import { dryRun } from './dry-run.js'
 import { execute } from './execute.js'
 import { rollback } from './rollback.js'
@@ -26,7 +28,7 @@ export const MODES: Record<Mode, ModeHandler> = {
   verify,
   rollback,
   run: notYetAvailable('run'),
-  drift: notYetAvailable('drift')
+  drift
 }
 
 /**
@@ -37,26 +39,42 @@ export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEn
   const mode = raw.mode as Mode | undefined
   try {
     const inputs = parseInputs(raw)
+    const manifest = readManifest(inputs, env)
     const target = resolveTarget(inputs.databaseUrl, env)
     const connect = makeConnector(target, inputs.connectTimeout)
-    return await MODES[inputs.mode]({ inputs, target, connect, log, env })
+    const result = await MODES[inputs.mode]({ inputs, target, connect, log, env, manifest })
+    return manifest ? { ...result, manifest } : result
   } catch (error) {
     if (!(error instanceof CodedError) && error instanceof Error && error.stack) log.debug(error.stack)
     return failureResult(mode && mode in MODES ? mode : undefined, error)
   }
 }
 
+/** The `manifest` input: a YAML file in the repository, exclusive with `extensions`. */
+export function readManifest(inputs: Inputs, env: NodeJS.ProcessEnv): Manifest | undefined {
+  if (!inputs.manifest) return undefined
+  if (inputs.extensions.length > 0) {
+    throw new CodedError('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions')
+  }
+  return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd() })
+}
+
 export function failureResult(mode: Mode | undefined, error: unknown): ModeResult {
   const code: Code = error instanceof CodedError ? error.code : 'UNEXPECTED_ERROR'
   const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error)
   const finding: Finding = { code, message }
+  // An invalid manifest is reported problem by problem, each on its line.
+  const errors: Finding[] =
+    error instanceof ManifestError
+      ? error.problems.map((p) => ({ code, message: p.message, ...(p.line ? { source: { file: error.file, line: p.line } } : {}) }))
+      : [finding]
   return {
     mode,
     status: mode ? FAILURE_STATUS[mode] : 'failed',
     changed: false,
     // A gate reading fromJSON(steps.plan.outputs.plan).status must get JSON even when nothing was planned.
     plan: mode === 'dry-run' ? unplanned(finding) : undefined,
-    errors: [finding],
+    errors,
     warnings: [],
     error: `${code}: ${message}`
   }

@@ -1,5 +1,6 @@
 import type { ConnectionTarget, Connector } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
+import type { Manifest } from '../core/manifest.js'
 import type { Finding, Plan } from '../core/plan.js'
 import type { Inputs, Mode } from '../inputs.js'
 
@@ -44,6 +45,8 @@ export interface ModeContext {
   connect: Connector
   log: Logger
   env: NodeJS.ProcessEnv
+  /** The `manifest` input, parsed (exclusive with `extensions`). */
+  manifest?: Manifest
 }
 
 export interface ModeResult {
@@ -55,11 +58,18 @@ export interface ModeResult {
   report?: unknown
   errors: Finding[]
   warnings: Finding[]
+  /** Overrides whether the status fails the step (drift with fail-on-drift: false). */
+  fails?: boolean
   /** One line for the `error` output and the failure message. */
   error?: string
   /** Redacted connection target, for the summary. */
   target?: string
   outputs?: Partial<Record<'restore-point' | 'restore-lsn' | 'snapshot' | 'snapshot-strategy' | 'drift', string>>
+  /** The manifest the requests came from, so that findings can point at its lines. */
+  manifest?: Manifest
 }
 
 export type ModeHandler = (context: ModeContext) => Promise<ModeResult>
+
+/** Whether the step ends with a non-zero exit. */
+export const fails = (result: ModeResult): boolean => result.fails ?? FAILURE_STATUSES.has(result.status)

@@ -5,10 +5,10 @@ import { loadPlan } from '../core/plan-input.js'
 import { splitStatements, type Probe } from '../core/sql-split.js'
 import { CHECK_CODES, verifyDatabase, type Expectation, type VerifyDatabaseReport } from '../core/verifier.js'
 import type { Finding } from '../core/plan.js'
-import type { Inputs } from '../inputs.js'
+import type { ExtensionRequest } from '../core/extension-list.js'
 import { runPool } from '../core/fleet.js'
 import { prefixedLogger } from '../core/logger.js'
-import { targetDatabases } from './targets.js'
+import { requestedExtensions, targetDatabases } from './targets.js'
 import type { ModeContext, ModeResult, Status } from './types.js'
 
 export interface VerifyReport {
@@ -29,23 +29,15 @@ export function readProbes(input: string): Probe[] {
 }
 
 /** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
-export function expectationsFor(inputs: Inputs, plan: Plan | undefined, database: string): Expectation[] | null {
+export function expectationsFor(requested: ExtensionRequest[], plan: Plan | undefined, database: string): Expectation[] | null {
   if (plan) {
     const planned = plan.databases.find((d) => d.name === database)?.extensions ?? []
     return planned
       .filter((e) => e.action !== 'blocked' && e.to !== null)
-      .map((e) => {
-        const requested = plan.request.extensions.find((r) => r.name === e.name)
-        return {
-          name: e.name,
-          version: e.to,
-          drift: requested?.version === undefined,
-          membersBefore: e.from ? plan.members[`${e.name}@${e.from}`] : undefined
-        }
-      })
+      .map((e) => ({ name: e.name, version: e.to, drift: e.defaultTarget, membersBefore: e.from ? plan.members[`${e.name}@${e.from}`] : undefined }))
   }
-  if (inputs.extensions.length > 0) {
-    return inputs.extensions.map((r) => ({ name: r.name, version: r.version ?? null, drift: r.version === undefined }))
+  if (requested.length > 0) {
+    return requested.map((r) => ({ name: r.name, version: r.version ?? null, drift: r.version === undefined }))
   }
   return null
 }
@@ -75,7 +67,7 @@ export async function verify(context: ModeContext): Promise<ModeResult> {
   const reports = (await runPool(databases, inputs.concurrency, async (database) => {
     const dbLog = sideBySide ? prefixedLogger(log, database) : log
     const work = async () => {
-      const report = await verifyDatabase(connect, database, { expectations: expectationsFor(inputs, plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
+      const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
       for (const check of report.checks) dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
       return report
     }
