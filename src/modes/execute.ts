@@ -3,13 +3,12 @@ import { redact, withSession } from '../core/connection.js'
 import { formatDuration } from '../core/duration.js'
 import { CodedError } from '../core/errors.js'
 import { executeDatabase, reportFindings, type DatabaseReport, type ExecuteSettings } from '../core/executor.js'
-import { runPool } from '../core/fleet.js'
-import { prefixedLogger, type Logger } from '../core/logger.js'
+import type { Logger } from '../core/logger.js'
 import type { DatabasePlan, Plan, PlanRequest } from '../core/plan.js'
 import { loadPlan } from '../core/plan-input.js'
 import { verifyDatabase } from '../core/verifier.js'
 import type { Inputs } from '../inputs.js'
-import { planTargets } from './targets.js'
+import { eachDatabase, planTargets } from './targets.js'
 import type { ModeContext, ModeResult, Status } from './types.js'
 import { expectationsFor, readProbes } from './verify.js'
 
@@ -79,24 +78,18 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
   const settings = executeSettings(inputs)
   const names = plan.databases.map((d) => d.name)
   const byName = new Map(plan.databases.map((d) => [d.name, d]))
-  const sideBySide = names.length > 1 && inputs.concurrency > 1
   let failures = 0
   let finished = 0
 
-  const runOne = async (name: string, verifyAfter: boolean): Promise<DatabaseReport> => {
+  const runOne = async (name: string, dbLog: Logger, verifyAfter: boolean): Promise<DatabaseReport> => {
     const database = byName.get(name)!
-    const dbLog: Logger = sideBySide ? prefixedLogger(log, name) : log
-    const work = async () => {
-      const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache)
-      if (verifyAfter && report.outcome !== 'failed') {
-        const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout })
-        const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)
-        report.canary = { verified: broken.length === 0, failures: broken }
-        if (broken.length > 0) Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` })
-      }
-      return report
+    const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache)
+    if (verifyAfter && report.outcome !== 'failed') {
+      const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout })
+      const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)
+      report.canary = { verified: broken.length === 0, failures: broken }
+      if (broken.length > 0) Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` })
     }
-    const report = sideBySide ? await work() : await log.group(`database ${name}`, work)
     if (report.outcome === 'failed') failures++
     finished++
     if (names.length > 1) log.info(`[${finished}/${names.length}] ${name}: ${report.outcome} (${formatDuration(report.durationMs)})${report.code ? ` ${report.code}` : ''}`)
@@ -106,11 +99,12 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
   const mayStart = () =>
     inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0
   const canary = names.slice(0, inputs.canary)
-  const canaryReports = await runPool(canary, inputs.concurrency, (name) => runOne(name, true), () => failures === 0)
+  const title = (name: string) => `database ${name}`
+  const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0)
   const canaryPassed = failures === 0
   if (canary.length > 0) log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started')
   const rest = names.slice(canary.length)
-  const restReports = canaryPassed ? await runPool(rest, inputs.concurrency, (name) => runOne(name, false), mayStart) : []
+  const restReports = canaryPassed ? await eachDatabase(context, rest, title, (name, dbLog) => runOne(name, dbLog, false), mayStart) : []
   const reports = [...canaryReports, ...rest.map((_, i) => restReports[i])].map((r, i) => r ?? notStarted(names[i]))
 
   const counts = {

@@ -1,5 +1,6 @@
 import { CodedError } from '../core/errors.js'
-import { selectDatabases } from '../core/fleet.js'
+import { runPool, selectDatabases } from '../core/fleet.js'
+import { prefixedLogger, type Logger } from '../core/logger.js'
 import type { ExtensionRequest } from '../core/extension-list.js'
 import { databasePatterns, requestsFor } from '../core/manifest.js'
 import type { PlanRequest } from '../core/plan.js'
@@ -54,5 +55,26 @@ export async function planTargets(context: ModeContext, planner?: PlannerOptions
       planner
     },
     log
+  )
+}
+
+/**
+ * Runs `work` per database through the bounded pool. One at a time, each database gets a log
+ * group; side by side, groups would interleave, so every line is prefixed with its database.
+ */
+export function eachDatabase<R>(
+  context: ModeContext,
+  databases: readonly string[],
+  title: (database: string) => string,
+  work: (database: string, log: Logger) => Promise<R>,
+  mayStart?: () => boolean
+): Promise<Array<R | undefined>> {
+  const { log, inputs } = context
+  const sideBySide = databases.length > 1 && inputs.concurrency > 1
+  return runPool(
+    databases,
+    inputs.concurrency,
+    (database) => (sideBySide ? work(database, prefixedLogger(log, database)) : log.group(title(database), () => work(database, log))),
+    mayStart
   )
 }

@@ -6,9 +6,7 @@ import { splitStatements, type Probe } from '../core/sql-split.js'
 import { CHECK_CODES, verifyDatabase, type Expectation, type VerifyDatabaseReport } from '../core/verifier.js'
 import type { Finding } from '../core/plan.js'
 import type { ExtensionRequest } from '../core/extension-list.js'
-import { runPool } from '../core/fleet.js'
-import { prefixedLogger } from '../core/logger.js'
-import { requestedExtensions, targetDatabases } from './targets.js'
+import { eachDatabase, requestedExtensions, targetDatabases } from './targets.js'
 import type { ModeContext, ModeResult, Status } from './types.js'
 
 export interface VerifyReport {
@@ -59,19 +57,14 @@ export function verifyFindings(report: VerifyDatabaseReport): Finding[] {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 export async function verify(context: ModeContext): Promise<ModeResult> {
-  const { inputs, target, connect, log } = context
+  const { inputs, target, connect } = context
   const plan = inputs.plan ? loadPlan(inputs.plan) : undefined
   const probes = readProbes(inputs.verifySql)
   const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context)
-  const sideBySide = databases.length > 1 && inputs.concurrency > 1
-  const reports = (await runPool(databases, inputs.concurrency, async (database) => {
-    const dbLog = sideBySide ? prefixedLogger(log, database) : log
-    const work = async () => {
-      const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
-      for (const check of report.checks) dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
-      return report
-    }
-    return sideBySide ? work() : log.group(`verify ${database}`, work)
+  const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
+    const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
+    for (const check of report.checks) dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
+    return report
   })) as VerifyDatabaseReport[]
   const checks = reports.flatMap((r) => r.checks)
   const status: Status = reports.every((r) => r.ok) ? 'verified' : 'verify_failed'
