@@ -1,8 +1,10 @@
 import type { Finding, Plan, PlannedExtension } from '../core/plan.js'
 import type { Mode } from '../inputs.js'
-import { FAILURE_STATUSES, type ModeResult } from '../modes/types.js'
+import { fails, type ModeResult } from '../modes/types.js'
 import type { ExecuteReport } from '../modes/execute.js'
 import type { VerifyReport } from '../modes/verify.js'
+import type { DriftReport } from '../modes/drift.js'
+import type { DriftEntry } from '../core/drift.js'
 import { formatDuration } from '../core/duration.js'
 import { capped, type Document, type Section } from './document.js'
 import { rollbackSections, snapshotSections } from './recovery.js'
@@ -17,11 +19,12 @@ const PRESENTERS: Partial<Record<Mode, Presenter>> = {
   execute: (result) => (result.report ? executeSections(result.report as ExecuteReport) : result.plan ? planSections(result.plan) : []),
   verify: (result) => (result.report ? verifySections(result.report as VerifyReport) : []),
   snapshot: snapshotSections,
-  rollback: rollbackSections
+  rollback: rollbackSections,
+  drift: (result) => (result.report ? driftSections(result.report as DriftReport) : [])
 }
 
 export function present(result: ModeResult): Document {
-  const ok = !FAILURE_STATUSES.has(result.status)
+  const ok = !fails(result)
   const icon = ok ? (result.status === 'nothing_to_do' ? '➖' : '✅') : '❌'
   const where = result.target ? ` · ${result.target}` : ''
   const detail = result.error ?? describeOutcome(result)
@@ -36,6 +39,11 @@ export function present(result: ModeResult): Document {
 
 function describeOutcome(result: ModeResult): string {
   if (result.mode === 'execute' && result.report) return executeCounts(result.report as ExecuteReport)
+  if (result.mode === 'drift' && result.report) {
+    const { counts } = result.report as DriftReport
+    const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0)
+    return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}.`
+  }
   if (result.mode === 'verify' && result.report) {
     const { counts } = result.report as VerifyReport
     return `${counts.passed} check(s) passed, ${counts.failed} failed, ${counts.skipped} skipped.`
@@ -169,5 +177,45 @@ function verifySections(report: VerifyReport): Section[] {
       .map(([name, c]) => `${d.name}/${name}: added ${c.added.length}${c.added.length ? ` (${c.added.slice(0, 10).join('; ')}${c.added.length > 10 ? '; …' : ''})` : ''}, removed ${c.removed.length}${c.removed.length ? ` (${c.removed.slice(0, 10).join('; ')}${c.removed.length > 10 ? '; …' : ''})` : ''}`)
   )
   if (changes.length > 0) sections.push({ heading: 'What the update changed in each extension', items: capped(changes, 50).shown, folded: true })
+  return sections
+}
+
+const DRIFT_CELL: Record<DriftEntry['class'], (e: DriftEntry) => string> = {
+  ok: (e) => `✓ ${e.catalog}`,
+  catalog_behind: (e) => `⬇ ${e.catalog} → ${e.target}`,
+  catalog_ahead: (e) => `⬆ ${e.catalog} (ships ${e.control ?? '—'})`,
+  restart_required: (e) => `↻ ${e.catalog}, library ${e.library}`,
+  unavailable: (e) => `✗ ${e.catalog} not shipped`,
+  fleet_skew: (e) => e.catalog,
+  parity: (e) => e.catalog
+}
+
+function driftSections(report: DriftReport): Section[] {
+  const extensions = [...new Set(report.databases.flatMap((d) => d.extensions.map((e) => e.extension)))].sort()
+  const drifted = report.databases.filter((d) => d.extensions.some((e) => e.class !== 'ok'))
+  const rows = drifted.map((d) => [
+    d.name,
+    ...extensions.map((name) => {
+      const e = d.extensions.find((x) => x.extension === name)
+      return e ? DRIFT_CELL[e.class](e) : ''
+    })
+  ])
+  const inStep = report.databases.length - drifted.length
+  const { shown, note } = capped(rows, TABLE_ROW_LIMIT)
+  const sections: Section[] = [
+    {
+      heading: 'Drift matrix',
+      text: `${inStep} database(s) fully in step${drifted.length > 0 ? `; ${drifted.length} drifted, below` : ''}. ✓ in step · ⬇ catalog behind (needs ALTER EXTENSION … UPDATE) · ⬆ catalog ahead (rolled-back binary) · ↻ restart required · ✗ no longer shipped`,
+      ...(rows.length > 0 ? { table: { columns: ['Database', ...extensions], rows: shown, note } } : {})
+    }
+  ]
+  const details = drifted.flatMap((d) => d.extensions.filter((e) => e.class !== 'ok').map((e) => `${d.name}/${e.extension} **${e.class}**: ${e.message}`))
+  if (details.length > 0) sections.push({ heading: 'Why', items: capped(details, 100).shown, folded: true })
+  if (report.fleet.length > 0) sections.push({ heading: 'Fleet skew', items: report.fleet.map((f) => f.message) })
+  if (report.parity.length > 0) {
+    const parityRows = report.parity.map((p) => [p.database, p.subject, p.target ?? 'absent', p.reference ?? 'absent'])
+    const cappedParity = capped(parityRows, TABLE_ROW_LIMIT)
+    sections.push({ heading: 'Parity with the reference server', table: { columns: ['Database', 'What', 'Here', 'Reference'], rows: cappedParity.shown, note: cappedParity.note } })
+  }
   return sections
 }
