@@ -1,7 +1,7 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
-import { runProcess } from './postgres.js'
+import { runProcess, temporaryDirectory } from './postgres.js'
 
 export const ROOT = resolve(import.meta.dirname, '..', '..')
 export const ACTION_BUNDLE = join(ROOT, 'dist', 'index.js')
@@ -37,7 +37,7 @@ export function parseOutputFile(text: string): Record<string, string> {
  * hyphens kept, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, RUNNER_TEMP.
  */
 export async function runAction(inputs: Record<string, string>, options: { env?: NodeJS.ProcessEnv; node?: string } = {}): Promise<ActionRun> {
-  const dir = mkdtempSync(join(tmpdir(), 'pgxu-runner-'))
+  const dir = temporaryDirectory('pgxu-runner-')
   const outputFile = join(dir, 'output')
   const summaryFile = join(dir, 'summary')
   writeFileSync(outputFile, '')

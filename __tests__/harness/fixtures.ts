@@ -103,6 +103,15 @@ INSERT INTO pgxu_staged_log (version) VALUES ('1.0');`,
     }
   },
   {
+    // Its update succeeds but changes behaviour an application relies on: verify catches it.
+    name: 'pgxu_breaking',
+    control: control('1.1 changes what greeting() returns', '1.1'),
+    scripts: {
+      '1.0': `CREATE FUNCTION greeting() RETURNS text LANGUAGE sql AS $$ SELECT 'hello' $$;`,
+      '1.0--1.1': `CREATE OR REPLACE FUNCTION greeting() RETURNS text LANGUAGE sql AS $$ SELECT 'HELLO!' $$;`
+    }
+  },
+  {
     name: 'pgxu_trusted',
     control: control('trusted: a database owner may install it', '1.1', { trusted: true }),
     scripts: {

@@ -67,11 +67,28 @@ export function chownToOwner(path: string): void {
   chownSync(path, owner.uid, owner.gid)
 }
 
-export function makeOwnedTempDir(prefix: string): string {
+const temporary: string[] = []
+const removeTemporary = () => {
+  for (const dir of temporary.splice(0)) rmSync(dir, { recursive: true, force: true })
+}
+// Under jest each test file gets its own process object that never emits 'exit': there the
+// harness, loaded once per file, removes the file's directories when the file is done.
+const jestHooks = globalThis as { afterAll?: (hook: () => void) => void }
+if (typeof jestHooks.afterAll === 'function') jestHooks.afterAll(removeTemporary)
+else process.once('exit', removeTemporary)
+
+/**
+ * A directory under the system temp directory, removed when the process exits. `owned` gives it
+ * to the cluster owner, for directories the server or its tools write into.
+ */
+export function temporaryDirectory(prefix: string, owned = false): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
-  chownToOwner(dir)
+  temporary.push(dir)
+  if (owned) chownToOwner(dir)
   return dir
 }
+
+export const makeOwnedTempDir = (prefix: string) => temporaryDirectory(prefix, true)
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -104,6 +121,13 @@ export interface ClusterOptions {
   settings?: Record<string, string | number>
   /** Turns on WAL archiving into `<root>/archive` with a non-overwriting archive_command. */
   archive?: boolean
+  /**
+   * Runs initdb for this cluster instead of copying the shared template, so that it gets a system
+   * identifier of its own (copies of one template all share the template's).
+   */
+  freshInitdb?: boolean
+  /** Writes the fixture extensions into the server's extension directory first (default true). */
+  fixtures?: boolean
 }
 
 export interface ClusterInfo {
@@ -216,11 +240,12 @@ function templateRoot(install: PgInstall): string {
 /** Starts a throwaway cluster on a free port, owned by the cluster owner, listening on 127.0.0.1 only. */
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const install = findPostgres()
-  installFixtures(install.shareDir)
-  const template = makeTemplate(install, templateRoot(install))
+  if (options.fixtures !== false) installFixtures(install.shareDir)
   const root = makeOwnedTempDir('pgxu-cluster-')
+  const template = makeTemplate(install, options.freshInitdb ? root : templateRoot(install))
   const dataDir = join(root, 'data')
   cpSync(template, dataDir, { recursive: true })
+  if (options.freshInitdb) rmSync(template, { recursive: true, force: true })
   const port = await freePort()
   const settings: Record<string, string | number> = {
     listen_addresses: "'127.0.0.1'",

@@ -35,7 +35,19 @@ export const CODES = {
   CONNECTION_FAILED: 'The server could not be reached or refused the connection.',
   INVALID_INPUT: 'An input is malformed; the message names the input and what is allowed.',
   NOT_IMPLEMENTED: 'The mode is not available in this version.',
-  UNEXPECTED_ERROR: 'An unexpected error; the message carries the SQLSTATE or the cause.'
+  UNEXPECTED_ERROR: 'An unexpected error; the message carries the SQLSTATE or the cause.',
+  PROGRAM_MISSING: 'A program the strategy needs (pg_basebackup, pg_dump, pg_ctl, …) is missing or of an unsuitable major version.',
+  INSUFFICIENT_SPACE: 'The filesystem that would receive the snapshot or the restored data directory lacks the free space needed.',
+  RESTORE_POINT_EXISTS: 'A restore point of that name already exists (in the WAL archive or a snapshot manifest); recovery would stop at the first one.',
+  ARCHIVE_TIMEOUT: "The restore point's WAL segment was not archived within `wait-timeout`.",
+  WAL_MISSING: 'A WAL segment needed to reach the restore point is missing from the archive.',
+  SNAPSHOT_CORRUPT: 'A snapshot file fails its checksum, pg_verifybackup or pg_restore --list.',
+  SESSIONS_CONNECTED: 'Other sessions are connected to a database the rollback must replace, and `terminate-connections` is false.',
+  UNSUPPORTED_LAYOUT: 'The cluster uses something the strategy cannot handle (user tablespaces with a plain-format base backup).',
+  REPLICATION_UNAVAILABLE: 'A replication connection for pg_basebackup is refused (pg_hba.conf, max_wal_senders).',
+  NO_ROLLBACK_PATH: 'No rollback strategy can restore the recorded versions with the given inputs.',
+  RECOVERY_FAILED: 'Point-in-time recovery did not reach the restore point; the original data directory was kept.',
+  SNAPSHOT_EPHEMERAL: 'The snapshot was written where the runner deletes it after the job (warning): set snapshot-dir for a later rollback.'
 } as const
 
 export type Code = keyof typeof CODES

@@ -2,8 +2,9 @@ import pg from 'pg'
 import { parse, toClientConfig } from 'pg-connection-string'
 import { CodedError, errorMessage } from './errors.js'
 import { describePgError } from './pg-error.js'
+import { PRODUCT } from './product.js'
 
-export const APPLICATION_NAME = 'pg-extension-upgrade'
+export const APPLICATION_NAME = PRODUCT.name
 
 /** Where to connect, without a database-specific part, and what must never be printed. */
 export interface ConnectionTarget {
@@ -141,6 +142,8 @@ export interface SessionSpec {
   purpose: string
   /** Sent as startup `options` (`-c name=value`), never as SET: the first statement stays ours. */
   settings?: Record<string, string | number>
+  /** A physical replication (walsender) connection, for probing what pg_basebackup will need. */
+  replication?: boolean
 }
 
 export type Connector = (spec: SessionSpec) => Promise<pg.Client>
@@ -162,8 +165,9 @@ export function makeConnector(target: ConnectionTarget, connectTimeoutMs: number
       application_name: `${APPLICATION_NAME}/${spec.purpose}`,
       connectionTimeoutMillis: connectTimeoutMs,
       keepAlive: true,
-      options: spec.settings ? startupOptions(spec.settings) : undefined
-    }
+      options: spec.settings ? startupOptions(spec.settings) : undefined,
+      ...(spec.replication ? { replication: 'true' } : {})
+    } as pg.ClientConfig
     try {
       return await open(config)
     } catch (error) {
