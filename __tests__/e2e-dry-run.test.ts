@@ -216,16 +216,6 @@ describe('the action bundle (dist/index.js)', () => {
     expect(masks).toEqual(expect.arrayContaining([SUPERUSER_PASSWORD, encodeURIComponent(SUPERUSER_PASSWORD)]))
   })
 
-  it('a mode not implemented yet (run) answers NOT_IMPLEMENTED and fails', async () => {
-    const run = await action({ mode: 'run', 'database-url': cluster.url(approvedDb) })
-    expect(run.code).toBe(1)
-    expect(run.outputs.status).toBe('failed')
-    expect(run.outputs.changed).toBe('false')
-    expect(run.outputs.error).toMatch(/^NOT_IMPLEMENTED: /)
-    expect(errors(run).map((a) => a.properties)).toEqual(['title=NOT_IMPLEMENTED'])
-    expect(run.summary).toContain('NOT_IMPLEMENTED')
-  })
-
   it('no run printed the password in any form (checked after every run)', () => {
     expect(runs.length).toBeGreaterThanOrEqual(10)
   })

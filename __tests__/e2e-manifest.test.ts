@@ -1,12 +1,12 @@
 import { beforeAll, describe, expect, it } from '@jest/globals'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runAction } from './harness/action.js'
 import { testCluster } from './helpers.js'
+import { temporaryDirectory } from './harness/postgres.js'
 
 const cluster = await testCluster()
-const workspace = mkdtempSync(join(tmpdir(), 'pgxu-workspace-'))
+const workspace = temporaryDirectory('pgxu-workspace-')
 
 const MANIFEST = `# desired extension versions
 extensions:

@@ -1,9 +1,9 @@
 import { describe, expect, it } from '@jest/globals'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { CodedError } from '../src/core/errors.js'
 import { databasePatterns, loadManifest, locateFinding, ManifestError, patternMatches, requestsFor, type Manifest } from '../src/core/manifest.js'
+import { temporaryDirectory } from './harness/postgres.js'
 
 /*
  * The declarative manifest: parsing with the line of every key, validation by the same rules as
@@ -114,7 +114,7 @@ describe('loadManifest: parsing', () => {
   })
 
   it('reads the file from disk, relative to the root, and names it relative to the root', () => {
-    const root = mkdtempSync(join(tmpdir(), 'pgxu-manifest-'))
+    const root = temporaryDirectory('pgxu-manifest-')
     mkdirSync(join(root, 'db'))
     writeFileSync(join(root, 'db', 'extensions.yml'), SAMPLE)
     const relative = loadManifest('db/extensions.yml', undefined, { root })
@@ -123,7 +123,7 @@ describe('loadManifest: parsing', () => {
     expect(loadManifest('./db/extensions.yml', undefined, { root }).file).toBe('db/extensions.yml')
     expect(loadManifest(join(root, 'db', 'extensions.yml'), undefined, { root }).file).toBe('db/extensions.yml')
     // Outside the root: the path as given.
-    const outside = mkdtempSync(join(tmpdir(), 'pgxu-manifest-out-'))
+    const outside = temporaryDirectory('pgxu-manifest-out-')
     writeFileSync(join(outside, 'm.yml'), SAMPLE)
     expect(loadManifest(join(outside, 'm.yml'), undefined, { root }).file).toBe(join(outside, 'm.yml'))
   })
@@ -222,7 +222,7 @@ describe('loadManifest: errors name the file and the line', () => {
   })
 
   it('a missing file is an INVALID_INPUT naming the input and the path', () => {
-    const root = mkdtempSync(join(tmpdir(), 'pgxu-manifest-'))
+    const root = temporaryDirectory('pgxu-manifest-')
     let caught: unknown
     try {
       loadManifest('db/missing.yml', undefined, { root })

@@ -1,8 +1,8 @@
 import { afterAll, afterEach, beforeEach, describe, expect, it, jest } from '@jest/globals'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { temporaryDirectory } from './harness/postgres.js'
 
 /*
  * The sticky pull request comment against a local HTTP server that stands in for the GitHub REST
@@ -96,7 +96,7 @@ afterAll(async () => {
   await new Promise((resolve) => server.close(resolve))
 })
 
-const dir = mkdtempSync(join(tmpdir(), 'pgxu-pr-comment-'))
+const dir = temporaryDirectory('pgxu-pr-comment-')
 let eventCounter = 0
 
 /** The environment of a runner on a pull request: event payload file and GITHUB_* variables. */

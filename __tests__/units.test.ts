@@ -1,6 +1,5 @@
 import { afterAll, describe, expect, it } from '@jest/globals'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { redact, resolveTarget, scrub, secretsOf, startupOptions } from '../src/core/connection.js'
 import { formatDuration, parseDuration } from '../src/core/duration.js'
@@ -8,6 +7,7 @@ import { CodedError } from '../src/core/errors.js'
 import { formatRequest, parseExtensionEntry, parseExtensionList, splitList } from '../src/core/extension-list.js'
 import { compareVersions, splitPath } from '../src/core/versions.js'
 import { renderMarkdown, trimToBytes } from '../src/report/markdown.js'
+import { temporaryDirectory } from './harness/postgres.js'
 
 describe('compareVersions', () => {
   it.each([
@@ -114,7 +114,7 @@ describe('durations', () => {
 })
 
 describe('connection targets', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pgxu-units-'))
+  const dir = temporaryDirectory('pgxu-units-')
   afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
   it('resolves a URL: host, port, user, decoded password, database', () => {
@@ -279,5 +279,14 @@ describe('markdown', () => {
     expect(Buffer.byteLength(markdown)).toBeLessThanOrEqual(50_000)
     expect(markdown).toContain('trimmed')
     expect(renderMarkdown(doc(rows.slice(0, 3)), 50_000)).not.toContain('trimmed')
+  })
+})
+
+describe('product', () => {
+  it('names the same name and version as package.json', async () => {
+    const { PRODUCT } = await import('../src/core/product.js')
+    const { readFileSync } = await import('node:fs')
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { name: string; version: string }
+    expect(PRODUCT).toEqual({ name: pkg.name, version: pkg.version })
   })
 })

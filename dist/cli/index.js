@@ -9122,7 +9122,7 @@ function extend(target) {
 /***/ ((module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _cli_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(5782);
+/* harmony import */ var _cli_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(7301);
 
 process.exitCode = await (0,_cli_main_js__WEBPACK_IMPORTED_MODULE_0__/* .main */ .iW)(process.argv.slice(2));
 
@@ -9131,7 +9131,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 5782:
+/***/ 7301:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -9211,12 +9211,17 @@ function describePgError(error) {
     return parts.join('. ').replace(/\.\./g, '.');
 }
 
+;// CONCATENATED MODULE: ./src/core/product.ts
+/** The product's name and version; a test keeps them equal to package.json. */
+const PRODUCT = { name: 'pg-extension-upgrade', version: '0.1.0' };
+
 ;// CONCATENATED MODULE: ./src/core/connection.ts
 
 
 
 
-const APPLICATION_NAME = 'pg-extension-upgrade';
+
+const APPLICATION_NAME = PRODUCT.name;
 const URI = /^postgres(?:ql)?:\/\//i;
 const ENV_PARAMS = [
     ['PGSSLMODE', 'sslmode'],
@@ -9361,7 +9366,8 @@ function makeConnector(target, connectTimeoutMs) {
             application_name: `${APPLICATION_NAME}/${spec.purpose}`,
             connectionTimeoutMillis: connectTimeoutMs,
             keepAlive: true,
-            options: spec.settings ? startupOptions(spec.settings) : undefined
+            options: spec.settings ? startupOptions(spec.settings) : undefined,
+            ...(spec.replication ? { replication: 'true' } : {})
         };
         try {
             return await connection_open(config);
@@ -13850,9 +13856,9 @@ function handleCodecTxResult(left, value, nextSchema, ctx) {
     }
     return nextSchema._zod.run({ value, issues: left.issues }, ctx);
 }
-const $ZodPreprocess = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodPreprocess", (inst, def) => {
+const $ZodPreprocess = /*@__PURE__*/ $constructor("$ZodPreprocess", (inst, def) => {
     $ZodPipe.init(inst, def);
-})));
+});
 const $ZodReadonly = /*@__PURE__*/ $constructor("$ZodReadonly", (inst, def) => {
     $ZodType.init(inst, def);
     defineLazyInternal(inst, "propValues", (zod) => zod.def.innerType._zod.propValues);
@@ -18327,7 +18333,7 @@ function strictObject(shape, params) {
         type: "object",
         shape,
         catchall: never(),
-        ...util.normalizeParams(params),
+        ...normalizeParams(params),
     });
 }
 // looseObject
@@ -18805,10 +18811,10 @@ function invertCodec(codec) {
         reverseTransform: def.transform,
     });
 }
-const ZodPreprocess = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodPreprocess", (inst, def) => {
+const ZodPreprocess = /*@__PURE__*/ $constructor("ZodPreprocess", (inst, def) => {
     ZodPipe.init(inst, def);
-    core.$ZodPreprocess.init(inst, def);
-})));
+    $ZodPreprocess.init(inst, def);
+});
 const ZodReadonly = /*@__PURE__*/ $constructor("ZodReadonly", (inst, def) => {
     $ZodReadonly.init(inst, def);
     ZodType.init(inst, def);
@@ -19253,83 +19259,286 @@ function checkProgress(database, planned) {
     return problems;
 }
 
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 // EXTERNAL MODULE: ./node_modules/picomatch/index.js
 var picomatch = __nccwpck_require__(4006);
 var picomatch_default = /*#__PURE__*/__nccwpck_require__.n(picomatch);
-;// CONCATENATED MODULE: ./src/core/fleet.ts
+// EXTERNAL MODULE: ./node_modules/yaml/dist/index.js
+var dist = __nccwpck_require__(8815);
+;// CONCATENATED MODULE: ./src/core/manifest.ts
 
 
 
-const isGlob = (pattern) => picomatch_default().scan(pattern).isGlob;
+
+
+
+
 /**
- * Resolves `databases` and `exclude-databases` against pg_database. `all` and patterns reach
- * every database that allows connections except templates; a template only when named exactly.
- * No match is an error that lists what exists, never a silent success.
+ * An invalid manifest: an INVALID_INPUT CodedError whose message names the file and the line of
+ * each problem (`extensions.yml:4: "hstore; drop" is not an extension name …`). `file` and
+ * `problems` let the action annotate each problem on its line.
  */
-async function selectDatabases(connect, selection, defaultDatabase) {
-    if (selection.patterns.length === 0)
-        return [defaultDatabase];
-    const rows = await withSession(connect, { database: defaultDatabase, purpose: 'inspect' }, async (client) => {
-        const result = await client.query('SELECT datname, datallowconn, datistemplate FROM pg_database ORDER BY datname');
-        return result.rows;
+class ManifestError extends CodedError {
+    file;
+    problems;
+    constructor(file, problems, shown = file) {
+        super('INVALID_INPUT', problems.map((p) => `${shown}${p.line ? `:${p.line}` : ''}: ${p.message}`).join('; '));
+        this.file = file;
+        this.problems = problems;
+        this.name = 'ManifestError';
+    }
+}
+const TOP_KEYS = ['extensions', 'databases'];
+const RULE_KEYS = ['extensions'];
+const DEFAULT_WORDS = new Set(['', 'default', '~', 'null']);
+/** Problems shown per file; a broken file should not drown the log. */
+const PROBLEM_LIMIT = 20;
+const VERSION_RULE = 'letters, digits, ".", "_", "+", "~" and "-", at most 63 characters; or default';
+/** Why a key is not an extension name (the rules of the `extensions` input), if it is not. */
+function checkName(name) {
+    if (name.includes('@')) {
+        const at = name.indexOf('@');
+        return `"${name}" is not an extension name; write the version as the value (${name.slice(0, at)}: ${name.slice(at + 1)})`;
+    }
+    const parsed = parseExtensionEntry(name);
+    return typeof parsed === 'string' ? parsed : undefined;
+}
+/** The request of a valid `name: version` pair: the same rules as the `extensions` input. */
+function requestOfPair(name, value) {
+    const problem = checkName(name);
+    if (problem)
+        return problem;
+    const version = value.trim();
+    if (DEFAULT_WORDS.has(version))
+        return { name };
+    const parsed = parseExtensionEntry(`${name}@${version}`);
+    return typeof parsed === 'string' ? `"${version}" is not a valid version of ${name} (${VERSION_RULE})` : parsed;
+}
+function checkPattern(pattern) {
+    if (pattern.trim() !== pattern || pattern.length === 0)
+        return `"${pattern}" is not a database name or pattern (no leading or trailing blanks)`;
+    if (pattern.length > 63 || /[\u0000-\u001f]/.test(pattern)) {
+        return `"${pattern}" is not a database name or pattern (at most 63 characters, no control characters)`;
+    }
+    if (pattern === 'all') {
+        return `"all" is not a database pattern here: top-level "extensions" already apply to every targeted database (use "*" to match every database)`;
+    }
+    return undefined;
+}
+/** A zod string whose custom check is one of the functions above. */
+const checked = (check, params) => schemas_string(params).superRefine((value, ctx) => {
+    const problem = check(value);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+});
+/** Scalars become strings (failsafe schema); an empty value is "". */
+const emptyAsMap = (value) => (value === '' ? {} : value);
+const extensionMap = preprocess(emptyAsMap, record(checked(checkName), checked((version) => {
+    const trimmed = version.trim();
+    if (DEFAULT_WORDS.has(trimmed))
+        return undefined;
+    return typeof parseExtensionEntry(`x@${trimmed}`) === 'string' ? `"${trimmed}" is not a valid extension version (${VERSION_RULE})` : undefined;
+}, { error: 'must be a version such as 0.8.0, or default' }), { error: 'must be a mapping of extension names to versions, for example "vector: 0.8.0"' }));
+const databaseRule = preprocess(emptyAsMap, strictObject({ extensions: extensionMap.optional() }, { error: 'must be a mapping with "extensions:" (or no value)' }));
+const databaseRules = preprocess(emptyAsMap, record(checked(checkPattern), databaseRule, { error: 'must be a mapping of database names or patterns, for example "tenant_*:"' }));
+/** The shape of a manifest; the lines come from the YAML nodes, not from this schema. */
+const manifestSchema = strictObject({ extensions: extensionMap.optional(), databases: databaseRules.optional() }, { error: 'must be a mapping with "extensions:" and/or "databases:"' });
+/** The pairs of a YAML mapping in file order, with each key's line; aliases resolved. */
+function pairsOf(doc, node, lines) {
+    const resolved = (0,dist/* isAlias */.Vj)(node) ? node.resolve(doc) : node;
+    if (!(0,dist/* isMap */.jh)(resolved))
+        return [];
+    return resolved.items.map((pair) => {
+        const key = (0,dist/* isScalar */.jn)(pair.key) ? String(pair.key.value ?? '') : String(pair.key);
+        const range = pair.key?.range;
+        const value = (0,dist/* isAlias */.Vj)(pair.value) ? (pair.value.resolve(doc) ?? null) : (pair.value ?? null);
+        return { key, line: range ? lines.linePos(range[0]).line : 0, value };
     });
-    return resolveSelection(rows, selection);
 }
-/** Pure part of the selection, so that it can be tested on its own. */
-function resolveSelection(rows, selection) {
-    const byName = new Map(rows.map((row) => [row.datname, row]));
-    const chosen = new Set();
-    for (const pattern of selection.patterns) {
-        if (pattern === 'all') {
-            for (const row of rows)
-                if (row.datallowconn && !row.datistemplate)
-                    chosen.add(row.datname);
-            continue;
-        }
-        if (!isGlob(pattern)) {
-            const row = byName.get(pattern);
-            if (row && !row.datallowconn) {
-                throw new CodedError('INVALID_INPUT', `input "databases": database ${pattern} does not allow connections`);
-            }
-            if (row)
-                chosen.add(pattern);
-            continue;
-        }
-        const matches = picomatch_default()(pattern, { dot: true });
-        for (const row of rows)
-            if (row.datallowconn && !row.datistemplate && matches(row.datname))
-                chosen.add(row.datname);
+/** The line of the key at the end of `path` (or of the deepest key found on the way). */
+function lineAt(doc, lines, path) {
+    let node = doc.contents;
+    let line;
+    for (const segment of path) {
+        const found = pairsOf(doc, node, lines).find((pair) => pair.key === String(segment));
+        if (!found)
+            break;
+        line = found.line;
+        node = found.value;
     }
-    for (const pattern of selection.exclude) {
-        const matches = isGlob(pattern) ? picomatch_default()(pattern, { dot: true }) : (name) => name === pattern;
-        for (const name of [...chosen])
-            if (matches(name))
-                chosen.delete(name);
+    if (line === undefined && doc.contents?.range)
+        line = lines.linePos(doc.contents.range[0]).line;
+    return line;
+}
+function describeIssue(issue) {
+    if (issue.code === 'unrecognized_keys') {
+        const allowed = issue.path.length === 0 ? TOP_KEYS : RULE_KEYS;
+        const where = issue.path.length === 0 ? 'at the top level' : `under "${issue.path.map(String).join('.')}"`;
+        return issue.keys.map((key) => ({
+            path: [...issue.path, key],
+            message: `unknown key "${key}" ${where} (allowed: ${allowed.join(', ')})`
+        }));
     }
-    if (chosen.size === 0) {
-        const existing = rows.filter((r) => r.datallowconn).map((r) => r.datname);
-        const shown = existing.slice(0, 30).join(', ') + (existing.length > 30 ? `, … (${existing.length} in all)` : '');
-        const excluded = selection.exclude.length > 0 ? ` minus exclude-databases (${selection.exclude.join(', ')})` : '';
-        throw new CodedError('INVALID_INPUT', `input "databases": ${selection.patterns.join(', ')}${excluded} matches no database; existing databases: ${shown}`);
+    if (issue.code === 'invalid_key') {
+        return issue.issues.map((inner) => ({ path: issue.path, message: inner.message }));
     }
-    return [...chosen].sort();
+    const where = issue.path.length > 0 ? `"${issue.path.map(String).join('.')}" ` : '';
+    return [{ path: issue.path, message: issue.code === 'custom' ? issue.message : `${where}${issue.message}` }];
+}
+/** The path annotations use: relative to the repository root (the working directory) when inside it. */
+function annotationPath(path, root) {
+    const absolute = (0,external_node_path_namespaceObject.resolve)(root, path);
+    const inside = (0,external_node_path_namespaceObject.relative)(root, absolute);
+    const chosen = inside && !inside.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(inside) ? inside : path;
+    return chosen.split(external_node_path_namespaceObject.sep).join('/').replace(/^\.\//, '');
 }
 /**
- * Runs `work` over the items with at most `concurrency` in flight. Before starting each item it
- * asks `mayStart`; once that says no, nothing new starts (work in flight finishes) and the
- * remaining items come back as undefined, in their order.
+ * Reads (unless `text` is given), parses and validates a manifest. Every problem is reported at
+ * once as a ManifestError (INVALID_INPUT) naming the file and the line.
  */
-async function runPool(items, concurrency, work, mayStart = () => true) {
-    const results = new Array(items.length).fill(undefined);
-    let next = 0;
-    const worker = async () => {
-        while (next < items.length && mayStart()) {
-            const index = next++;
-            results[index] = await work(items[index], index);
-        }
+function loadManifest(path, text, options = {}) {
+    const root = options.root ?? process.cwd();
+    const file = annotationPath(path, root);
+    const fail = (problems) => {
+        const shown = problems.slice(0, PROBLEM_LIMIT);
+        if (problems.length > PROBLEM_LIMIT)
+            shown.push({ message: `and ${problems.length - PROBLEM_LIMIT} more problem(s)` });
+        throw new ManifestError(file, shown, path);
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
-    return results;
+    let source = text;
+    if (source === undefined) {
+        try {
+            source = (0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.resolve)(root, path), 'utf8');
+        }
+        catch (error) {
+            const code = error.code;
+            const reason = code === 'ENOENT'
+                ? 'no such file (the path is relative to the repository root; check the repository out first with actions/checkout)'
+                : code === 'EISDIR'
+                    ? 'it is a directory, not a YAML file'
+                    : errorMessage(error);
+            throw new ManifestError(file, [{ message: `input "manifest": cannot read ${path}: ${reason}` }], path);
+        }
+    }
+    source = source.replace(/^\uFEFF/, '');
+    const lines = new dist/* LineCounter */.HN();
+    // failsafe: every scalar stays a string, so `hstore: 1.10` is "1.10" and not the number 1.1.
+    const doc = (0,dist/* parseDocument */.Tp)(source, { lineCounter: lines, schema: 'failsafe', uniqueKeys: true, prettyErrors: true });
+    if (doc.errors.length > 0) {
+        fail(doc.errors.map((error) => ({
+            line: error.linePos?.[0].line,
+            message: error.code === 'DUPLICATE_KEY'
+                ? 'a key is listed twice in the same mapping (each extension or database once; later databases entries override earlier ones)'
+                : error.code === 'MULTIPLE_DOCS'
+                    ? 'the manifest must be a single YAML document (remove the second "---")'
+                    : (error.message.split('\n')[0] ?? error.message).replace(/ at line \d+, column \d+:?$/, '')
+        })));
+    }
+    if (doc.contents === null || ((0,dist/* isScalar */.jn)(doc.contents) && doc.contents.value === '')) {
+        fail([{ message: 'the manifest is empty; declare "extensions:" and/or "databases:"' }]);
+    }
+    let plain;
+    try {
+        plain = doc.toJS({ maxAliasCount: 1000 });
+    }
+    catch (error) {
+        fail([{ message: `cannot be read as data: ${errorMessage(error)}` }]);
+    }
+    const parsed = manifestSchema.safeParse(plain);
+    if (!parsed.success) {
+        const problems = parsed.error.issues
+            .flatMap(describeIssue)
+            .map(({ path: issuePath, message }) => ({ line: lineAt(doc, lines, issuePath), message }))
+            .sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+        fail(problems);
+    }
+    // Valid: read the entries again from the nodes, for file order and lines.
+    const entriesOf = (node) => pairsOf(doc, node, lines).map(({ key, line, value }) => {
+        const request = requestOfPair(key, (0,dist/* isScalar */.jn)(value) ? String(value.value ?? '') : '');
+        return { ...request, line };
+    });
+    const top = pairsOf(doc, doc.contents, lines);
+    const extensions = entriesOf(top.find((pair) => pair.key === 'extensions')?.value ?? null);
+    const databases = pairsOf(doc, top.find((pair) => pair.key === 'databases')?.value ?? null, lines).map(({ key, line, value }) => ({
+        pattern: key,
+        line,
+        extensions: entriesOf(pairsOf(doc, value, lines).find((pair) => pair.key === 'extensions')?.value ?? null)
+    }));
+    if (extensions.length === 0 && databases.every((rule) => rule.extensions.length === 0)) {
+        fail([{ line: lineAt(doc, lines, []), message: 'the manifest declares no extension; list at least one under "extensions:"' }]);
+    }
+    return { file, extensions, databases };
+}
+const matchers = new Map();
+/** Whether a `databases` key names the database: exact for a plain name, picomatch for a glob (as fleet.ts). */
+function patternMatches(pattern, database) {
+    let matcher = matchers.get(pattern);
+    if (!matcher) {
+        matcher = picomatch_default().scan(pattern).isGlob ? picomatch_default()(pattern, { dot: true }) : (name) => name === pattern;
+        matchers.set(pattern, matcher);
+    }
+    return matcher(database);
+}
+const requestOf = ({ name, version }) => (version === undefined ? { name } : { name, version });
+/**
+ * What the manifest asks of one database: the top-level extensions, then those of every matching
+ * `databases` entry in file order, a later entry replacing an earlier one's version of the same
+ * extension (keeping its position). An empty list means the manifest asks nothing of this
+ * database: the caller must plan nothing there, NOT read it as "every installed extension" (which
+ * is what an empty `extensions` input means).
+ */
+function requestsFor(manifest, database) {
+    const byName = new Map();
+    for (const entry of manifest.extensions)
+        byName.set(entry.name, requestOf(entry));
+    for (const rule of manifest.databases) {
+        if (!patternMatches(rule.pattern, database))
+            continue;
+        for (const entry of rule.extensions)
+            byName.set(entry.name, requestOf(entry));
+    }
+    return [...byName.values()];
+}
+/**
+ * The manifest line a finding belongs to, for an annotation in the pull request's diff: the entry
+ * that decided the finding's extension in the finding's database (the last matching `databases`
+ * entry that lists it, else the top-level entry); for an extension the manifest does not list
+ * (a required extension, say) or a finding without extension, the last matching `databases` key;
+ * otherwise nothing.
+ */
+function locateFinding(manifest, finding) {
+    const at = (line) => (line ? { file: manifest.file, startLine: line } : undefined);
+    const rules = finding.database === undefined ? [] : manifest.databases.filter((rule) => patternMatches(rule.pattern, finding.database));
+    if (finding.extension !== undefined) {
+        const name = finding.extension;
+        for (const rule of [...rules].reverse()) {
+            const entry = rule.extensions.find((e) => e.name === name);
+            if (entry)
+                return at(entry.line);
+        }
+        const top = manifest.extensions.find((e) => e.name === name);
+        if (top)
+            return at(top.line);
+        if (finding.database === undefined) {
+            const anywhere = manifest.databases.flatMap((rule) => rule.extensions).find((e) => e.name === name);
+            if (anywhere)
+                return at(anywhere.line);
+        }
+    }
+    return at(rules.at(-1)?.line);
+}
+/**
+ * The databases the manifest names, in file order (names and glob patterns, as the `databases`
+ * input takes them). Semantics: when the `databases` input is empty and this list is not, the run
+ * targets exactly these databases (top-level `extensions` then apply to each of them); to include
+ * the connection's own database as well, the manifest names it (`app:` with no value). When this
+ * list is empty, the usual default applies: the database of the connection URL.
+ */
+function manifest_databasePatterns(manifest) {
+    return [...new Set(manifest.databases.map((rule) => rule.pattern))];
 }
 
 ;// CONCATENATED MODULE: ./src/core/versions.ts
@@ -19429,6 +19638,36 @@ function compareLibrary(name, library, extensionVersion) {
 ;// CONCATENATED MODULE: ./src/core/catalog.ts
 
 
+/**
+ * Update paths and member lists depend on the server's extension files and the installed
+ * version, not on the database: a fleet reads them once per `name@version`.
+ */
+class CatalogCache {
+    paths = new Map();
+    members = new Map();
+    known() {
+        return [...this.paths.keys()];
+    }
+    /** Fills a database's facts from the cache, and the cache from the database's facts. */
+    exchange(database, depth) {
+        for (const name of database.inScope) {
+            const installed = database.installed[name];
+            if (!installed)
+                continue;
+            const key = `${name}@${installed.version}`;
+            if (name in database.paths)
+                this.paths.set(key, database.paths[name]);
+            else if (this.paths.has(key))
+                database.paths[name] = this.paths.get(key);
+            if (depth !== 'plan')
+                continue;
+            if (name in database.members)
+                this.members.set(key, database.members[name]);
+            else if (this.members.has(key))
+                database.members[name] = this.members.get(key);
+        }
+    }
+}
 const SERVER_SQL = `
 SELECT json_build_object(
   'version', current_setting('server_version'),
@@ -19448,7 +19687,11 @@ SELECT json_build_object(
     ) v USING (name)
   )
 ) AS server`;
-/** The per-database part: `%TARGETS%` and `%LONG_TX_MS%` are replaced by driver-escaped literals. */
+/**
+ * The per-database part. `%TARGETS%`, `%KNOWN%` and `%LONG_TX_MS%` are replaced by driver-escaped
+ * literals, `%FULL%` by true or false (dependents, locks, long transactions and members are read
+ * only for a plan).
+ */
 const DATABASE_SQL = `
 WITH installed AS MATERIALIZED (
   SELECT e.oid, e.extname AS name, e.extversion AS version, n.nspname AS schema,
@@ -19457,22 +19700,29 @@ WITH installed AS MATERIALIZED (
   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 ),
 targets AS (SELECT unnest(%TARGETS%::text[]) AS name),
+known AS (SELECT unnest(%KNOWN%::text[]) AS key),
+-- pg_available_extensions parses every control file: read it only when a row needs it (a CTE is
+-- scanned lazily), which a re-inspection with explicit targets and cached paths never does.
+available AS MATERIALIZED (SELECT name, default_version FROM pg_available_extensions),
 in_scope AS MATERIALIZED (
-  SELECT i.* , a.name IS NOT NULL AS shipped
-  FROM installed i LEFT JOIN pg_available_extensions a ON a.name = i.name
+  SELECT i.*, i.name || '@' || i.version AS key
+  FROM installed i
   WHERE i.name IN (SELECT name FROM targets)
-     OR (NOT EXISTS (SELECT 1 FROM targets) AND a.default_version IS DISTINCT FROM i.version)
+     OR (NOT EXISTS (SELECT 1 FROM targets)
+         AND (SELECT a.default_version FROM available a WHERE a.name = i.name) IS DISTINCT FROM i.version)
 ),
 paths AS (
   SELECT s.name, json_object_agg(p.target, p.path) AS paths
-  FROM in_scope s CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
-  WHERE s.shipped AND p.source = s.version AND p.path IS NOT NULL
+  FROM (SELECT * FROM in_scope s WHERE s.key NOT IN (SELECT key FROM known) AND EXISTS (SELECT 1 FROM available a WHERE a.name = s.name)) s
+  CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
+  WHERE p.source = s.version AND p.path IS NOT NULL
   GROUP BY s.name
 ),
 members AS MATERIALIZED (
-  SELECT s.name AS extension, d.classid, d.objid
+  SELECT s.name AS extension, d.classid, d.objid, s.key IN (SELECT key FROM known) AS known
   FROM in_scope s JOIN pg_depend d
     ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = s.oid AND d.deptype = 'e'
+  WHERE %FULL%
 ),
 dependents AS (
   -- Membership is looked up in pg_depend through its (classid, objid) index: a CTE of all
@@ -19507,7 +19757,7 @@ SELECT json_build_object(
   'paths', (SELECT coalesce(json_object_agg(name, paths), '{}') FROM paths),
   'members', (SELECT coalesce(json_object_agg(extension, objects), '{}') FROM (
       SELECT extension, array_agg(pg_describe_object(classid, objid, 0) ORDER BY pg_describe_object(classid, objid, 0)) AS objects
-      FROM members GROUP BY extension) mm),
+      FROM members WHERE NOT known GROUP BY extension) mm),
   'dependents', (SELECT coalesce(json_object_agg(extension, json_build_object('count', count, 'sample', sample)), '{}')
       FROM dependents_agg),
   'locks', (SELECT coalesce(json_agg(row_to_json(x)), '[]') FROM (
@@ -19519,7 +19769,7 @@ SELECT json_build_object(
       SELECT pid, usename AS user, application_name AS application, state,
              (extract(epoch FROM now() - xact_start) * 1000)::bigint AS "ageMs", left(query, 500) AS query
       FROM pg_stat_activity
-      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+      WHERE %FULL% AND datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
         AND xact_start < now() - make_interval(secs => %LONG_TX_MS% / 1000.0)
       ORDER BY xact_start) x)
 ) AS database`;
@@ -19529,20 +19779,35 @@ SELECT json_build_object(
  * afterwards in read-only transactions of their own, only for the extensions that have one.
  */
 async function inspectDatabase(client, options, includeServer) {
-    const databaseSql = DATABASE_SQL.replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets))).replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)));
+    const depth = options.depth ?? 'plan';
+    const databaseSql = DATABASE_SQL.replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets)))
+        .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
+        .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)))
+        .replaceAll('%FULL%', depth === 'plan' ? 'true' : 'false');
     const statements = ['BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT'];
     const results = await readOnly(client, statements);
     const database = toDatabaseFacts(results[1].rows[0].database);
+    options.cache?.exchange(database, depth);
     const server = includeServer ? toServerFacts(results[2].rows[0].server) : undefined;
-    let roundTrips = 1;
-    for (const name of database.inScope) {
+    const probes = await readLibraries(client, database.inScope);
+    database.libraries = probes.libraries;
+    return { server, database, roundTrips: 1 + probes.roundTrips };
+}
+/**
+ * Asks each extension that can tell (quirks' libraryProbe) which library version the server
+ * loads: null when the probe fails; extensions without a probe are left out (unknown).
+ */
+async function readLibraries(client, names) {
+    const libraries = {};
+    let roundTrips = 0;
+    for (const name of names) {
         const probe = quirkOf(name).libraryProbe;
         if (!probe)
             continue;
-        database.libraries[name] = await probeLibrary(client, probe.sql);
+        libraries[name] = await probeLibrary(client, probe.sql);
         roundTrips++;
     }
-    return { server, database, roundTrips };
+    return { libraries, roundTrips };
 }
 /** Runs statements as one simple-protocol string; a failure leaves no open transaction behind. */
 async function readOnly(client, statements) {
@@ -19599,6 +19864,207 @@ function splitSettingList(value) {
         .filter((item) => item.length > 0);
 }
 
+;// CONCATENATED MODULE: ./src/core/drift.ts
+
+
+
+/** Classifies one installed extension of one database. Pure. */
+function classifyDrift({ database, extension, catalog, available, explicitTarget, library }) {
+    const control = available?.defaultVersion ?? null;
+    const target = explicitTarget ?? control;
+    const entry = (cls, message) => ({ database, extension, catalog, control, target, library, class: cls, message });
+    if (!available)
+        return entry('unavailable', `${extension} ${catalog} is installed but the server no longer ships it (no control file)`);
+    const shipped = available.versions.map((v) => v.version);
+    if (!shipped.includes(catalog)) {
+        if (control && compareVersions(catalog, control) > 0) {
+            return entry('catalog_ahead', `the catalog says ${catalog}, newer than anything the server ships (default ${control}): the binaries were rolled back under it`);
+        }
+        return entry('unavailable', `the catalog version ${catalog} is no longer shipped (available: ${shipped.join(', ')})`);
+    }
+    if (library && compareLibrary(extension, library, catalog) < 0) {
+        return entry('catalog_ahead', `the loaded library is ${library}, older than the catalog ${catalog}: a rolled-back binary under a newer catalog`);
+    }
+    if (library && control && compareLibrary(extension, library, control) < 0) {
+        const why = quirkOf(extension).preload ? 'restart the server so it loads the installed library' : 'the installed library and control file are out of step';
+        return entry('restart_required', `the loaded library is ${library}, older than the control file's ${control}: ${why}, before any ALTER EXTENSION`);
+    }
+    if (target && catalog !== target) {
+        return compareVersions(catalog, target) < 0
+            ? entry('catalog_behind', `the catalog says ${catalog} but the target is ${target}: needs ALTER EXTENSION ${extension} UPDATE`)
+            : entry('catalog_ahead', `the catalog says ${catalog}, ahead of the target ${target}`);
+    }
+    return entry('ok', `${catalog}${library ? ` (library ${library})` : ''} matches the target`);
+}
+/**
+ * Databases that should agree about an extension (the same target) but do not, reported next to
+ * (not instead of) each database's own class. Different targets on purpose (a manifest pinning
+ * one database to an older version) are not skew.
+ */
+function fleetSkew(entries) {
+    const groups = new Map();
+    for (const e of entries) {
+        const key = `${e.extension}\u0000${e.target ?? ''}`;
+        const group = groups.get(key) ?? { extension: e.extension, target: e.target, versions: new Map() };
+        group.versions.set(e.catalog, [...(group.versions.get(e.catalog) ?? []), e.database]);
+        groups.set(key, group);
+    }
+    return [...groups.values()]
+        .filter((group) => group.versions.size > 1)
+        .map(({ extension, target, versions }) => {
+        const counts = [...versions.entries()].sort((a, b) => compareVersions(a[0], b[0])).map(([v, dbs]) => `${v} in ${dbs.length}`);
+        return {
+            extension,
+            class: 'fleet_skew',
+            versions: Object.fromEntries(versions),
+            message: `databases targeting ${extension} ${target ?? '(unknown)'} disagree: ${counts.join(', ')}`
+        };
+    });
+}
+/** What drift needs from a database: its extensions and the probed libraries; read-only, one round trip plus probes. */
+async function readDatabaseExtensions(client) {
+    const results = (await client.query(`BEGIN TRANSACTION READ ONLY;
+     SELECT e.extname AS name, e.extversion AS version, n.nspname AS schema, e.extrelocatable AS relocatable
+     FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace ORDER BY e.extname;
+     COMMIT;`));
+    const installed = results[1].rows;
+    const { libraries } = await readLibraries(client, installed.map((e) => e.name));
+    return { installed, libraries };
+}
+const PARITY_SETTINGS = ['max_connections', 'shared_buffers', 'work_mem'];
+async function readParitySettings(client) {
+    const result = await client.query(`SELECT name, setting, unit FROM pg_settings WHERE name = ANY ($1::text[])`, [[...PARITY_SETTINGS, 'shared_preload_libraries']]);
+    const settings = {};
+    let preload = null;
+    for (const row of result.rows) {
+        if (row.name === 'shared_preload_libraries')
+            preload = row.setting === null ? null : row.setting.split(',').map((s) => s.trim()).filter(Boolean).sort();
+        else
+            settings[row.name] = `${row.setting ?? '?'}${row.unit ? ` × ${row.unit}` : ''}`;
+    }
+    return { preload, settings };
+}
+/** Staging must mirror production: extensions (version, schema, relocatable), preload libraries and key settings. */
+function compareParity(database, target, reference) {
+    const differences = [];
+    const diff = (subject, t, r) => {
+        if (t !== r)
+            differences.push({ database, class: 'parity', subject, target: t, reference: r, message: `${subject}: ${t ?? 'absent'} here, ${r ?? 'absent'} on the reference` });
+    };
+    const names = new Set([...target.extensions, ...reference.extensions].map((e) => e.name));
+    for (const name of [...names].sort()) {
+        const t = target.extensions.find((e) => e.name === name);
+        const r = reference.extensions.find((e) => e.name === name);
+        diff(`extension ${name}`, t?.version ?? null, r?.version ?? null);
+        if (t && r) {
+            diff(`extension ${name} schema`, t.schema, r.schema);
+            diff(`extension ${name} relocatable`, String(t.relocatable), String(r.relocatable));
+        }
+    }
+    if (target.preload !== null && reference.preload !== null)
+        diff('shared_preload_libraries', target.preload.join(',') || '(none)', reference.preload.join(',') || '(none)');
+    for (const setting of PARITY_SETTINGS)
+        diff(setting, target.settings[setting] ?? null, reference.settings[setting] ?? null);
+    return differences;
+}
+
+;// CONCATENATED MODULE: ./src/core/fleet.ts
+
+
+
+const isGlob = (pattern) => picomatch_default().scan(pattern).isGlob;
+/**
+ * Resolves `databases` and `exclude-databases` against pg_database. `all` and patterns reach
+ * every database that allows connections except templates; a template only when named exactly.
+ * No match is an error that lists what exists, never a silent success.
+ */
+async function selectDatabases(connect, selection, defaultDatabase) {
+    if (selection.patterns.length === 0)
+        return [defaultDatabase];
+    const rows = await withSession(connect, { database: defaultDatabase, purpose: 'inspect' }, async (client) => {
+        const result = await client.query('SELECT datname, datallowconn, datistemplate FROM pg_database ORDER BY datname');
+        return result.rows;
+    });
+    return resolveSelection(rows, selection);
+}
+/** Pure part of the selection, so that it can be tested on its own. */
+function resolveSelection(rows, selection) {
+    const byName = new Map(rows.map((row) => [row.datname, row]));
+    const chosen = new Set();
+    for (const pattern of selection.patterns) {
+        if (pattern === 'all') {
+            for (const row of rows)
+                if (row.datallowconn && !row.datistemplate)
+                    chosen.add(row.datname);
+            continue;
+        }
+        if (!isGlob(pattern)) {
+            const row = byName.get(pattern);
+            if (row && !row.datallowconn) {
+                throw new CodedError('INVALID_INPUT', `input "databases": database ${pattern} does not allow connections`);
+            }
+            if (row)
+                chosen.add(pattern);
+            continue;
+        }
+        const matches = picomatch_default()(pattern, { dot: true });
+        for (const row of rows)
+            if (row.datallowconn && !row.datistemplate && matches(row.datname))
+                chosen.add(row.datname);
+    }
+    for (const pattern of selection.exclude) {
+        const matches = isGlob(pattern) ? picomatch_default()(pattern, { dot: true }) : (name) => name === pattern;
+        for (const name of [...chosen])
+            if (matches(name))
+                chosen.delete(name);
+    }
+    if (chosen.size === 0) {
+        const existing = rows.filter((r) => r.datallowconn).map((r) => r.datname);
+        const shown = existing.slice(0, 30).join(', ') + (existing.length > 30 ? `, … (${existing.length} in all)` : '');
+        const excluded = selection.exclude.length > 0 ? ` minus exclude-databases (${selection.exclude.join(', ')})` : '';
+        throw new CodedError('INVALID_INPUT', `input "databases": ${selection.patterns.join(', ')}${excluded} matches no database; existing databases: ${shown}`);
+    }
+    return [...chosen].sort();
+}
+/**
+ * Runs `work` over the items with at most `concurrency` in flight. Before starting each item it
+ * asks `mayStart`; once that says no, nothing new starts (work in flight finishes) and the
+ * remaining items come back as undefined, in their order.
+ */
+async function runPool(items, concurrency, work, mayStart = () => true) {
+    const results = new Array(items.length).fill(undefined);
+    let next = 0;
+    const worker = async () => {
+        while (next < items.length && mayStart()) {
+            const index = next++;
+            results[index] = await work(items[index], index);
+        }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/core/logger.ts
+const silentLogger = {
+    info: () => undefined,
+    warn: () => undefined,
+    debug: () => undefined,
+    group: (_title, work) => work()
+};
+/** For work running side by side: every line names its database instead of opening a group. */
+function prefixedLogger(log, prefix) {
+    const tag = (message) => `[${prefix}] ${message}`;
+    return {
+        info: (message) => log.info(tag(message)),
+        warn: (message) => log.warn(tag(message)),
+        debug: (message) => log.debug(tag(message)),
+        group: (title, work) => {
+            log.info(tag(title));
+            return work();
+        }
+    };
+}
+
 ;// CONCATENATED MODULE: ./src/core/planner.ts
 
 
@@ -19645,6 +20111,7 @@ function planDatabase(server, database, request, options = { lockConflicts: 'blo
             to: want.version ?? available?.defaultVersion ?? null,
             path: [],
             action: 'none',
+            defaultTarget: want.version === undefined,
             order: 0,
             schema: installed?.schema ?? null,
             requires: [],
@@ -19884,13 +20351,14 @@ function assemblePlan(server, results, request, now = new Date()) {
  * as it is inspected, so its raw facts are not kept: memory stays flat as the fleet grows.
  */
 async function makePlan(connect, options, log) {
-    const requestOf = typeof options.request === 'function' ? options.request : () => options.request;
+    const requestOf = (database) => options.extensionsFor ? { ...options.request, extensions: options.extensionsFor(database) } : options.request;
     let server;
     let roundTrips = 0;
+    const cache = new CatalogCache();
     const inspectAndPlan = (database) => withSession(connect, { database, purpose: 'inspect' }, async (client) => {
         const request = requestOf(database);
         const targets = request.extensions.map((e) => e.name);
-        const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs }, !server);
+        const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, !server);
         server ??= inspection.server;
         roundTrips += inspection.roundTrips;
         log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`);
@@ -19898,31 +20366,159 @@ async function makePlan(connect, options, log) {
     });
     const [first, ...rest] = options.databases;
     const results = [await inspectAndPlan(first), ...(await runPool(rest, options.concurrency, inspectAndPlan))];
-    const request = typeof options.request === 'function' ? requestOf(first) : options.request;
-    return { plan: assemblePlan(server, results, request), server: server, roundTrips };
+    return { plan: assemblePlan(server, results, options.request), server: server, cache, roundTrips };
 }
 
 ;// CONCATENATED MODULE: ./src/modes/targets.ts
 
 
-/** The databases a mode works on: `databases` minus `exclude-databases`, or the database of the URL. */
+
+
+
+/**
+ * The databases a mode works on: `databases` minus `exclude-databases`; with neither, the
+ * databases a manifest names, else the database of the URL. With a manifest, a database it asks
+ * nothing of is left out: an empty request would otherwise mean "every extension behind".
+ */
 async function targetDatabases(context) {
-    const { inputs, connect, target } = context;
-    return selectDatabases(connect, { patterns: inputs.databases, exclude: inputs.excludeDatabases }, target.database);
+    const { inputs, connect, target, manifest } = context;
+    const patterns = inputs.databases.length > 0 ? inputs.databases : manifest ? manifest_databasePatterns(manifest) : [];
+    const selected = await selectDatabases(connect, { patterns, exclude: inputs.excludeDatabases }, target.database);
+    return manifest ? selected.filter((database) => requestsFor(manifest, database).length > 0) : selected;
 }
-function planRequest(inputs) {
+/** What a database is asked to reach: the manifest's entries for it, or the `extensions` input. */
+function requestedExtensions(context, database) {
+    return context.manifest ? requestsFor(context.manifest, database) : context.inputs.extensions;
+}
+/** The options every database is planned with; with a manifest, the extensions vary per database. */
+function planRequest(context) {
+    const { inputs, manifest } = context;
     return {
-        extensions: inputs.extensions,
+        extensions: manifest ? [] : inputs.extensions,
         allowDowngrade: inputs.allowDowngrade,
         installMissing: inputs.installMissing,
-        stagedExtensions: inputs.stagedExtensions
+        stagedExtensions: inputs.stagedExtensions,
+        ...(manifest ? { manifest: manifest.file } : {})
     };
 }
 /** Inspects and plans every targeted database, as dry-run does. */
 async function planTargets(context, planner) {
     const { inputs, connect, log } = context;
     const databases = await targetDatabases(context);
-    return makePlan(connect, { databases, request: planRequest(inputs), longTransactionMs: inputs.longTransactionThreshold, concurrency: inputs.concurrency, planner }, log);
+    if (databases.length === 0) {
+        throw new CodedError('INVALID_INPUT', `input "manifest": ${context.manifest?.file} asks nothing of the selected databases`);
+    }
+    return makePlan(connect, {
+        databases,
+        request: planRequest(context),
+        extensionsFor: context.manifest ? (database) => requestedExtensions(context, database) : undefined,
+        longTransactionMs: inputs.longTransactionThreshold,
+        concurrency: inputs.concurrency,
+        planner
+    }, log);
+}
+/**
+ * Runs `work` per database through the bounded pool. One at a time, each database gets a log
+ * group; side by side, groups would interleave, so every line is prefixed with its database.
+ */
+function eachDatabase(context, databases, title, work, mayStart) {
+    const { log, inputs } = context;
+    const sideBySide = databases.length > 1 && inputs.concurrency > 1;
+    return runPool(databases, inputs.concurrency, (database) => (sideBySide ? work(database, prefixedLogger(log, database)) : log.group(title(database), () => work(database, log))), mayStart);
+}
+
+;// CONCATENATED MODULE: ./src/modes/drift.ts
+
+
+
+
+
+/** The reference server's side of a parity check (its database of reference-database-url). */
+async function readReference(context) {
+    const url = context.inputs.referenceDatabaseUrl;
+    if (!url)
+        return undefined;
+    const reference = resolveTarget(url, {});
+    const connect = makeConnector(reference, context.inputs.connectTimeout);
+    return withSession(connect, { purpose: 'drift' }, async (client) => {
+        const { installed } = await readDatabaseExtensions(client);
+        return { extensions: installed, ...(await readParitySettings(client)) };
+    });
+}
+/**
+ * drift: for every targeted database and extension, the catalog version, the control-file
+ * default and the loaded library version (where the extension can tell), classified against
+ * the target and the installed package — not against the other databases. Read-only: a
+ * monitoring role is enough.
+ */
+async function drift(context) {
+    const { inputs, connect, log } = context;
+    const databases = await targetDatabases(context);
+    const reference = await readReference(context);
+    let server;
+    let targetSettings;
+    const checkOne = (database) => withSession(connect, { database, purpose: 'drift' }, async (client) => {
+        const requested = requestedExtensions(context, database);
+        const names = new Set(requested.map((e) => e.name));
+        const explicit = new Map(requested.filter((e) => e.version).map((e) => [e.name, e.version]));
+        server ??= await inspectServer(client);
+        if (reference)
+            targetSettings ??= await readParitySettings(client);
+        const { installed, libraries } = await readDatabaseExtensions(client);
+        const entries = installed
+            .filter((e) => names.size === 0 || names.has(e.name))
+            .map((e) => classifyDrift({
+            database,
+            extension: e.name,
+            catalog: e.version,
+            available: server.available[e.name],
+            explicitTarget: explicit.get(e.name),
+            library: libraries[e.name] ?? null
+        }));
+        for (const name of names) {
+            if (!installed.some((e) => e.name === name))
+                log.info(`${database}: ${name} is not installed`);
+        }
+        const parity = reference && targetSettings ? compareParity(database, { extensions: installed, ...targetSettings }, reference) : [];
+        return { name: database, extensions: entries, parity };
+    });
+    const [first, ...rest] = databases;
+    const results = [await checkOne(first), ...(await runPool(rest, inputs.concurrency, checkOne))];
+    const entries = results.flatMap((r) => r.extensions);
+    const fleet = fleetSkew(entries);
+    const parity = results.flatMap((r) => r.parity);
+    const drifted = entries.filter((e) => e.class !== 'ok');
+    const status = drifted.length + fleet.length + parity.length > 0 ? 'drift_detected' : 'no_drift';
+    const counts = { databases: databases.length, checked: entries.length, fleet_skew: fleet.length, parity: parity.length };
+    for (const e of entries)
+        counts[e.class] = (counts[e.class] ?? 0) + 1;
+    const report = {
+        schemaVersion: 1,
+        mode: 'drift',
+        status,
+        checkedAt: new Date().toISOString(),
+        counts,
+        databases: results.map(({ name, extensions }) => ({ name, extensions })),
+        fleet,
+        parity
+    };
+    const findings = [
+        ...drifted.map((e) => ({ code: 'DRIFT', database: e.database, extension: e.extension, message: `${e.class}: ${e.message}` })),
+        ...fleet.map((f) => ({ code: 'DRIFT', extension: f.extension, message: `fleet_skew: ${f.message}` })),
+        ...parity.map((p) => ({ code: 'DRIFT', database: p.database, message: `parity: ${p.message}` }))
+    ];
+    return {
+        mode: 'drift',
+        status,
+        changed: false,
+        report,
+        errors: inputs.failOnDrift ? findings : [],
+        warnings: inputs.failOnDrift ? [] : findings,
+        fails: status === 'drift_detected' && inputs.failOnDrift,
+        error: findings.length > 0 ? `${findings.length} drift finding(s); first: ${findings[0].message}` : undefined,
+        target: redact(context.target),
+        outputs: { drift: JSON.stringify({ status, databases: report.databases, fleet, parity }) }
+    };
 }
 
 ;// CONCATENATED MODULE: ./src/modes/dry-run.ts
@@ -19992,7 +20588,8 @@ function classify(error) {
 
 
 
-const PRODUCT_LOCK_KEY = fnv31('pg-extension-upgrade');
+
+const PRODUCT_LOCK_KEY = fnv31(PRODUCT.name);
 /** A stable 31-bit hash (FNV-1a), so advisory lock keys need no server round trip. */
 function fnv31(text) {
     let hash = 0x811c9dc5;
@@ -20030,7 +20627,7 @@ function updateStatement(client, entry, version) {
  * 3. each extension, in order, is updated on a fresh session where the ALTER is the first
  *    statement; lock timeouts are retried with backoff; a failure stops its dependents.
  */
-async function executeDatabase(connect, target, server, settings, log) {
+async function executeDatabase(connect, target, server, settings, log, cache = new CatalogCache()) {
     const started = Date.now();
     const report = (outcome, extensions, code, message) => ({
         name: target.name,
@@ -20044,7 +20641,7 @@ async function executeDatabase(connect, target, server, settings, log) {
     try {
         coordinator = await connect({ database: target.name, purpose: 'coordinator', settings: { lock_timeout: `${lockWaitMs}ms` } });
         await takeAdvisoryLock(coordinator, target.name, lockWaitMs);
-        const inspection = await inspectDatabase(coordinator, { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs }, false);
+        const inspection = await inspectDatabase(coordinator, { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs, depth: 'apply', cache }, false);
         const facts = inspection.database;
         if (target.planned)
             assertStillPlanned(facts, server, target.planned);
@@ -20065,10 +20662,8 @@ async function executeDatabase(connect, target, server, settings, log) {
         return report('failed', [], coded.code, coded.message);
     }
     finally {
-        if (coordinator) {
-            await coordinator.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
-            await closeQuietly(coordinator);
-        }
+        // Ending the session releases its advisory lock.
+        await closeQuietly(coordinator);
     }
 }
 async function takeAdvisoryLock(coordinator, database, waitMs) {
@@ -20274,29 +20869,6 @@ function reportFindings(report) {
     return findings;
 }
 
-;// CONCATENATED MODULE: ./src/core/logger.ts
-const silentLogger = {
-    info: () => undefined,
-    warn: () => undefined,
-    debug: () => undefined,
-    group: (_title, work) => work()
-};
-/** For work running side by side: every line names its database instead of opening a group. */
-function prefixedLogger(log, prefix) {
-    const tag = (message) => `[${prefix}] ${message}`;
-    return {
-        info: (message) => log.info(tag(message)),
-        warn: (message) => log.warn(tag(message)),
-        debug: (message) => log.debug(tag(message)),
-        group: (title, work) => {
-            log.info(tag(title));
-            return work();
-        }
-    };
-}
-
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 ;// CONCATENATED MODULE: ./src/core/plan-input.ts
 
 
@@ -20307,6 +20879,7 @@ const extensionSchema = object({
     to: schemas_string().nullable(),
     path: array(schemas_string()),
     action: schemas_enum(['update', 'install', 'none', 'blocked']),
+    defaultTarget: schemas_boolean(),
     order: schemas_number(),
     schema: schemas_string().nullable(),
     requires: array(schemas_string())
@@ -20319,7 +20892,8 @@ const planSchema = looseObject({
         extensions: array(object({ name: schemas_string(), version: schemas_string().optional() })),
         allowDowngrade: schemas_boolean(),
         installMissing: schemas_boolean(),
-        stagedExtensions: array(schemas_string())
+        stagedExtensions: array(schemas_string()),
+        manifest: schemas_string().optional()
     }),
     databases: array(looseObject({ name: schemas_string(), fingerprint: schemas_string(), unplanned: array(schemas_string()), extensions: array(looseObject(extensionSchema.shape)) })),
     blockers: array(looseObject({ code: schemas_string(), message: schemas_string() })),
@@ -20740,8 +21314,6 @@ function skipBlockComment(text, from) {
 
 
 
-
-
 /** `verify-sql` is inline SQL, or the path of a file holding it. */
 function readProbes(input) {
     const text = input.trim();
@@ -20751,23 +21323,15 @@ function readProbes(input) {
     return splitStatements(source);
 }
 /** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
-function expectationsFor(inputs, plan, database) {
+function expectationsFor(requested, plan, database) {
     if (plan) {
         const planned = plan.databases.find((d) => d.name === database)?.extensions ?? [];
         return planned
             .filter((e) => e.action !== 'blocked' && e.to !== null)
-            .map((e) => {
-            const requested = plan.request.extensions.find((r) => r.name === e.name);
-            return {
-                name: e.name,
-                version: e.to,
-                drift: requested?.version === undefined,
-                membersBefore: e.from ? plan.members[`${e.name}@${e.from}`] : undefined
-            };
-        });
+            .map((e) => ({ name: e.name, version: e.to, drift: e.defaultTarget, membersBefore: e.from ? plan.members[`${e.name}@${e.from}`] : undefined }));
     }
-    if (inputs.extensions.length > 0) {
-        return inputs.extensions.map((r) => ({ name: r.name, version: r.version ?? null, drift: r.version === undefined }));
+    if (requested.length > 0) {
+        return requested.map((r) => ({ name: r.name, version: r.version ?? null, drift: r.version === undefined }));
     }
     return null;
 }
@@ -20787,27 +21351,26 @@ function verifyFindings(report) {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 async function verify(context) {
-    const { inputs, target, connect, log } = context;
-    const plan = inputs.plan ? loadPlan(inputs.plan) : undefined;
+    const plan = context.inputs.plan ? loadPlan(context.inputs.plan) : undefined;
+    const report = await verifyTargets(context, plan);
+    return verifyResult(context, report);
+}
+/** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
+async function verifyTargets(context, plan) {
+    const { inputs, connect } = context;
     const probes = readProbes(inputs.verifySql);
     const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context);
-    const sideBySide = databases.length > 1 && inputs.concurrency > 1;
-    const reports = (await runPool(databases, inputs.concurrency, async (database) => {
-        const dbLog = sideBySide ? prefixedLogger(log, database) : log;
-        const work = async () => {
-            const report = await verifyDatabase(connect, database, { expectations: expectationsFor(inputs, plan, database), probes, statementTimeoutMs: inputs.statementTimeout });
-            for (const check of report.checks)
-                dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`);
-            return report;
-        };
-        return sideBySide ? work() : log.group(`verify ${database}`, work);
+    const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
+        const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout });
+        for (const check of report.checks)
+            dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`);
+        return report;
     }));
     const checks = reports.flatMap((r) => r.checks);
-    const status = reports.every((r) => r.ok) ? 'verified' : 'verify_failed';
-    const report = {
+    return {
         schemaVersion: 1,
         mode: 'verify',
-        status,
+        status: reports.every((r) => r.ok) ? 'verified' : 'verify_failed',
         checkedAt: new Date().toISOString(),
         counts: {
             passed: checks.filter((c) => c.ok && !c.skipped).length,
@@ -20816,22 +21379,22 @@ async function verify(context) {
         },
         databases: reports
     };
-    const errors = reports.flatMap(verifyFindings);
+}
+function verifyResult(context, report) {
+    const errors = report.databases.flatMap(verifyFindings);
     return {
         mode: 'verify',
-        status,
+        status: report.status,
         changed: false,
         report,
         errors,
         warnings: [],
         error: errors.length > 0 ? `${errors.length} check(s) failed; first: ${errors[0].code}: ${errors[0].message}` : undefined,
-        target: redact(target)
+        target: redact(context.target)
     };
 }
 
 ;// CONCATENATED MODULE: ./src/modes/execute.ts
-
-
 
 
 
@@ -20872,43 +21435,61 @@ const notStarted = (name) => ({ name, outcome: 'not_started', durationMs: 0, ext
  * time; after a failure `on-failure: stop` starts nothing new, `continue` goes on (`max-failures`).
  */
 async function execute(context) {
-    const { inputs, target, connect, log } = context;
+    const { plan, server, cache } = await planToApply(context);
+    if (plan.status === 'dry_run_blocked')
+        return blockedPlanResult(context, plan);
+    const report = await applyPlan(context, plan, server, cache);
+    return executeResult(context, plan, report);
+}
+const blockedMessage = (plan) => `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`;
+function blockedPlanResult(context, plan) {
+    return {
+        mode: 'execute',
+        status: 'failed',
+        changed: false,
+        plan,
+        errors: plan.blockers,
+        warnings: plan.warnings,
+        error: blockedMessage(plan),
+        target: redact(context.target)
+    };
+}
+function executeResult(context, plan, report) {
+    const errors = report.databases.flatMap(reportFindings);
+    const { failed, notStarted } = report.counts;
+    return {
+        mode: 'execute',
+        status: report.status,
+        changed: executeChanged(report),
+        plan,
+        report,
+        errors,
+        warnings: [],
+        error: errors.length > 0 ? `${failed} database(s) failed, ${notStarted} not started; first: ${errors[0].code}: ${errors[0].message}` : undefined,
+        target: redact(context.target)
+    };
+}
+const executeChanged = (report) => report.databases.some((r) => r.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed'));
+/** Applies an approved plan to its databases: canaries first, then the rest through the pool. */
+async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
+    const { inputs, connect, log } = context;
     const startedAt = new Date();
-    const { plan, server: planned } = await planToApply(context);
-    if (plan.status === 'dry_run_blocked') {
-        return {
-            mode: 'execute',
-            status: 'failed',
-            changed: false,
-            plan,
-            errors: plan.blockers,
-            warnings: plan.warnings,
-            error: `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`,
-            target: redact(target)
-        };
-    }
     const server = planned ?? (await withSession(connect, { database: plan.databases[0]?.name, purpose: 'inspect' }, inspectServer));
     const settings = executeSettings(inputs);
     const names = plan.databases.map((d) => d.name);
     const byName = new Map(plan.databases.map((d) => [d.name, d]));
-    const sideBySide = names.length > 1 && inputs.concurrency > 1;
     let failures = 0;
     let finished = 0;
-    const runOne = async (name, verifyAfter) => {
+    const runOne = async (name, dbLog, verifyAfter) => {
         const database = byName.get(name);
-        const dbLog = sideBySide ? prefixedLogger(log, name) : log;
-        const work = async () => {
-            const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog);
-            if (verifyAfter && report.outcome !== 'failed') {
-                const proof = await verifyDatabase(connect, name, { expectations: expectationsFor(inputs, plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout });
-                const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`);
-                report.canary = { verified: broken.length === 0, failures: broken };
-                if (broken.length > 0)
-                    Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` });
-            }
-            return report;
-        };
-        const report = sideBySide ? await work() : await log.group(`database ${name}`, work);
+        const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache);
+        if (verifyAfter && report.outcome !== 'failed') {
+            const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout });
+            const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`);
+            report.canary = { verified: broken.length === 0, failures: broken };
+            if (broken.length > 0)
+                Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` });
+        }
         if (report.outcome === 'failed')
             failures++;
         finished++;
@@ -20917,13 +21498,14 @@ async function execute(context) {
         return report;
     };
     const mayStart = () => inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0;
+    const title = (name) => `database ${name}`;
     const canary = names.slice(0, inputs.canary);
-    const canaryReports = await runPool(canary, inputs.concurrency, (name) => runOne(name, true), () => failures === 0);
+    const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0);
     const canaryPassed = failures === 0;
     if (canary.length > 0)
         log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started');
     const rest = names.slice(canary.length);
-    const restReports = canaryPassed ? await runPool(rest, inputs.concurrency, (name) => runOne(name, false), mayStart) : [];
+    const restReports = canaryPassed ? await eachDatabase(context, rest, title, (name, dbLog) => runOne(name, dbLog, false), mayStart) : [];
     const reports = [...canaryReports, ...rest.map((_, i) => restReports[i])].map((r, i) => r ?? notStarted(names[i]));
     const counts = {
         updated: reports.filter((r) => r.outcome === 'updated').length,
@@ -20931,11 +21513,10 @@ async function execute(context) {
         failed: reports.filter((r) => r.outcome === 'failed').length,
         notStarted: reports.filter((r) => r.outcome === 'not_started').length
     };
-    const status = counts.failed > 0 || counts.notStarted > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do';
-    const report = {
+    return {
         schemaVersion: 1,
         mode: 'execute',
-        status,
+        status: counts.failed > 0 || counts.notStarted > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do',
         startedAt: startedAt.toISOString(),
         durationMs: Date.now() - startedAt.getTime(),
         planFingerprint: plan.fingerprint,
@@ -20943,42 +21524,3399 @@ async function execute(context) {
         counts,
         databases: reports
     };
-    const errors = reports.flatMap(reportFindings);
+}
+
+;// CONCATENATED MODULE: ./src/core/recovery/manifest.ts
+
+
+
+
+
+/**
+ * The snapshot manifest: everything a rollback needs and everything that proves it is being applied
+ * to the same cluster. Written as manifest.json in the snapshot's directory; paths inside it are
+ * relative to that directory, so a snapshot can be moved (or uploaded and downloaded) as a whole.
+ */
+const MANIFEST_FILE = 'manifest.json';
+const MANIFEST_KIND = 'pg-extension-upgrade/snapshot';
+const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'];
+const manifest_extensionSchema = object({
+    name: schemas_string(),
+    version: schemas_string(),
+    schema: schemas_string(),
+    relocatable: schemas_boolean(),
+    /** Extensions it depends on (pg_depend), all listed earlier in the database's list. */
+    requires: array(schemas_string())
+});
+const dumpSchema = object({
+    /** Relative to the manifest's directory. */
+    file: schemas_string(),
+    bytes: schemas_number(),
+    sha256: schemas_string(),
+    /** The snapshot exported by the session that counted the rows; pg_dump ran with --snapshot. */
+    exportedSnapshot: schemas_string(),
+    tocEntries: schemas_number(),
+    /** Exact row count per user table (qualified name), counted in the dump's snapshot. */
+    rowCounts: record(schemas_string(), schemas_number()),
+    durationMs: schemas_number()
+});
+const databaseSchema = object({
+    name: schemas_string(),
+    owner: schemas_string(),
+    encoding: schemas_string(),
+    collate: schemas_string(),
+    ctype: schemas_string(),
+    localeProvider: schemas_enum(['libc', 'icu']),
+    icuLocale: schemas_string().nullable(),
+    tablespace: schemas_string(),
+    allowConnections: schemas_boolean(),
+    connectionLimit: schemas_number(),
+    isTemplate: schemas_boolean(),
+    /** In dependency order: an extension comes after those it requires. */
+    extensions: array(manifest_extensionSchema),
+    /** The schemas the extensions live in. */
+    schemas: array(schemas_string()),
+    dump: dumpSchema.optional()
+});
+const manifest_manifestSchema = object({
+    kind: literal(MANIFEST_KIND),
+    schemaVersion: literal(1),
+    id: schemas_string(),
+    strategy: schemas_enum(SNAPSHOT_STRATEGIES),
+    /** The server's clock when the baseline was fixed (restore point, or the dumps' snapshot). */
+    createdAt: schemas_string(),
+    tool: object({ name: schemas_string(), version: schemas_string() }),
+    server: object({
+        systemIdentifier: schemas_string(),
+        version: schemas_string(),
+        versionNum: schemas_number(),
+        /** The timeline the restore point was written on, read from pg_walfile_name(pg_current_wal_lsn()). */
+        timeline: schemas_number(),
+        walSegmentSize: schemas_number(),
+        /** null when the role may not read data_directory. */
+        dataDirectory: schemas_string().nullable(),
+        /** Every database of the cluster at snapshot time (a PITR also rewinds these). */
+        clusterDatabases: array(schemas_string()),
+        /** sum(xact_commit) of pg_stat_database at snapshot time, to estimate what a PITR discards. */
+        commitsAtSnapshot: schemas_number().nullable()
+    }),
+    archive: object({
+        method: schemas_enum(['archive_command', 'archive_library']),
+        /** The archive directory, when archive_command copies into a local directory. */
+        directory: schemas_string().nullable()
+    })
+        .nullable(),
+    restorePoint: object({
+        name: schemas_string(),
+        lsn: schemas_string(),
+        walFile: schemas_string(),
+        timeline: schemas_number(),
+        createdAt: schemas_string(),
+        archivedAt: schemas_string(),
+        /** How the name's uniqueness was proven (pg_waldump over the archive, or not possible). */
+        uniqueness: schemas_string()
+    })
+        .optional(),
+    baseBackup: object({
+        external: schemas_boolean(),
+        /** Relative to the manifest's directory (plain format). */
+        path: schemas_string().optional(),
+        label: schemas_string().optional(),
+        startLsn: schemas_string().optional(),
+        endLsn: schemas_string().optional(),
+        startWalFile: schemas_string().optional(),
+        timeline: schemas_number().optional(),
+        bytes: schemas_number().optional(),
+        format: literal('plain').optional(),
+        verifiedWith: schemas_string().optional(),
+        /** For an external base backup: where it is said to come from. */
+        note: schemas_string().optional()
+    })
+        .optional(),
+    databases: array(databaseSchema),
+    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() }))
+});
+const manifest_NAME = /^[A-Za-z0-9_.-]+$/;
+/** A restore point name as the action accepts it: at most 63 bytes of [A-Za-z0-9_.-]. */
+function restorePointProblem(name) {
+    if (name.length === 0)
+        return 'is empty';
+    if (Buffer.byteLength(name) > 63)
+        return `"${name}" is ${Buffer.byteLength(name)} bytes; PostgreSQL allows at most 63`;
+    if (!manifest_NAME.test(name))
+        return `"${name}" has characters outside A-Z, a-z, 0-9, "_", "." and "-"`;
+    return undefined;
+}
+const stamp = (date) => date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+/**
+ * A unique name from the repository, run id and attempt (GitHub), the time and 16 random bits:
+ * `pgxu_<repo>_<run>_<attempt>_<yyyymmddThhmmssZ>_<hex>`, at most 63 bytes.
+ */
+function generateSnapshotId(env, now = new Date()) {
+    const random = (0,external_node_crypto_namespaceObject.randomBytes)(2).toString('hex');
+    const run = env.GITHUB_RUN_ID ? `${env.GITHUB_RUN_ID}_${env.GITHUB_RUN_ATTEMPT || '1'}` : 'local';
+    const tail = `_${run}_${stamp(now)}_${random}`;
+    const repo = (env.GITHUB_REPOSITORY ?? '').split('/').pop().replace(/[^A-Za-z0-9_.-]/g, '-');
+    const room = 63 - 'pgxu_'.length - tail.length;
+    const middle = repo && room > 0 ? `_${repo.slice(0, room - 1)}` : '';
+    return `pgxu${middle}${tail}`.slice(0, 63);
+}
+async function sha256File(path) {
+    const hash = (0,external_node_crypto_namespaceObject.createHash)('sha256');
+    await new Promise((resolvePromise, reject) => {
+        (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 })
+            .on('data', (chunk) => hash.update(chunk))
+            .on('error', reject)
+            .on('end', () => resolvePromise());
+    });
+    return hash.digest('hex');
+}
+/** A file entry of the manifest: its path relative to the snapshot directory, size and sha256. */
+async function fileEntry(snapshotDir, path) {
+    return { path: (0,external_node_path_namespaceObject.relative)(snapshotDir, path), bytes: (0,external_node_fs_namespaceObject.statSync)(path).size, sha256: await sha256File(path) };
+}
+/** Writes the manifest atomically (a temporary file renamed into place). */
+function writeManifest(snapshotDir, manifest) {
+    const path = (0,external_node_path_namespaceObject.join)(snapshotDir, MANIFEST_FILE);
+    const temporary = `${path}.tmp-${process.pid}`;
+    (0,external_node_fs_namespaceObject.writeFileSync)(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
+    (0,external_node_fs_namespaceObject.renameSync)(temporary, path);
+    return path;
+}
+/** `snapshot` is the manifest's path or its directory. */
+function manifestPathOf(input) {
+    const path = (0,external_node_path_namespaceObject.resolve)(input.trim());
+    if ((0,external_node_fs_namespaceObject.existsSync)(path) && (0,external_node_fs_namespaceObject.statSync)(path).isDirectory())
+        return (0,external_node_path_namespaceObject.join)(path, MANIFEST_FILE);
+    return path;
+}
+/** Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`. */
+function readManifest(input) {
+    const path = manifestPathOf(input);
+    if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+        throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
+    let parsed;
+    try {
+        parsed = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
+    }
+    catch (error) {
+        throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${errorMessage(error)})`);
+    }
+    const result = manifest_manifestSchema.safeParse(parsed);
+    if (!result.success) {
+        const first = result.error.issues[0];
+        throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
+    }
+    return { manifest: result.data, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
+}
+/** Absolute path of a manifest-relative path. */
+function inSnapshot(dir, path) {
+    return (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : (0,external_node_path_namespaceObject.join)(dir, path);
+}
+/**
+ * Re-computes the checksum of every file the manifest lists. A rollback uses no file that fails:
+ * SNAPSHOT_CORRUPT names each one.
+ */
+async function verifyFiles(dir, manifest, only) {
+    const problems = [];
+    for (const file of manifest.files) {
+        if (only && !only(file.path))
+            continue;
+        const path = inSnapshot(dir, file.path);
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
+            problems.push(`${file.path} is missing`);
+            continue;
+        }
+        const size = (0,external_node_fs_namespaceObject.statSync)(path).size;
+        if (size !== file.bytes) {
+            problems.push(`${file.path} is ${size} bytes, the manifest says ${file.bytes}`);
+            continue;
+        }
+        const sum = await sha256File(path);
+        if (sum !== file.sha256)
+            problems.push(`${file.path} has sha256 ${sum.slice(0, 12)}…, the manifest says ${file.sha256.slice(0, 12)}…`);
+    }
+    if (problems.length > 0)
+        throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
+}
+/** Manifests found in a snapshot directory: the directory itself and its immediate subdirectories. */
+function manifestsUnder(root) {
+    if (!root || !(0,external_node_fs_namespaceObject.existsSync)(root))
+        return [];
+    const candidates = [(0,external_node_path_namespaceObject.join)(root, MANIFEST_FILE)];
+    try {
+        for (const entry of (0,external_node_fs_namespaceObject.readdirSync)(root, { withFileTypes: true }))
+            if (entry.isDirectory())
+                candidates.push((0,external_node_path_namespaceObject.join)(root, entry.name, MANIFEST_FILE));
+    }
+    catch {
+        return [];
+    }
+    const found = [];
+    for (const path of candidates) {
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+            continue;
+        try {
+            found.push({ path, manifest: readManifest(path).manifest });
+        }
+        catch {
+            // not ours, or unreadable: ignored
+        }
+    }
+    return found;
+}
+
+;// CONCATENATED MODULE: external "node:perf_hooks"
+const external_node_perf_hooks_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:perf_hooks");
+;// CONCATENATED MODULE: external "node:child_process"
+const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+;// CONCATENATED MODULE: ./src/core/programs.ts
+
+
+
+
+
+
+
+
+/** A program that exited unsuccessfully: the message carries the tail of its stderr. */
+class ProgramError extends Error {
+    result;
+    constructor(message, result) {
+        super(message);
+        this.result = result;
+        this.name = 'ProgramError';
+    }
+}
+const OUTPUT_LIMIT = 4 * 1024 * 1024;
+const STDERR_IN_MESSAGE = 2000;
+/** The current account. */
+function currentUser() {
+    const me = userInfo();
+    return { uid: me.uid, gid: me.gid, name: me.username };
+}
+/** The owner of a file or directory, with the account name from /etc/passwd when it is there. */
+function ownerOf(path) {
+    const stat = (0,external_node_fs_namespaceObject.statSync)(path);
+    return { uid: stat.uid, gid: stat.gid, name: accountName(stat.uid) };
+}
+function accountName(uid) {
+    try {
+        const line = (0,external_node_fs_namespaceObject.readFileSync)('/etc/passwd', 'utf8')
+            .split('\n')
+            .find((entry) => entry.split(':')[2] === String(uid));
+        if (line)
+            return line.split(':')[0];
+    }
+    catch {
+        // no passwd file: the number will do
+    }
+    return `#${uid}`;
+}
+/** How a program would be run as `user` from here. */
+function runAsMethod(user) {
+    if (!user)
+        return 'self';
+    const me = process.getuid?.() ?? (0,external_node_os_namespaceObject.userInfo)().uid;
+    if (me === user.uid)
+        return 'self';
+    return me === 0 ? 'setuid' : 'sudo';
+}
+/** How a person would type the command as that user, for printed instructions. */
+function asUserPrefix(user) {
+    const method = runAsMethod(user);
+    if (method === 'self' || !user)
+        return '';
+    return `sudo -u ${user.name.startsWith('#') ? `'${user.name}'` : user.name} `;
+}
+/** Single-quotes a word for a POSIX shell. */
+function shellQuote(word) {
+    return /^[A-Za-z0-9_@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+function commandLine(file, args) {
+    return [file, ...args].map(shellQuote).join(' ');
+}
+function childEnvironment(options) {
+    const base = { ...(options.env ?? process.env) };
+    if (!options.keepPgEnv) {
+        for (const name of Object.keys(base))
+            if (name.startsWith('PG'))
+                delete base[name];
+    }
+    return { ...base, LC_MESSAGES: 'C', ...options.extraEnv };
+}
+/**
+ * Runs a program and collects its output. Resolves when it exited with an accepted code; rejects
+ * with a ProgramError carrying its stderr otherwise, or when it cannot be started.
+ */
+function runProgram(file, args, options = {}) {
+    const secrets = options.secrets ?? [];
+    const method = runAsMethod(options.as);
+    let command = file;
+    let argv = [...args];
+    const env = childEnvironment(options);
+    if (method === 'sudo') {
+        if (options.extraEnv?.PGPASSWORD)
+            throw new Error('refusing to pass a password through sudo');
+        const passed = Object.entries(options.extraEnv ?? {}).map(([k, v]) => `${k}=${v}`);
+        command = 'sudo';
+        argv = ['-n', '-u', `#${options.as.uid}`, '--', 'env', ...passed, file, ...args];
+    }
+    const shown = commandLine(file, args);
+    const started = external_node_perf_hooks_namespaceObject.performance.now();
+    return new Promise((resolve, reject) => {
+        const child = (0,external_node_child_process_namespaceObject.spawn)(command, argv, {
+            cwd: options.cwd,
+            env,
+            stdio: ['pipe', 'pipe', 'pipe'],
+            ...(method === 'setuid' ? { uid: options.as.uid, gid: options.as.gid } : {})
+        });
+        let stdout = '';
+        let stderr = '';
+        let settled = false;
+        let timedOut = false;
+        const collect = (stream) => (chunk) => {
+            const text = chunk.toString('utf8');
+            if (stream === 'stdout' && stdout.length < OUTPUT_LIMIT)
+                stdout += text;
+            if (stream === 'stderr' && stderr.length < OUTPUT_LIMIT)
+                stderr += text;
+            options.onOutput?.(stream, scrub(text, secrets));
+        };
+        child.stdout.on('data', collect('stdout'));
+        child.stderr.on('data', collect('stderr'));
+        child.stdin.on('error', () => undefined);
+        child.stdin.end(options.input ?? '');
+        const timer = options.timeoutMs !== undefined
+            ? setTimeout(() => {
+                timedOut = true;
+                child.kill('SIGTERM');
+                setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+            }, options.timeoutMs)
+            : undefined;
+        const finish = (code, signal) => {
+            if (settled)
+                return;
+            settled = true;
+            if (timer)
+                clearTimeout(timer);
+            const result = { commandLine: shown, code, signal, stdout, stderr, durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started };
+            const ok = code !== null && (options.okCodes ?? [0]).includes(code);
+            if (ok)
+                return resolve(result);
+            const why = timedOut
+                ? `timed out after ${formatDuration(options.timeoutMs ?? 0)}`
+                : signal
+                    ? `was killed by ${signal}`
+                    : `exited with code ${code}`;
+            const tail = (stderr.trim() || stdout.trim()).slice(-STDERR_IN_MESSAGE);
+            reject(new ProgramError(scrub(`${shown} ${why} after ${formatDuration(result.durationMs)}${tail ? `: ${tail}` : ''}`, secrets), result));
+        };
+        child.on('error', (error) => {
+            if (settled)
+                return;
+            settled = true;
+            if (timer)
+                clearTimeout(timer);
+            const hint = method === 'sudo' ? ` (as ${options.as.name} through sudo -n: passwordless sudo is needed when not running as root or as that user)` : '';
+            const result = { commandLine: shown, code: null, signal: null, stdout, stderr, durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started };
+            reject(new ProgramError(scrub(`${shown} could not be started: ${error.message}${hint}`, secrets), result));
+        });
+        // A program that leaves a daemon holding its pipes (a start command) must not hang us: after
+        // exit, wait briefly for the streams, then settle anyway.
+        let grace;
+        child.on('exit', (code, signal) => {
+            grace = setTimeout(() => {
+                child.stdout?.destroy();
+                child.stderr?.destroy();
+                finish(code, signal);
+            }, 1000);
+        });
+        child.on('close', (code, signal) => {
+            if (grace)
+                clearTimeout(grace);
+            finish(code, signal);
+        });
+    });
+}
+/** Runs a user-supplied shell command (stop-command, start-command) with `sh -c`. */
+function runShell(command, options = {}) {
+    return runProgram('/bin/sh', ['-c', command], { keepPgEnv: true, ...options });
+}
+const isExecutable = (path) => {
+    try {
+        (0,external_node_fs_namespaceObject.accessSync)(path, external_node_fs_namespaceObject.constants.X_OK);
+        return (0,external_node_fs_namespaceObject.statSync)(path).isFile();
+    }
+    catch {
+        return false;
+    }
+};
+/** Where a PostgreSQL program would be looked for, in order. */
+function programCandidates(name, search) {
+    const dirs = [];
+    if (search.binDir)
+        dirs.push(search.binDir);
+    if (search.serverMajor)
+        dirs.push(`/usr/lib/postgresql/${search.serverMajor}/bin`, `/usr/pgsql-${search.serverMajor}/bin`);
+    const path = (search.env ?? process.env).PATH ?? '';
+    dirs.push(...path.split(external_node_path_namespaceObject.delimiter).filter(Boolean));
+    return [...new Set(dirs.map((dir) => (0,external_node_path_namespaceObject.join)(dir, name)))];
+}
+/** Finds a program: pg-bin-dir, then the server's versioned directory, then PATH. */
+function findProgram(name, search) {
+    if (search.binDir) {
+        const given = (0,external_node_path_namespaceObject.join)(search.binDir, name);
+        if (isExecutable(given))
+            return given;
+        throw new CodedError('PROGRAM_MISSING', `${name} is not in pg-bin-dir (${search.binDir}); install the PostgreSQL client programs there or fix pg-bin-dir`);
+    }
+    const found = programCandidates(name, search).find(isExecutable);
+    if (found)
+        return found;
+    const where = search.serverMajor ? `/usr/lib/postgresql/${search.serverMajor}/bin, /usr/pgsql-${search.serverMajor}/bin or PATH` : 'PATH';
+    throw new CodedError('PROGRAM_MISSING', `${name} was not found in ${where}; install the PostgreSQL ${search.serverMajor ?? ''} client programs or set pg-bin-dir`.replace('  ', ' '));
+}
+const majors = new Map();
+/** The major version a PostgreSQL program belongs to (`pg_dump --version`). */
+async function programMajor(path, env) {
+    const known = majors.get(path);
+    if (known !== undefined)
+        return known;
+    const result = await runProgram(path, ['--version'], { env, timeoutMs: 30_000 });
+    const match = /\(PostgreSQL\)\s+(\d+)/.exec(result.stdout) ?? /(\d+)(?:\.\d+)?/.exec(result.stdout);
+    if (!match)
+        throw new CodedError('PROGRAM_MISSING', `cannot tell the version of ${path} from "${result.stdout.trim()}"`);
+    const major = Number(match[1]);
+    majors.set(path, major);
+    return major;
+}
+/**
+ * Finds a program and checks that its major version can work with the server's; a mismatch is
+ * PROGRAM_MISSING with both versions named.
+ */
+async function findCompatibleProgram(name, serverMajor, search, rule) {
+    const path = findProgram(name, { ...search, serverMajor });
+    const major = await programMajor(path, search.env);
+    const ok = rule === 'exact' ? major === serverMajor : major >= serverMajor;
+    if (!ok) {
+        const need = rule === 'exact' ? `version ${serverMajor} exactly` : `version ${serverMajor} or newer`;
+        throw new CodedError('PROGRAM_MISSING', `${path} is PostgreSQL ${major}, but the server is ${serverMajor}: ${name} must be ${need} (set pg-bin-dir to the right one)`);
+    }
+    return path;
+}
+/** True when a path exists (without following a dangling symlink into an error). */
+const pathExists = (path) => existsSync(path);
+
+;// CONCATENATED MODULE: ./src/core/recovery/wal.ts
+
+
+
+
+
+/** WAL positions, segment file names, the archive directory, and what is in it. */
+const FILE = /^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$/;
+function parseLsn(text) {
+    const match = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(text.trim());
+    if (!match)
+        throw new Error(`"${text}" is not an LSN`);
+    return (BigInt(`0x${match[1]}`) << 32n) | BigInt(`0x${match[2]}`);
+}
+function formatLsn(lsn) {
+    return `${(lsn >> 32n).toString(16).toUpperCase()}/${(lsn & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+const hex8 = (value) => value.toString(16).toUpperCase().padStart(8, '0');
+function segmentName(segment, segmentSize) {
+    const perId = 0x100000000n / BigInt(segmentSize);
+    return `${hex8(segment.timeline)}${hex8(segment.segno / perId)}${hex8(segment.segno % perId)}`;
+}
+/** Parses a segment file name (also the prefix of `.partial` and `.backup` names); undefined otherwise. */
+function parseSegmentName(name, segmentSize) {
+    const match = FILE.exec(name.slice(0, 24));
+    if (!match)
+        return undefined;
+    const perId = 0x100000000n / BigInt(segmentSize);
+    return { timeline: parseInt(match[1], 16), segno: BigInt(`0x${match[2]}`) * perId + BigInt(`0x${match[3]}`) };
+}
+/** The segment holding the byte at `lsn` (for a start position; pg_walfile_name uses the previous byte). */
+function segmentOf(lsn, timeline, segmentSize) {
+    return segmentName({ timeline, segno: lsn / BigInt(segmentSize) }, segmentSize);
+}
+/** Every segment name from `first` to `last` inclusive, on first's timeline. */
+function segmentRange(first, last, segmentSize) {
+    const a = parseSegmentName(first, segmentSize);
+    const b = parseSegmentName(last, segmentSize);
+    if (!a || !b)
+        throw new Error(`not segment names: ${first}, ${last}`);
+    const names = [];
+    for (let segno = a.segno; segno <= b.segno; segno++)
+        names.push(segmentName({ timeline: a.timeline, segno }, segmentSize));
+    return names;
+}
+/** Timeline read the way pgBackRest does: pg_control_checkpoint() lags behind a promotion. */
+const CURRENT_TIMELINE_SQL = `('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int`;
+/**
+ * The archive directory when archive_command copies each segment into a local directory under
+ * its own name (`cp %p /archive/%f`, `test ! -f /a/%f && cp %p /a/%f`, rsync, install …).
+ * A command that renames or compresses (`/a/%f.gz`) or ships elsewhere gives null.
+ */
+function archiveDirectoryOf(archiveCommand) {
+    const pattern = /"(\/[^"]*?)\/%f"|'(\/[^']*?)\/%f'|(\/[^\s"';&|<>]*?)\/%f(?=$|[\s;&|)])/g;
+    let found = null;
+    for (const match of archiveCommand.matchAll(pattern))
+        found = match[1] ?? match[2] ?? match[3] ?? null;
+    return found;
+}
+/** Segment files (complete ones, not .partial/.backup/.history) in an archive directory, sorted. */
+function archivedSegments(archiveDir) {
+    return (0,external_node_fs_namespaceObject.readdirSync)(archiveDir)
+        .filter((name) => FILE.test(name))
+        .sort();
+}
+/** The start segment of the newest base backup whose history file (`….backup`) is in the archive. */
+function newestBackupStart(archiveDir) {
+    const histories = (0,external_node_fs_namespaceObject.readdirSync)(archiveDir)
+        .filter((name) => /^[0-9A-F]{24}\.[0-9A-F]{8}\.backup$/.test(name))
+        .sort();
+    return histories.at(-1)?.slice(0, 24);
+}
+const RESTORE_POINT_LINE = /len \(rec\/tot\):\s*\d+\/\s*(\d+), tx:\s*\d+, lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F]+\/[0-9A-F]+, desc: RESTORE_POINT (.*)$/;
+function contiguousRuns(names, segmentSize) {
+    const runs = [];
+    let previous;
+    for (const name of names) {
+        const segment = parseSegmentName(name, segmentSize);
+        const continues = previous && previous.timeline === segment.timeline && segment.segno === previous.segno + 1n;
+        if (continues)
+            runs[runs.length - 1].push(name);
+        else
+            runs.push([name]);
+        previous = segment;
+    }
+    return runs;
+}
+/**
+ * Lists the restore points in archived segments with pg_waldump (`-r XLOG`), one call per
+ * contiguous run of segments of one timeline. PostgreSQL keeps no catalog of restore points: the
+ * WAL is the only place they are.
+ */
+async function scanRestorePoints(waldump, archiveDir, segments, segmentSize, options = {}) {
+    const result = { points: [], scanned: segments.length, first: segments[0], last: segments.at(-1), incomplete: [] };
+    const bytes = BigInt(segmentSize);
+    for (const run of contiguousRuns(segments, segmentSize)) {
+        const args = ['-p', archiveDir, '-r', 'XLOG', run[0], run[run.length - 1]];
+        const ran = await runProgram(waldump, args, { ...options, okCodes: [0, 1] });
+        for (const line of ran.stdout.split('\n')) {
+            const match = RESTORE_POINT_LINE.exec(line);
+            if (!match)
+                continue;
+            const lsn = parseLsn(match[2]);
+            const timeline = parseSegmentName(run[0], segmentSize).timeline;
+            // Records are MAXALIGNed: the next one (and what pg_create_restore_point returns) starts 8-aligned.
+            const endLsn = (lsn + BigInt(match[1]) + 7n) & ~7n;
+            result.points.push({ name: match[3].trim(), lsn, endLsn, segment: segmentName({ timeline, segno: lsn / bytes }, segmentSize) });
+        }
+        if (ran.code !== 0) {
+            const message = ran.stderr.trim().split('\n').pop() ?? '';
+            if (options.strict)
+                throw new CodedError('WAL_MISSING', `pg_waldump could not read the archived WAL ${run[0]} … ${run[run.length - 1]}: ${message}`);
+            result.incomplete.push(`${run[0]} … ${run[run.length - 1]}: ${message}`);
+        }
+    }
+    return result;
+}
+/** Segments missing from a local archive between two segment names of one timeline. */
+function missingSegments(archiveDir, first, last, segmentSize) {
+    return segmentRange(first, last, segmentSize).filter((name) => !(0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(archiveDir, name)));
+}
+/** True when `archived` (a pg_stat_archiver name) is `wanted` or later on the same or a later timeline. */
+function archivedAtLeast(archived, wanted, segmentSize) {
+    if (!archived)
+        return false;
+    const a = parseSegmentName(archived, segmentSize);
+    const w = parseSegmentName(wanted, segmentSize);
+    if (!a || !w || a.timeline < w.timeline)
+        return false;
+    // A .backup history file names the segment it was written in, which is complete only later.
+    if (archived.endsWith('.backup'))
+        return a.segno > w.segno;
+    return a.segno >= w.segno;
+}
+/**
+ * Waits until `walFile` is archived: pg_stat_archiver reports it (or a later one) and, when the
+ * archive is a local directory, the file is there. Prints progress; gives up after `timeoutMs`
+ * with ARCHIVE_TIMEOUT and the archiver's last failure.
+ */
+async function waitForArchive(client, walFile, archiveDir, segmentSize, timeoutMs, log) {
+    const started = Date.now();
+    let lastReport = started;
+    let row;
+    for (let delay = 20;; delay = Math.min(250, delay * 2)) {
+        row = (await client.query('SELECT last_archived_wal, last_archived_time, failed_count, last_failed_wal, last_failed_time, clock_timestamp() AS now FROM pg_stat_archiver')).rows[0];
+        // The archiver counts a segment only once archive_command returned (a file that merely exists
+        // may still be being copied); a local archive must also hold the file.
+        const done = archivedAtLeast(row.last_archived_wal, walFile, segmentSize) && (archiveDir === null || (0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(archiveDir, walFile)));
+        if (done)
+            return { archivedAt: row.now, waitedMs: Date.now() - started };
+        const elapsed = Date.now() - started;
+        if (elapsed >= timeoutMs)
+            break;
+        if (Date.now() - lastReport >= 5000) {
+            lastReport = Date.now();
+            log.info(`waiting for ${walFile} to be archived: ${formatDuration(elapsed)} of ${formatDuration(timeoutMs)}; last archived ${row.last_archived_wal ?? 'none'}${Number(row.failed_count) > 0 ? `; ${row.failed_count} failure(s), last ${row.last_failed_wal}` : ''}`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+    const failure = row && row.last_failed_wal ? `; the archiver last failed on ${row.last_failed_wal} at ${row.last_failed_time?.toISOString()} (${row.failed_count} failure(s)): check archive_command and the server log` : '';
+    throw new CodedError('ARCHIVE_TIMEOUT', `${walFile} was not archived within wait-timeout (${formatDuration(timeoutMs)}); last archived: ${row?.last_archived_wal ?? 'none'}${failure}`);
+}
+/** `backup_manifest`'s WAL range (plain format): the timeline and start/end LSN the backup needs. */
+function readBackupWalRange(manifestPath) {
+    const json = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(manifestPath, 'utf8'));
+    const ranges = json['WAL-Ranges'];
+    if (!ranges?.length)
+        throw new Error(`${manifestPath} has no WAL-Ranges`);
+    const last = ranges[ranges.length - 1];
     return {
-        mode: 'execute',
-        status,
-        changed: reports.some((r) => r.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed')),
-        plan,
-        report,
-        errors,
-        warnings: [],
-        error: errors.length > 0 ? `${counts.failed} database(s) failed, ${counts.notStarted} not started; first: ${errors[0].code}: ${errors[0].message}` : undefined,
-        target: redact(target)
+        timeline: last.Timeline,
+        startLsn: ranges[0]['Start-LSN'],
+        endLsn: last['End-LSN'],
+        bytes: json.Files.reduce((sum, file) => sum + file.Size, 0)
     };
 }
 
-;// CONCATENATED MODULE: ./src/modes/rollback.ts
+;// CONCATENATED MODULE: ./src/core/recovery/inventory.ts
 
-async function rollback(_context) {
-    throw new CodedError('NOT_IMPLEMENTED', 'mode "rollback" is not available in this version yet; nothing was done');
+
+const CLUSTER_SQL = `
+SELECT json_build_object(
+  'systemIdentifier', (SELECT system_identifier::text FROM pg_control_system()),
+  'version', current_setting('server_version'),
+  'versionNum', current_setting('server_version_num')::int,
+  'inRecovery', pg_is_in_recovery(),
+  'timeline', CASE WHEN pg_is_in_recovery() THEN NULL ELSE ${CURRENT_TIMELINE_SQL} END,
+  'currentLsn', CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+  'walSegmentSize', (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
+  'walLevel', current_setting('wal_level'),
+  'archiveMode', current_setting('archive_mode'),
+  'archiveCommand', current_setting('archive_command'),
+  'archiveLibrary', coalesce(current_setting('archive_library', true), ''),
+  'hotStandby', current_setting('hot_standby'),
+  'dataDirectory', (SELECT setting FROM pg_settings WHERE name = 'data_directory'),
+  'role', current_user,
+  'superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+  'replication', (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
+  'canCreateRestorePoint', has_function_privilege('pg_create_restore_point(text)', 'EXECUTE'),
+  'canSwitchWal', has_function_privilege('pg_switch_wal()', 'EXECUTE'),
+  'canPromote', has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE'),
+  'maxWalSenders', current_setting('max_wal_senders')::int,
+  'walSenders', (SELECT count(*) FROM pg_stat_replication),
+  'replicas', (SELECT coalesce(json_agg(json_build_object('application', application_name, 'address', client_addr::text, 'state', state)), '[]') FROM pg_stat_replication),
+  'replicationSlots', (SELECT coalesce(json_agg(json_build_object('name', slot_name, 'type', slot_type)), '[]') FROM pg_replication_slots),
+  'userTablespaces', (SELECT coalesce(json_agg(spcname ORDER BY spcname), '[]') FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')),
+  'archiver', (SELECT json_build_object('archivedCount', archived_count, 'lastArchivedWal', last_archived_wal, 'lastArchivedTime', last_archived_time,
+      'failedCount', failed_count, 'lastFailedWal', last_failed_wal, 'lastFailedTime', last_failed_time) FROM pg_stat_archiver),
+  'databases', (SELECT coalesce(json_agg(json_build_object('name', datname, 'allowConnections', datallowconn, 'isTemplate', datistemplate,
+      'bytes', CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid) END) ORDER BY datname), '[]') FROM pg_database),
+  'commits', (SELECT sum(xact_commit) FROM pg_stat_database),
+  'now', clock_timestamp()
+) AS facts`;
+async function readClusterFacts(client) {
+    const result = await client.query(CLUSTER_SQL);
+    const facts = result.rows[0].facts;
+    return { ...facts, walSegmentSize: Number(facts.walSegmentSize), commits: facts.commits === null ? null : Number(facts.commits) };
+}
+/** The locale columns of pg_database changed over the versions (datlocprovider 15, datlocale 17). */
+function localeColumns(versionNum) {
+    if (versionNum >= 170000)
+        return `CASE d.datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END, d.datlocale`;
+    if (versionNum >= 150000)
+        return `CASE d.datlocprovider WHEN 'i' THEN 'icu' ELSE 'libc' END, d.daticulocale`;
+    return `'libc', NULL::text`;
+}
+function inventorySql(versionNum) {
+    const [provider, icu] = localeColumns(versionNum).split(', ');
+    return `
+SELECT json_build_object(
+  'name', d.datname,
+  'owner', pg_get_userbyid(d.datdba),
+  'encoding', pg_encoding_to_char(d.encoding),
+  'collate', d.datcollate,
+  'ctype', d.datctype,
+  'localeProvider', ${provider},
+  'icuLocale', ${icu},
+  'tablespace', t.spcname,
+  'allowConnections', d.datallowconn,
+  'connectionLimit', d.datconnlimit,
+  'isTemplate', d.datistemplate,
+  'extensions', (
+    SELECT coalesce(json_agg(json_build_object(
+      'name', e.extname, 'version', e.extversion, 'schema', n.nspname, 'relocatable', e.extrelocatable,
+      'requires', (SELECT coalesce(json_agg(r.extname::text ORDER BY r.extname), '[]')
+                   FROM pg_depend dep JOIN pg_extension r ON r.oid = dep.refobjid
+                   WHERE dep.classid = 'pg_extension'::regclass AND dep.objid = e.oid
+                     AND dep.refclassid = 'pg_extension'::regclass AND dep.deptype = 'n')
+    ) ORDER BY e.extname), '[]')
+    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace)
+) AS database
+FROM pg_database d JOIN pg_tablespace t ON t.oid = d.dattablespace
+WHERE d.datname = current_database()`;
+}
+/** Extensions in dependency order (required ones first), alphabetical among equals. */
+function inDependencyOrder(extensions) {
+    const byName = new Map(extensions.map((e) => [e.name, e]));
+    const done = new Set();
+    const ordered = [];
+    const visit = (extension, path) => {
+        if (done.has(extension.name) || path.has(extension.name))
+            return;
+        path.add(extension.name);
+        for (const required of [...extension.requires].sort()) {
+            const dependency = byName.get(required);
+            if (dependency)
+                visit(dependency, path);
+        }
+        done.add(extension.name);
+        ordered.push(extension);
+    };
+    for (const extension of [...extensions].sort((a, b) => a.name.localeCompare(b.name)))
+        visit(extension, new Set());
+    return ordered;
+}
+/** Owner, encoding, locale and extensions (with versions, schemas and requires order) of the connected database. */
+async function readDatabaseInventory(client, versionNum) {
+    const result = await client.query(inventorySql(versionNum));
+    const database = result.rows[0].database;
+    const extensions = inDependencyOrder(database.extensions);
+    return { ...database, extensions, schemas: [...new Set(extensions.map((e) => e.schema))].sort() };
+}
+async function inventoryOf(connect, database, versionNum) {
+    return withSession(connect, { database, purpose: 'snapshot-inventory' }, (client) => readDatabaseInventory(client, versionNum));
+}
+/** Installed extension versions of a database: name → version. */
+async function inventory_readVersions(client) {
+    const result = await client.query('SELECT extname, extversion FROM pg_extension ORDER BY extname');
+    return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]));
+}
+/** User tables whose rows a dump carries: every ordinary table except extension members and temporary ones. */
+const TABLES_SQL = `
+SELECT format('%I.%I', n.nspname, c.relname) AS name
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1`;
+/**
+ * Exact row counts of every user table, in the session's snapshot (the caller's transaction):
+ * the names come from format('%I.%I'), so they are quoted by the server and safe to embed.
+ */
+async function countRows(client) {
+    const tables = (await client.query(TABLES_SQL)).rows.map((r) => r.name);
+    const counts = {};
+    for (let i = 0; i < tables.length; i += 100) {
+        const batch = tables.slice(i, i + 100);
+        const sql = `SELECT ${batch.map((name, j) => `(SELECT count(*) FROM ${name}) AS c${j}`).join(', ')}`;
+        const row = (await client.query(sql)).rows[0];
+        batch.forEach((name, j) => (counts[name] = Number(row[`c${j}`])));
+    }
+    return counts;
+}
+
+;// CONCATENATED MODULE: ./src/core/recovery/phases.ts
+
+
+
+/**
+ * Times the phases of a snapshot or rollback and prints a line when each starts and ends, so the
+ * log reads as progress and the report carries every duration.
+ */
+class PhaseClock {
+    log;
+    phases = [];
+    constructor(log) {
+        this.log = log;
+    }
+    async run(name, work) {
+        const started = external_node_perf_hooks_namespaceObject.performance.now();
+        let detail;
+        this.log.info(`▶ ${name}`);
+        try {
+            const value = await work((text) => {
+                detail = text;
+            });
+            const durationMs = external_node_perf_hooks_namespaceObject.performance.now() - started;
+            this.phases.push({ name, durationMs, ok: true, ...(detail ? { detail } : {}) });
+            this.log.info(`✓ ${name} (${formatDuration(durationMs)})${detail ? `: ${detail}` : ''}`);
+            return value;
+        }
+        catch (error) {
+            const durationMs = external_node_perf_hooks_namespaceObject.performance.now() - started;
+            const message = errorMessage(error);
+            this.phases.push({ name, durationMs, ok: false, detail: message });
+            this.log.warn(`✗ ${name} failed after ${formatDuration(durationMs)}: ${message}`);
+            throw error;
+        }
+    }
+    /** Records a phase that was timed elsewhere (concurrent work). */
+    record(name, durationMs, ok, detail) {
+        this.phases.push({ name, durationMs, ok, ...(detail ? { detail } : {}) });
+    }
+    get totalMs() {
+        return this.phases.reduce((sum, phase) => sum + phase.durationMs, 0);
+    }
+}
+/** Prints a progress line every `everyMs` until stopped. */
+function ticker(log, everyMs, line) {
+    const timer = setInterval(() => log.info(line()), everyMs);
+    return { stop: () => clearInterval(timer) };
+}
+/**
+ * Preconditions that failed, each with its own code and message. Thrown before anything moves,
+ * so the message can promise that nothing was changed.
+ */
+class ChecksFailed extends CodedError {
+    failures;
+    constructor(failures) {
+        super(failures[0]?.code ?? 'INVALID_INPUT', failures.map((f) => `${f.code}: ${f.message}`).join('; '));
+        this.failures = failures;
+        this.name = 'ChecksFailed';
+    }
+}
+/** Collects failed checks; `throwIfAny` raises them together. */
+class CheckList {
+    failures = [];
+    warnings = [];
+    fail(code, message, scope = {}) {
+        this.failures.push({ code, message, ...scope });
+    }
+    warn(code, message, scope = {}) {
+        this.warnings.push({ code, message, ...scope });
+    }
+    /** Runs a check that may throw a CodedError; the error becomes a failure instead. */
+    async attempt(work, scope = {}) {
+        try {
+            return await work();
+        }
+        catch (error) {
+            if (error instanceof ChecksFailed) {
+                this.failures.push(...error.failures);
+                return undefined;
+            }
+            if (error instanceof CodedError) {
+                this.fail(error.code, error.message, scope);
+                return undefined;
+            }
+            throw error;
+        }
+    }
+    throwIfAny() {
+        if (this.failures.length > 0)
+            throw new ChecksFailed(this.failures);
+    }
+}
+/** Findings of an error: the failures of ChecksFailed, or one finding of a CodedError. */
+function findingsOf(error, fallback, scope = {}) {
+    if (error instanceof ChecksFailed)
+        return error.failures;
+    if (error instanceof CodedError)
+        return [{ code: error.code, message: error.message, ...scope }];
+    return [{ code: fallback, message: errorMessage(error), ...scope }];
+}
+
+;// CONCATENATED MODULE: ./src/core/rollback/types.ts
+const ROLLBACK_STRATEGIES = (/* unused pure expression or super */ null && (['downgrade', 'dump', 'pitr']));
+const hasDrift = (d) => !d.exists || d.changed.length + d.missing.length + d.added.length > 0;
+/** The versions a database had before the rollback, from its drift against the recorded ones. */
+function versionsBefore(drift, recorded) {
+    if (!drift || !drift.exists)
+        return {};
+    const before = { ...recorded };
+    for (const name of drift.missing)
+        delete before[name];
+    for (const change of drift.changed)
+        before[change.name] = change.now;
+    for (const added of drift.added)
+        before[added.name] = added.version;
+    return before;
+}
+
+;// CONCATENATED MODULE: ./src/core/rollback/downgrade.ts
+
+
+
+
+
+
+const recordedVersions = (ctx, database) => Object.fromEntries((ctx.manifest.databases.find((d) => d.name === database)?.extensions ?? []).map((e) => [e.name, e.version]));
+/**
+ * Whether downgrade scripts can bring every drifted database back: each changed extension needs
+ * its recorded version shipped and an update path back to it; a dropped or added extension, or a
+ * dropped database, cannot be handled by ALTER EXTENSION. Returns one finding per obstacle.
+ */
+async function downgradeObstacles(ctx) {
+    const obstacles = [];
+    for (const drift of ctx.drift.filter(hasDrift)) {
+        const database = drift.name;
+        if (!drift.exists) {
+            obstacles.push({ code: 'NO_ROLLBACK_PATH', database, message: `${database} no longer exists; a downgrade cannot recreate it` });
+            continue;
+        }
+        for (const name of drift.missing)
+            obstacles.push({ code: 'NO_ROLLBACK_PATH', database, extension: name, message: `${name} was dropped since the snapshot; a downgrade cannot recreate it` });
+        for (const added of drift.added) {
+            obstacles.push({ code: 'NO_ROLLBACK_PATH', database, extension: added.name, message: `${added.name} ${added.version} was installed since the snapshot; a downgrade does not drop extensions` });
+        }
+        if (drift.changed.length === 0)
+            continue;
+        const rows = await withSession(ctx.connect, { database, purpose: 'rollback-inspect' }, async (client) => (await client.query(`SELECT e.name, e.now, e.recorded,
+                  (SELECT p.path FROM pg_extension_update_paths(e.name) p WHERE p.source = e.now AND p.target = e.recorded) AS path,
+                  EXISTS (SELECT 1 FROM pg_available_extension_versions v WHERE v.name = e.name AND v.version = e.recorded) AS available
+           FROM json_to_recordset($1::json) AS e(name text, now text, recorded text)`, [JSON.stringify(drift.changed)])).rows);
+        for (const row of rows) {
+            if (!row.available) {
+                obstacles.push({ code: 'VERSION_NOT_AVAILABLE', database, extension: row.name, message: `${row.name} ${row.recorded} is no longer shipped on the server (its script files are gone)` });
+            }
+            else if (row.path === null) {
+                obstacles.push({ code: 'NO_UPDATE_PATH', database, extension: row.name, message: `${row.name}: no downgrade script leads from ${row.now} back to ${row.recorded}` });
+            }
+        }
+    }
+    return obstacles;
+}
+/**
+ * downgrade: ALTER EXTENSION … UPDATE TO '<recorded>' per database, under execute's whole
+ * discipline (advisory lock, a fresh session per statement, lock_timeout retries), then the
+ * versions are read back.
+ */
+async function rollBackByDowngrade(ctx) {
+    const drifted = ctx.drift.filter(hasDrift);
+    const server = await withSession(ctx.connect, { database: drifted[0]?.name, purpose: 'rollback-inspect' }, inspectServer);
+    const results = [];
+    for (const drift of drifted) {
+        const started = external_node_perf_hooks_namespaceObject.performance.now();
+        const recorded = recordedVersions(ctx, drift.name);
+        const before = versionsBefore(drift, recorded);
+        const report = await ctx.phases.run(`downgrade ${drift.name}`, async (note) => {
+            const done = await ctx.log.group(`database ${drift.name}`, () => executeDatabase(ctx.connect, {
+                name: drift.name,
+                request: { extensions: drift.changed.map((c) => ({ name: c.name, version: c.recorded })), allowDowngrade: true, installMissing: false, stagedExtensions: [] }
+            }, server, ctx.request.execute, ctx.log));
+            note(done.extensions.map((e) => `${e.name} ${e.walked.join(' → ')}: ${e.outcome}`).join('; ') || done.outcome);
+            return done;
+        });
+        const after = await withSession(ctx.connect, { database: drift.name, purpose: 'rollback-verify' }, inventory_readVersions);
+        const wrong = Object.entries(recorded).filter(([name, version]) => after[name] !== version);
+        const failed = report.outcome === 'failed' || wrong.length > 0;
+        results.push({
+            name: drift.name,
+            outcome: failed ? 'failed' : 'rolled_back',
+            before,
+            after,
+            recorded,
+            durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+            detail: failed
+                ? `${report.code ?? 'ROLLBACK_FAILED'}: ${report.message ?? ''}${wrong.length ? ` (now ${wrong.map(([n]) => `${n} ${after[n] ?? 'missing'}`).join(', ')}; recorded ${wrong.map(([n, v]) => `${n} ${v}`).join(', ')})` : ''}`
+                : `${report.extensions.filter((e) => e.outcome === 'updated').length} extension(s) downgraded`
+        });
+    }
+    return results;
+}
+
+;// CONCATENATED MODULE: ./src/core/rollback/dump-restore.ts
+
+
+
+
+
+
+
+
+
+
+
+
+const SCHEMA_ENTRY = /^\d+; \d+ \d+ SCHEMA - /;
+const DATABASE_LEVEL_ENTRY = /^\d+; \d+ \d+ (DATABASE PROPERTIES - |COMMENT - DATABASE |ACL - DATABASE |SECURITY LABEL - DATABASE )/;
+/** `<db>__pre_rollback_<stamp>`, shortened to fit 63 bytes. */
+function asideName(database, stamp) {
+    const suffix = `__pre_rollback_${stamp}`;
+    let head = database;
+    while (Buffer.byteLength(head + suffix) > 63)
+        head = head.slice(0, -1);
+    return head + suffix;
+}
+/** The database to stand in while the target is renamed: postgres, or template1 when the target is postgres. */
+function maintenanceDatabase(database) {
+    return database === 'postgres' ? 'template1' : 'postgres';
+}
+function createDatabaseSql(client, db, versionNum, closed) {
+    const id = (name) => client.escapeIdentifier(name);
+    const lit = (value) => client.escapeLiteral(value);
+    const parts = [
+        `CREATE DATABASE ${id(db.name)}`,
+        `OWNER ${id(db.owner)}`,
+        'TEMPLATE template0',
+        `ENCODING ${lit(db.encoding)}`,
+        `LC_COLLATE ${lit(db.collate)}`,
+        `LC_CTYPE ${lit(db.ctype)}`
+    ];
+    if (versionNum >= 150000) {
+        parts.push(`LOCALE_PROVIDER ${db.localeProvider}`);
+        if (db.localeProvider === 'icu' && db.icuLocale)
+            parts.push(`${versionNum >= 170000 ? 'LOCALE' : 'ICU_LOCALE'} ${lit(db.icuLocale)}`);
+    }
+    parts.push(`TABLESPACE ${id(db.tablespace)}`);
+    // Closed to everyone but superusers (us) until it is restored and verified.
+    if (closed)
+        parts.push('CONNECTION LIMIT 0');
+    return parts.join(' ');
+}
+/**
+ * Checks for every database a dump rollback would replace, before anything moves: a dump in the
+ * snapshot, the recorded versions still shipped, the owner and tablespace still there, no other
+ * sessions (unless terminate-connections), enough privilege, and pg_restore.
+ */
+async function dumpObstacles(ctx) {
+    const obstacles = [];
+    const drifted = ctx.drift.filter(hasDrift);
+    for (const drift of drifted) {
+        const recorded = ctx.manifest.databases.find((d) => d.name === drift.name);
+        if (!recorded?.dump)
+            obstacles.push({ code: 'NO_ROLLBACK_PATH', database: drift.name, message: `the snapshot holds no dump of ${drift.name} (taken with snapshot-strategy ${ctx.manifest.strategy})` });
+    }
+    if (obstacles.length > 0)
+        return obstacles;
+    await withSession(ctx.connect, { database: maintenanceDatabase(ctx.target.database), purpose: 'rollback-inspect' }, async (client) => {
+        const me = (await client.query('SELECT rolsuper, rolcreatedb, current_user AS role FROM pg_roles WHERE rolname = current_user')).rows[0];
+        for (const drift of drifted) {
+            const db = ctx.manifest.databases.find((d) => d.name === drift.name);
+            const scope = { database: db.name };
+            const facts = (await client.query(`SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS owner_exists,
+                  CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) THEN pg_has_role($1, 'MEMBER') ELSE false END AS member,
+                  EXISTS (SELECT 1 FROM pg_tablespace WHERE spcname = $2) AS tablespace_exists,
+                  ARRAY(SELECT e.name || ' ' || e.version FROM json_to_recordset($3::json) AS e(name text, version text)
+                        WHERE NOT EXISTS (SELECT 1 FROM pg_available_extension_versions v WHERE v.name = e.name AND v.version = e.version)) AS missing,
+                  (SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', usename, 'application', application_name)), '[]')
+                   FROM pg_stat_activity WHERE datname = $4 AND pid <> pg_backend_pid()) AS sessions`, [db.owner, db.tablespace, JSON.stringify(db.extensions.map((e) => ({ name: e.name, version: e.version }))), db.name])).rows[0];
+            if (!facts.owner_exists)
+                obstacles.push({ code: 'SNAPSHOT_MISMATCH', ...scope, message: `the recorded owner ${db.owner} of ${db.name} no longer exists; create the role first` });
+            if (!facts.tablespace_exists)
+                obstacles.push({ code: 'SNAPSHOT_MISMATCH', ...scope, message: `the recorded tablespace ${db.tablespace} of ${db.name} no longer exists` });
+            for (const missing of facts.missing)
+                obstacles.push({ code: 'VERSION_NOT_AVAILABLE', ...scope, message: `${missing} is no longer shipped on the server, so the dump cannot be restored at the recorded version` });
+            if (!me.rolsuper && !(me.rolcreatedb && facts.member)) {
+                obstacles.push({ code: 'INSUFFICIENT_PRIVILEGE', ...scope, message: `role ${me.role} may not recreate ${db.name}: it needs SUPERUSER, or CREATEDB and membership in ${db.owner}` });
+            }
+            if (drift.exists && facts.sessions.length > 0 && !ctx.request.terminateConnections) {
+                // A client that just disconnected leaves its backend in pg_stat_activity for a moment.
+                facts.sessions = await lingering(client, db.name, facts.sessions);
+            }
+            if (drift.exists && facts.sessions.length > 0 && !ctx.request.terminateConnections) {
+                const who = facts.sessions.map((s) => `pid ${s.pid} (${s.user ?? '?'}, ${s.application || 'no application_name'})`).join(', ');
+                obstacles.push({ code: 'SESSIONS_CONNECTED', ...scope, message: `${facts.sessions.length} other session(s) are connected to ${db.name}: ${who}; disconnect them or set terminate-connections: true` });
+            }
+        }
+    });
+    const found = await findCompatibleProgram('pg_restore', Math.floor(ctx.facts.versionNum / 10000), { binDir: ctx.request.pgBinDir || undefined, env: ctx.request.env }, 'atLeast').catch((error) => error);
+    if (found instanceof CodedError)
+        obstacles.push({ code: found.code, message: found.message });
+    return obstacles;
+}
+/**
+ * The SQL of the dump's database-level entries (ALTER DATABASE … SET, COMMENT ON DATABASE, GRANT
+ * … ON DATABASE), as pg_dump wrote it: pg_restore only emits them with --create, which also forces
+ * its CREATE DATABASE, so the script is generated (-f -, not run) and the CREATE DATABASE block,
+ * \connect and psql meta-commands are left out.
+ */
+async function databaseLevelSql(pgRestore, dumpFile, scratch, env) {
+    const listed = await runProgram(pgRestore, ['--list', '--create', dumpFile], { env });
+    const lines = listed.stdout.split('\n').filter((line) => DATABASE_LEVEL_ENTRY.test(line));
+    if (lines.length === 0)
+        return [];
+    const list = (0,external_node_path_namespaceObject.join)(scratch, 'database.list');
+    (0,external_node_fs_namespaceObject.writeFileSync)(list, `${lines.join('\n')}\n`);
+    const script = await runProgram(pgRestore, ['--create', '-L', list, '-f', '-', dumpFile], { env });
+    const blocks = script.stdout.split(/^--\n-- Name: /m).slice(1);
+    return blocks
+        .filter((block) => /; Type: (DATABASE PROPERTIES|COMMENT|ACL|SECURITY LABEL);/.test(block.split('\n')[0]) && !/; Type: DATABASE;/.test(block.split('\n')[0]))
+        .map((block) => block
+        .split('\n')
+        .slice(1)
+        .filter((line) => !line.startsWith('--') && !line.startsWith('\\'))
+        .join('\n')
+        .trim())
+        .filter((sql) => sql.length > 0);
+}
+/** Sessions still connected after up to a second: backends of clients that just left are gone by then. */
+async function lingering(client, database, sessions) {
+    let left = sessions;
+    for (let i = 0; i < 10 && left.length > 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        left = (await client.query(`SELECT pid, usename AS user, application_name AS application FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [database])).rows;
+    }
+    return left;
+}
+async function terminateSessions(client, database) {
+    // In the target list, pg_terminate_backend runs only for the rows the WHERE clause kept (in a
+    // WHERE clause the planner may evaluate it first, on any session, ours included).
+    const result = await client.query('SELECT pid, pg_terminate_backend(pid) AS terminated FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline) {
+        const left = (await client.query('SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database])).rows[0];
+        if (Number(left.n) === 0)
+            break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return result.rowCount ?? 0;
+}
+/**
+ * dump: one database at a time. The current database is renamed aside (kept while keep-previous),
+ * recreated empty from template0 with the recorded owner, encoding and locale; the dump's schemas
+ * are restored, then every recorded extension is created at its recorded version in dependency
+ * order (pg_dump records no version: a plain restore would bring back the new one), then the rest
+ * of the dump; versions and row counts are checked against the manifest. On any failure the new
+ * database is dropped and the original renamed back under its name.
+ */
+async function rollBackByDump(ctx, stamp) {
+    const pgRestore = await findCompatibleProgram('pg_restore', Math.floor(ctx.facts.versionNum / 10000), { binDir: ctx.request.pgBinDir || undefined, env: ctx.request.env }, 'atLeast');
+    const results = [];
+    const drifted = ctx.drift.filter(hasDrift);
+    for (const [index, drift] of drifted.entries()) {
+        const db = ctx.manifest.databases.find((d) => d.name === drift.name);
+        const result = await restoreOne(ctx, db, drift.exists, pgRestore, stamp);
+        results.push(result);
+        if (result.outcome !== 'rolled_back') {
+            for (const rest of drifted.slice(index + 1)) {
+                results.push({ name: rest.name, outcome: 'not_started', before: {}, recorded: {}, durationMs: 0, detail: `not attempted: ${drift.name} failed first` });
+            }
+            break;
+        }
+    }
+    return results;
+}
+async function restoreOne(ctx, db, exists, pgRestore, stamp) {
+    const started = external_node_perf_hooks_namespaceObject.performance.now();
+    const recorded = Object.fromEntries(db.extensions.map((e) => [e.name, e.version]));
+    const before = exists ? await withSession(ctx.connect, { database: db.name, purpose: 'rollback-inspect' }, inventory_readVersions).catch(() => ({})) : {};
+    const dumpFile = inSnapshot(ctx.manifestDir, db.dump.file);
+    const maintenance = await ctx.connect({ database: maintenanceDatabase(db.name), purpose: 'rollback-coordinator' });
+    // Unique even for two rollbacks within one second.
+    let aside = asideName(db.name, stamp);
+    for (let n = 2; (await maintenance.query('SELECT 1 FROM pg_database WHERE datname = $1', [aside])).rowCount; n++)
+        aside = asideName(db.name, `${stamp}_${n}`);
+    const scratch = (0,external_node_fs_namespaceObject.mkdtempSync)((0,external_node_path_namespaceObject.join)((0,external_node_os_namespaceObject.tmpdir)(), 'pgxu-restore-'));
+    const env = libpqEnvironment(ctx.target, db.name);
+    const secrets = ctx.target.secrets;
+    let renamed = false;
+    let created = false;
+    let blockedConnections = false;
+    const id = (name) => maintenance.escapeIdentifier(name);
+    try {
+        await ctx.phases.run(`replace ${db.name}: rename it aside`, async (note) => {
+            if (!exists) {
+                note(`${db.name} does not exist any more; it is recreated`);
+                return;
+            }
+            if (ctx.request.terminateConnections) {
+                const allowed = (await maintenance.query('SELECT datallowconn FROM pg_database WHERE datname = $1', [db.name])).rows[0]?.datallowconn;
+                if (allowed) {
+                    await maintenance.query(`ALTER DATABASE ${id(db.name)} WITH ALLOW_CONNECTIONS false`);
+                    blockedConnections = true;
+                }
+            }
+            for (let attempt = 1;; attempt++) {
+                const terminated = ctx.request.terminateConnections ? await terminateSessions(maintenance, db.name) : 0;
+                if (terminated > 0)
+                    ctx.log.info(`terminated ${terminated} session(s) connected to ${db.name}`);
+                try {
+                    await maintenance.query(`ALTER DATABASE ${id(db.name)} RENAME TO ${id(aside)}`);
+                    break;
+                }
+                catch (error) {
+                    if (!ctx.request.terminateConnections || attempt >= 5) {
+                        throw new CodedError('SESSIONS_CONNECTED', `${db.name} cannot be renamed aside: ${describePgError(error)}`);
+                    }
+                }
+            }
+            renamed = true;
+            note(`${db.name} is now ${aside}`);
+        });
+        await ctx.phases.run(`replace ${db.name}: create it from template0`, async (note) => {
+            await maintenance.query(createDatabaseSql(maintenance, db, ctx.facts.versionNum, ctx.facts.superuser));
+            created = true;
+            note(`owner ${db.owner}, encoding ${db.encoding}, collate ${db.collate}, ctype ${db.ctype}, ${db.localeProvider}${db.icuLocale ? ` ${db.icuLocale}` : ''}${ctx.facts.superuser ? '; closed to other roles until verified' : ''}`);
+        });
+        const list = await runProgram(pgRestore, ['--list', dumpFile], { env: ctx.request.env });
+        const entries = list.stdout.split('\n').filter((line) => line.trim() && !line.startsWith(';'));
+        const schemaEntries = entries.filter((line) => SCHEMA_ENTRY.test(line));
+        const restEntries = entries.filter((line) => !SCHEMA_ENTRY.test(line));
+        const restore = async (name, lines, extra = [], database = db.name) => {
+            const file = (0,external_node_path_namespaceObject.join)(scratch, name);
+            (0,external_node_fs_namespaceObject.writeFileSync)(file, `${lines.join('\n')}\n`);
+            await runProgram(pgRestore, ['--no-password', '--exit-on-error', '-L', file, '-d', database, ...extra, dumpFile], {
+                env: ctx.request.env,
+                extraEnv: { ...env, PGDATABASE: database },
+                secrets
+            });
+        };
+        await ctx.phases.run(`restore ${db.name}: schemas`, async (note) => {
+            if (schemaEntries.length > 0)
+                await restore('schemas.list', schemaEntries);
+            note(`${schemaEntries.length} schema entr${schemaEntries.length === 1 ? 'y' : 'ies'}`);
+        });
+        await ctx.phases.run(`restore ${db.name}: extensions at the recorded versions`, async (note) => {
+            for (const extension of db.extensions) {
+                await withSession(ctx.connect, { database: db.name, purpose: 'rollback-extension' }, async (client) => {
+                    const present = (await client.query('SELECT extversion FROM pg_extension WHERE extname = $1', [extension.name])).rows[0];
+                    if (present?.extversion === extension.version)
+                        return;
+                    const sql = present
+                        ? `ALTER EXTENSION ${client.escapeIdentifier(extension.name)} UPDATE TO ${client.escapeLiteral(extension.version)}`
+                        : `CREATE EXTENSION ${client.escapeIdentifier(extension.name)} WITH SCHEMA ${client.escapeIdentifier(extension.schema)} VERSION ${client.escapeLiteral(extension.version)}`;
+                    await client.query(sql);
+                });
+            }
+            note(db.extensions.map((e) => `${e.name} ${e.version} in ${e.schema}`).join(', ') || 'none recorded');
+        });
+        await ctx.phases.run(`restore ${db.name}: the rest of the dump (pg_restore)`, async (note) => {
+            const jobs = Math.max(1, Math.min(4, (0,external_node_os_namespaceObject.availableParallelism)()));
+            await restore('rest.list', restEntries, ['-j', String(jobs)]);
+            note(`${restEntries.length} entries, ${jobs} job(s)`);
+        });
+        const verified = await ctx.phases.run(`verify ${db.name}: versions and row counts`, async (note) => {
+            return withSession(ctx.connect, { database: db.name, purpose: 'rollback-verify' }, async (client) => {
+                const versions = await inventory_readVersions(client);
+                const wrongVersions = Object.entries(recorded).filter(([name, version]) => versions[name] !== version);
+                const extra = Object.keys(versions).filter((name) => !(name in recorded));
+                await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+                const counts = await countRows(client);
+                await client.query('COMMIT');
+                const expected = db.dump.rowCounts;
+                const mismatches = [...new Set([...Object.keys(expected), ...Object.keys(counts)])]
+                    .filter((table) => expected[table] !== counts[table])
+                    .map((table) => `${table}: ${counts[table] ?? 'missing'} row(s), the snapshot had ${expected[table] ?? 'no such table'}`);
+                const rows = Object.values(counts).reduce((sum, n) => sum + n, 0);
+                if (wrongVersions.length > 0 || extra.length > 0 || mismatches.length > 0) {
+                    const problems = [
+                        ...wrongVersions.map(([name, version]) => `${name} is ${versions[name] ?? 'not installed'}, recorded ${version}`),
+                        ...extra.map((name) => `${name} ${versions[name]} is installed but was not recorded`),
+                        ...mismatches.slice(0, 10)
+                    ];
+                    throw new CodedError('ROLLBACK_FAILED', `the restored ${db.name} does not match the snapshot: ${problems.join('; ')}`);
+                }
+                note(`${Object.keys(recorded).length} extension version(s) and ${Object.keys(counts).length} table(s) with ${rows} row(s) match`);
+                return { versions, tables: Object.keys(counts).length, rows };
+            });
+        });
+        await ctx.phases.run(`restore ${db.name}: database-level settings, comment and grants`, async (note) => {
+            const statements = await databaseLevelSql(pgRestore, dumpFile, scratch, ctx.request.env);
+            for (const block of statements)
+                await maintenance.query(block);
+            const flags = [`CONNECTION LIMIT ${db.connectionLimit}`, `IS_TEMPLATE ${db.isTemplate}`, `ALLOW_CONNECTIONS ${db.allowConnections}`];
+            await maintenance.query(`ALTER DATABASE ${id(db.name)} WITH ${flags.join(' ')}`);
+            note(`${statements.length} entr${statements.length === 1 ? 'y' : 'ies'}; ${flags.join(', ').toLowerCase()}`);
+        });
+        let keptAs;
+        if (renamed) {
+            if (blockedConnections)
+                await maintenance.query(`ALTER DATABASE ${id(aside)} WITH ALLOW_CONNECTIONS true`).catch(() => undefined);
+            if (ctx.request.keepPrevious) {
+                keptAs = aside;
+            }
+            else {
+                await ctx.phases.run(`drop the replaced ${db.name} (keep-previous: false)`, async (note) => {
+                    await maintenance.query(`DROP DATABASE ${id(aside)}`);
+                    note(`dropped ${aside}`);
+                });
+            }
+        }
+        return {
+            name: db.name,
+            outcome: 'rolled_back',
+            before,
+            after: verified.versions,
+            recorded,
+            rowsChecked: { tables: verified.tables, rows: verified.rows, mismatches: [] },
+            keptAs,
+            durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+            detail: `restored from ${db.dump.file} in ${formatDuration(external_node_perf_hooks_namespaceObject.performance.now() - started)}${keptAs ? `; the replaced database is kept as ${keptAs}` : ''}`
+        };
+    }
+    catch (error) {
+        const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error);
+        const putBack = [];
+        if (created) {
+            try {
+                await terminateSessions(maintenance, db.name);
+                await maintenance.query(`DROP DATABASE ${id(db.name)}`);
+                putBack.push(`the partly restored ${db.name} was dropped`);
+            }
+            catch (dropError) {
+                putBack.push(`the partly restored ${db.name} could not be dropped (${describePgError(dropError)}): drop it, then rename ${aside} back`);
+                ctx.warnings.push({ code: 'ROLLBACK_FAILED', database: db.name, message: `DROP DATABASE ${id(db.name)}; ALTER DATABASE ${id(aside)} RENAME TO ${id(db.name)};` });
+            }
+        }
+        let outcome = 'failed';
+        if (renamed && !putBack.some((p) => p.includes('could not'))) {
+            try {
+                await maintenance.query(`ALTER DATABASE ${id(aside)} RENAME TO ${id(db.name)}`);
+                if (blockedConnections)
+                    await maintenance.query(`ALTER DATABASE ${id(db.name)} WITH ALLOW_CONNECTIONS true`);
+                putBack.push(`the original ${db.name} was put back under its name, unchanged`);
+                outcome = 'put_back';
+            }
+            catch (renameError) {
+                putBack.push(`the original is still named ${aside}: ALTER DATABASE ${id(aside)} RENAME TO ${id(db.name)}; (${describePgError(renameError)})`);
+            }
+        }
+        else if (!exists) {
+            putBack.push(`${db.name} did not exist before the rollback, so there was nothing to put back`);
+            outcome = 'put_back';
+        }
+        else if (!renamed) {
+            if (blockedConnections)
+                await maintenance.query(`ALTER DATABASE ${id(db.name)} WITH ALLOW_CONNECTIONS true`).catch(() => undefined);
+            putBack.push(`${db.name} was not touched`);
+            outcome = 'put_back';
+        }
+        return {
+            name: db.name,
+            outcome,
+            before,
+            recorded,
+            durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+            detail: `${message}; ${putBack.join('; ')}`
+        };
+    }
+    finally {
+        await closeQuietly(maintenance);
+        (0,external_node_fs_namespaceObject.rmSync)(scratch, { recursive: true, force: true });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/core/recovery/format.ts
+/** Human-readable sizes for logs and summaries (binary units, as PostgreSQL's pg_size_pretty). */
+function formatBytes(bytes) {
+    const units = ['bytes', 'kB', 'MB', 'GB', 'TB'];
+    let value = bytes;
+    let unit = 0;
+    while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+        value /= 1024;
+        unit++;
+    }
+    return unit === 0 ? `${Math.round(value)} bytes` : `${value.toFixed(value < 10 ? 2 : 1)} ${units[unit]}`;
+}
+
+;// CONCATENATED MODULE: ./src/core/snapshot/preflight.ts
+
+
+
+
+
+
+
+
+/** Why WAL archiving cannot carry a restore point, one reason per failed condition (empty: it can). */
+function archivingProblems(facts) {
+    const problems = [];
+    if (!['replica', 'logical'].includes(facts.walLevel)) {
+        problems.push(`wal_level is ${facts.walLevel}; point-in-time recovery needs replica or logical (set it and restart the server)`);
+    }
+    if (!['on', 'always'].includes(facts.archiveMode)) {
+        problems.push(`archive_mode is ${facts.archiveMode}: WAL is not archived, so a restore point would be unrecoverable (pg_create_restore_point succeeds anyway, which is why this is checked first); set archive_mode = on and archive_command, then restart`);
+    }
+    else if (!facts.archiveCommand.trim() && !facts.archiveLibrary.trim()) {
+        problems.push('archive_mode is on but archive_command and archive_library are empty: archiving is paused and WAL piles up in pg_wal; set archive_command');
+    }
+    else if (/^\s*(\/bin\/true|\/usr\/bin\/true|true|:|exit 0)\s*;?\s*$/.test(facts.archiveCommand) && !facts.archiveLibrary.trim()) {
+        problems.push(`archive_command is "${facts.archiveCommand.trim()}", which discards every segment: the archive has gaps, so no restore point is reachable`);
+    }
+    const { lastFailedTime, lastArchivedTime, lastFailedWal, failedCount } = facts.archiver;
+    if (lastFailedTime && (!lastArchivedTime || new Date(lastFailedTime) >= new Date(lastArchivedTime))) {
+        problems.push(`the archiver is failing: ${failedCount} failure(s), the last on ${lastFailedWal} at ${lastFailedTime}${lastArchivedTime ? ` (last success ${lastArchivedTime})` : ' and nothing archived yet'}; check archive_command and the server log`);
+    }
+    return problems;
+}
+/** Free bytes on the filesystem that holds `path` (or its nearest existing ancestor). */
+function freeBytes(path) {
+    let probe = (0,external_node_path_namespaceObject.resolve)(path);
+    while (!(0,external_node_fs_namespaceObject.existsSync)(probe) && (0,external_node_path_namespaceObject.dirname)(probe) !== probe)
+        probe = (0,external_node_path_namespaceObject.dirname)(probe);
+    const stats = (0,external_node_fs_namespaceObject.statfsSync)(probe);
+    return Number(stats.bavail) * Number(stats.bsize);
+}
+/** The nearest existing ancestor must be writable so that the snapshot directory can be made. */
+function checkWritableDirectory(root, checks, input = 'snapshot-dir') {
+    let probe = (0,external_node_path_namespaceObject.resolve)(root);
+    while (!(0,external_node_fs_namespaceObject.existsSync)(probe) && (0,external_node_path_namespaceObject.dirname)(probe) !== probe)
+        probe = (0,external_node_path_namespaceObject.dirname)(probe);
+    if (!(0,external_node_fs_namespaceObject.statSync)(probe).isDirectory()) {
+        checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not a directory, so ${root} cannot be created`);
+        return;
+    }
+    try {
+        (0,external_node_fs_namespaceObject.accessSync)(probe, external_node_fs_namespaceObject.constants.W_OK | external_node_fs_namespaceObject.constants.X_OK);
+    }
+    catch {
+        checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable by this process, so ${root} cannot be written`);
+    }
+}
+function isInside(child, parent) {
+    const path = (0,external_node_path_namespaceObject.relative)((0,external_node_path_namespaceObject.resolve)(parent), (0,external_node_path_namespaceObject.resolve)(child));
+    return path === '' || (!path.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(path));
+}
+/** Refuses a snapshot directory inside the data directory: a base backup would copy itself. */
+function checkOutsideDataDirectory(root, facts, checks) {
+    if (facts.dataDirectory && isInside(root, facts.dataDirectory)) {
+        checks.fail('INVALID_INPUT', `input "snapshot-dir": ${root} is inside the data directory ${facts.dataDirectory}; put snapshots elsewhere`);
+    }
+}
+function checkFreeSpace(root, needed, what, checks) {
+    const free = freeBytes(root);
+    if (free < needed) {
+        checks.fail('INSUFFICIENT_SPACE', `${root} has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`);
+    }
+}
+/**
+ * Proves that pg_basebackup will get its connections: a walsender session (pg_hba.conf
+ * `replication` entry, REPLICATION attribute) and two free max_wal_senders slots (-X stream).
+ */
+async function checkReplication(connect, facts, checks) {
+    if (!facts.replication) {
+        checks.fail('INSUFFICIENT_PRIVILEGE', `role ${facts.role} has neither SUPERUSER nor REPLICATION, which pg_basebackup needs (ALTER ROLE ${facts.role} REPLICATION, or use snapshot-strategy: dump)`);
+        return;
+    }
+    const free = facts.maxWalSenders - facts.walSenders;
+    if (free < 2) {
+        checks.fail('REPLICATION_UNAVAILABLE', `max_wal_senders is ${facts.maxWalSenders} with ${facts.walSenders} in use; pg_basebackup -X stream needs 2 free (raise max_wal_senders and restart)`);
+        return;
+    }
+    try {
+        const client = await connect({ purpose: 'snapshot-probe', replication: true });
+        try {
+            await client.query('IDENTIFY_SYSTEM');
+        }
+        finally {
+            await closeQuietly(client);
+        }
+    }
+    catch (error) {
+        checks.fail('REPLICATION_UNAVAILABLE', `a replication connection, as pg_basebackup makes, is refused: ${describePgError(error)} (add a "replication" line for this role and address to pg_hba.conf)`);
+    }
+}
+/**
+ * A restore point name must never be used twice: recovery stops at the first match. Looks in the
+ * manifests under snapshot-dir and, when the archive is a local directory, in the archived WAL
+ * since the newest base backup (pg_waldump), at most `maxSegments` of the newest segments.
+ */
+async function checkNameUnused(name, root, archive, checks, env, maxSegments = 1024) {
+    for (const { path, manifest } of manifestsUnder(root)) {
+        if (manifest.id === name || manifest.restorePoint?.name === name) {
+            checks.fail('RESTORE_POINT_EXISTS', `restore point "${name}" is already recorded in ${path}; choose another name (input "restore-point") or leave it empty for a generated one`);
+            return { evidence: 'refused' };
+        }
+    }
+    if (!archive.dir || !archive.waldump) {
+        return { evidence: 'the archive is not a local directory: uniqueness rests on the generated name and the manifests in snapshot-dir' };
+    }
+    let segments;
+    try {
+        segments = archivedSegments(archive.dir);
+    }
+    catch (error) {
+        checks.fail('ARCHIVING_DISABLED', `the archive directory ${archive.dir} cannot be read: ${errorMessage(error)}`);
+        return { evidence: 'refused' };
+    }
+    const since = newestBackupStart(archive.dir);
+    if (since) {
+        const from = parseSegmentName(since, archive.segmentSize).segno;
+        segments = segments.filter((s) => parseSegmentName(s, archive.segmentSize).segno >= from);
+    }
+    const capped = segments.length > maxSegments;
+    if (capped)
+        segments = segments.slice(-maxSegments);
+    let scan;
+    try {
+        scan = await scanRestorePoints(archive.waldump, archive.dir, segments, archive.segmentSize, { env });
+    }
+    catch (error) {
+        checks.fail('PROGRAM_MISSING', `pg_waldump could not scan ${archive.dir}: ${errorMessage(error)}`);
+        return { evidence: 'refused' };
+    }
+    const clash = scan.points.find((p) => p.name === name);
+    if (clash) {
+        checks.fail('RESTORE_POINT_EXISTS', `restore point "${name}" already exists in the WAL archive (${clash.segment}); recovery would stop at the first one; choose another name`);
+        return { evidence: 'refused' };
+    }
+    const range = segments.length ? `${scan.first} … ${scan.last}` : 'no archived segment yet';
+    return { evidence: `pg_waldump found no "${name}" in ${segments.length} archived segment(s) (${range})${since ? ` since the newest base backup` : ''}${capped ? `, the newest ${maxSegments} only` : ''}` };
+}
+const SNAPSHOT_SUBDIRECTORY = (root, id) => join(root, id);
+
+;// CONCATENATED MODULE: ./src/core/snapshot/basebackup.ts
+
+
+
+
+
+
+const PROGRESS = /(\d+)\/(\d+) kB \((\d+)%\)/g;
+/**
+ * pg_basebackup in plain format with WAL streamed (-X stream), a fast checkpoint and a
+ * backup_manifest with CRC32C checksums. Plain, not tar: PostgreSQL 15's pg_verifybackup verifies
+ * plain backups only, and every backup taken here is verified (docs/recovery.md has the costs).
+ */
+async function takeBaseBackup(ctx) {
+    const base = (0,external_node_path_namespaceObject.join)(ctx.dir, 'base');
+    const label = `pg-extension-upgrade ${ctx.id}`;
+    const recorded = await ctx.phases.run('base backup (pg_basebackup)', async (note) => {
+        let lastLine = 0;
+        const result = await runProgram(ctx.programs.pgBasebackup, ['-D', base, '-F', 'p', '-X', 'stream', '-c', 'fast', '-l', label, '--manifest-checksums=CRC32C', '--progress', '--no-password'], {
+            env: ctx.request.env,
+            extraEnv: libpqEnvironment(ctx.target),
+            secrets: ctx.target.secrets,
+            onOutput: (_stream, text) => {
+                const matches = [...text.matchAll(PROGRESS)];
+                const last = matches.at(-1);
+                if (!last || Date.now() - lastLine < 5000)
+                    return;
+                lastLine = Date.now();
+                ctx.log.info(`pg_basebackup: ${formatBytes(Number(last[1]) * 1024)} of ${formatBytes(Number(last[2]) * 1024)} (${last[3]}%)`);
+            }
+        }).catch((error) => {
+            throw new CodedError('SNAPSHOT_FAILED', error instanceof ProgramError ? error.message : String(error));
+        });
+        const range = readBackupWalRange((0,external_node_path_namespaceObject.join)(base, 'backup_manifest'));
+        note(`${formatBytes(range.bytes)} in ${Math.round(result.durationMs)} ms; WAL ${range.startLsn} … ${range.endLsn} on timeline ${range.timeline}`);
+        return range;
+    });
+    return {
+        external: false,
+        path: 'base',
+        label,
+        startLsn: recorded.startLsn,
+        endLsn: recorded.endLsn,
+        startWalFile: segmentOf(parseLsn(recorded.startLsn), recorded.timeline, ctx.facts.walSegmentSize),
+        timeline: recorded.timeline,
+        bytes: recorded.bytes,
+        format: 'plain',
+        verifiedWith: 'pg_verifybackup (file sizes, CRC32C checksums, WAL from start to end LSN)'
+    };
+}
+/**
+ * pg_verifybackup over the plain backup: the backup_manifest's own checksum, every file present
+ * with its size, the WAL the backup needs, and (unless `checksums` is false) every file's CRC32C.
+ */
+async function verifyBaseBackup(pgVerifybackup, base, env, checksums = true) {
+    try {
+        const result = await runProgram(pgVerifybackup, ['--quiet', ...(checksums ? [] : ['--skip-checksums']), base], { env });
+        return result.durationMs;
+    }
+    catch (error) {
+        throw new CodedError('SNAPSHOT_CORRUPT', `pg_verifybackup rejects the base backup in ${base}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+}
+
+;// CONCATENATED MODULE: ./src/core/rollback/data-directory.ts
+
+
+
+
+/**
+ * A server's data directory, handled as its owner: pg_ctl and pg_controldata run as the owner
+ * (uid/gid when we are root, directly when we are the owner, else sudo -n), and files we create
+ * in it end up owned by the owner with the modes PostgreSQL insists on.
+ */
+class DataDirectory {
+    path;
+    programs;
+    env;
+    owner;
+    mode;
+    constructor(path, programs, env) {
+        this.path = path;
+        this.programs = programs;
+        this.env = env;
+        this.owner = ownerOf(path);
+        this.mode = (0,external_node_fs_namespaceObject.statSync)(path).mode & 0o777;
+    }
+    get parent() {
+        return (0,external_node_path_namespaceObject.dirname)(this.path);
+    }
+    get name() {
+        return (0,external_node_path_namespaceObject.basename)(this.path);
+    }
+    /** A sibling path (same parent, so the same filesystem: renames are instant). */
+    sibling(suffix) {
+        return (0,external_node_path_namespaceObject.join)(this.parent, `${this.name}${suffix}`);
+    }
+    get inProcess() {
+        return runAsMethod(this.owner) !== 'sudo';
+    }
+    asOwner(command, args, timeoutMs) {
+        return runProgram(command, args, { as: this.owner, env: this.env, cwd: this.parent, timeoutMs });
+    }
+    /** Hands a file or tree we created to the owner (only needed when we are root). */
+    async give(path, recursive) {
+        if (runAsMethod(this.owner) !== 'setuid')
+            return;
+        if (recursive)
+            await runProgram('chown', ['-R', `${this.owner.uid}:${this.owner.gid}`, path], { env: this.env });
+        else
+            (0,external_node_fs_namespaceObject.chownSync)(path, this.owner.uid, this.owner.gid);
+    }
+    async rename(from, to) {
+        if ((0,external_node_fs_namespaceObject.existsSync)(to))
+            throw new CodedError('ROLLBACK_FAILED', `${to} already exists; refusing to overwrite it`);
+        if (this.inProcess)
+            (0,external_node_fs_namespaceObject.renameSync)(from, to);
+        else
+            await this.asOwner('mv', ['-T', from, to]);
+    }
+    /** Copies a tree (cp -a, reflinked where the filesystem can), owned by the owner, with the data directory's mode. */
+    async copyTree(from, to) {
+        const reflink = process.platform === 'linux' ? ['--reflink=auto'] : [];
+        if (this.inProcess) {
+            await runProgram('cp', ['-a', ...reflink, from, to], { env: this.env });
+            await this.give(to, true);
+        }
+        else {
+            await this.asOwner('cp', ['-R', from, to]);
+        }
+        await this.chmod(to, this.mode);
+    }
+    async chmod(path, mode) {
+        if (this.inProcess)
+            (0,external_node_fs_namespaceObject.chmodSync)(path, mode);
+        else
+            await this.asOwner('chmod', [mode.toString(8), path]);
+    }
+    async remove(path) {
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+            return;
+        if (this.inProcess)
+            (0,external_node_fs_namespaceObject.rmSync)(path, { recursive: true, force: true });
+        else
+            await this.asOwner('rm', ['-rf', path]);
+    }
+    async readText(path) {
+        if (this.inProcess)
+            return (0,external_node_fs_namespaceObject.existsSync)(path) ? (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8') : '';
+        const result = await runProgram('sudo', ['-n', '-u', `#${this.owner.uid}`, 'cat', path], { env: this.env, okCodes: [0, 1] });
+        return result.code === 0 ? result.stdout : '';
+    }
+    /** Writes a file inside the data directory as the owner, mode 0600. */
+    async writeText(path, content) {
+        if (this.inProcess) {
+            (0,external_node_fs_namespaceObject.writeFileSync)(path, content, { mode: 0o600 });
+            (0,external_node_fs_namespaceObject.chmodSync)(path, 0o600);
+            await this.give(path, false);
+        }
+        else {
+            await runProgram('sudo', ['-n', '-u', `#${this.owner.uid}`, 'sh', '-c', `umask 077 && cat > ${shellQuote(path)}`], { env: this.env, input: content });
+        }
+    }
+    /** pg_controldata of a directory (this one by default), as a name → value map. */
+    async controlData(path = this.path) {
+        if (!this.programs.pgControldata)
+            throw new Error('pg_controldata was not found');
+        const result = await this.asOwner(this.programs.pgControldata, [path]);
+        return Object.fromEntries(result.stdout
+            .split('\n')
+            .map((line) => /^([^:]+):\s*(.*)$/.exec(line))
+            .filter((m) => m !== null)
+            .map((m) => [m[1].trim(), m[2].trim()]));
+    }
+    /** The postmaster's pid from postmaster.pid, when the file is there. */
+    postmasterPid(path = this.path) {
+        const file = (0,external_node_path_namespaceObject.join)(path, 'postmaster.pid');
+        try {
+            const pid = Number((0,external_node_fs_namespaceObject.readFileSync)(file, 'utf8').split('\n')[0]);
+            return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+        }
+        catch {
+            return undefined;
+        }
+    }
+    /** True while a postmaster runs on this directory (postmaster.pid names a live process). */
+    isRunning(path = this.path) {
+        const pid = this.postmasterPid(path);
+        if (pid === undefined)
+            return false;
+        try {
+            process.kill(pid, 0);
+            return true;
+        }
+        catch (error) {
+            return error.code === 'EPERM';
+        }
+    }
+    /** pg_ctl on this directory as its owner. */
+    async ctl(args, timeoutMs) {
+        if (!this.programs.pgCtl)
+            throw new CodedError('PROGRAM_MISSING', 'pg_ctl was not found (set pg-bin-dir)');
+        return this.asOwner(this.programs.pgCtl, ['-D', this.path, ...args], timeoutMs);
+    }
+    pgCtlCommand(args) {
+        return `${asUserPrefix(this.owner)}${commandLine(this.programs.pgCtl ?? 'pg_ctl', ['-D', this.path, ...args])}`;
+    }
+    async stop(stopCommand, timeoutMs) {
+        if (stopCommand) {
+            await runShell(stopCommand, { env: this.env, timeoutMs });
+        }
+        else {
+            if (!this.programs.pgCtl)
+                throw new Error('pg_ctl was not found');
+            await this.asOwner(this.programs.pgCtl, ['-D', this.path, '-m', 'fast', '-w', '-t', String(Math.ceil(timeoutMs / 1000)), 'stop'], timeoutMs + 10_000);
+        }
+        const deadline = Date.now() + 10_000;
+        while (this.isRunning() && Date.now() < deadline)
+            await new Promise((resolve) => setTimeout(resolve, 100));
+        if (this.isRunning())
+            throw new CodedError('ROLLBACK_FAILED', `the server on ${this.path} is still running after the stop command`);
+    }
+    /** Starts the server; with pg_ctl the log goes to `logFile`. Resolves when the command returned. */
+    async start(startCommand, logFile, timeoutMs) {
+        if (startCommand)
+            return runShell(startCommand, { env: this.env, timeoutMs });
+        if (!this.programs.pgCtl)
+            throw new Error('pg_ctl was not found');
+        return this.asOwner(this.programs.pgCtl, ['-D', this.path, '-l', logFile, '-w', '-t', String(Math.ceil(timeoutMs / 1000)), 'start'], timeoutMs + 10_000);
+    }
+    /** The server log to watch: ours when we started it with pg_ctl, else the collector's current file. */
+    currentLogFile(ourLog) {
+        if (ourLog && (0,external_node_fs_namespaceObject.existsSync)(ourLog))
+            return ourLog;
+        try {
+            const current = (0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.join)(this.path, 'current_logfiles'), 'utf8').split('\n').find((line) => line.startsWith('stderr '));
+            if (current) {
+                const file = current.slice('stderr '.length).trim();
+                return file.startsWith('/') ? file : (0,external_node_path_namespaceObject.join)(this.path, file);
+            }
+        }
+        catch {
+            // no logging collector
+        }
+        return undefined;
+    }
+}
+function readLogTail(file, fromOffset = 0) {
+    if (!file)
+        return '';
+    try {
+        return (0,external_node_fs_namespaceObject.readFileSync)(file).subarray(fromOffset).toString('utf8');
+    }
+    catch (error) {
+        return `(cannot read ${file}: ${errorMessage(error)})`;
+    }
+}
+function fileSize(file) {
+    try {
+        return file ? (0,external_node_fs_namespaceObject.statSync)(file).size : 0;
+    }
+    catch {
+        return 0;
+    }
+}
+const RECOVERY_LINE = /^\s*(recovery_target\w*|restore_command)\s*=/;
+/**
+ * postgresql.auto.conf prepared for recovery: existing recovery_target* and restore_command lines
+ * are commented out (two target kinds at once are FATAL), then our block is appended between
+ * markers, so it can be removed exactly after promotion.
+ */
+function withRecoverySettings(original, settings, marker) {
+    const trimmed = original.replace(/\n+$/, '');
+    const lines = trimmed === '' ? [] : trimmed.split('\n');
+    const kept = lines.map((line) => (RECOVERY_LINE.test(line) ? `# ${marker} commented out: ${line}` : line));
+    const block = [
+        `# ${marker} begin: recovery settings, removed after promotion`,
+        ...Object.entries(settings).map(([name, value]) => `${name} = '${value.replace(/'/g, "''")}'`),
+        `# ${marker} end`
+    ];
+    return `${[...kept, ...block].join('\n')}\n`;
+}
+/** Removes our block (the commented-out lines stay commented: they were stale recovery settings). */
+function withoutRecoverySettings(content, marker) {
+    const lines = content.split('\n');
+    const begin = lines.findIndex((line) => line.startsWith(`# ${marker} begin`));
+    const end = lines.findIndex((line) => line.startsWith(`# ${marker} end`));
+    if (begin < 0 || end < begin)
+        return content;
+    return [...lines.slice(0, begin), ...lines.slice(end + 1)].join('\n');
+}
+
+;// CONCATENATED MODULE: ./src/core/rollback/pitr.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const MARKER = 'pg-extension-upgrade rollback';
+/** What a pitr rollback discards: every commit since the restore point, in every database. */
+function pitrDiscards(ctx, walBytes) {
+    const { manifest, facts } = ctx;
+    const rp = manifest.restorePoint;
+    const sinceMs = Date.parse(facts.now) - Date.parse(rp.createdAt);
+    const now = facts.databases.map((d) => d.name);
+    const then = manifest.server.clusterDatabases;
+    const createdSince = now.filter((name) => !then.includes(name));
+    const droppedSince = then.filter((name) => !now.includes(name));
+    const commitsSince = facts.commits !== null && manifest.server.commitsAtSnapshot !== null && facts.commits >= manifest.server.commitsAtSnapshot ? facts.commits - manifest.server.commitsAtSnapshot : null;
+    const parts = [
+        `every transaction committed in the cluster after restore point ${rp.name} (${formatDuration(Math.max(0, sinceMs))} ago${walBytes !== null ? `, ${formatBytes(walBytes)} of WAL since` : ''}${commitsSince !== null ? `, about ${commitsSince} commit(s)` : ''})`,
+        `in all ${now.length} database(s): ${now.join(', ')}`
+    ];
+    if (createdSince.length)
+        parts.push(`databases created since the snapshot disappear: ${createdSince.join(', ')}`);
+    if (droppedSince.length)
+        parts.push(`databases dropped since come back: ${droppedSince.join(', ')}`);
+    if (facts.replicas.length)
+        parts.push(`${facts.replicas.length} streaming replica(s) must be rebuilt afterwards`);
+    if (facts.replicationSlots.length)
+        parts.push(`replication slots are not in the base backup and will be gone: ${facts.replicationSlots.map((s) => s.name).join(', ')}`);
+    parts.push('unlogged tables come back empty');
+    return {
+        scope: 'cluster',
+        summary: `A point-in-time recovery discards ${parts.join('; ')}.`,
+        walBytes,
+        sinceMs,
+        commitsSince,
+        databases: now,
+        createdSince,
+        droppedSince,
+        replicas: facts.replicas.map((r) => r.application || r.address || '?'),
+        slots: facts.replicationSlots.map((s) => s.name)
+    };
+}
+async function walSinceRestorePoint(ctx) {
+    const rp = ctx.manifest.restorePoint;
+    if (!rp || ctx.facts.currentLsn === null)
+        return null;
+    const diff = parseLsn(ctx.facts.currentLsn) - parseLsn(rp.lsn);
+    return diff >= 0n ? Number(diff) : null;
+}
+function expandRestoreCommand(command, file, path, lastRestart) {
+    return command.replace(/%[fpr%]/g, (token) => ({ '%f': file, '%p': path, '%r': lastRestart, '%%': '%' })[token] ?? token);
+}
+/**
+ * Every precondition of a pitr rollback, before anything moves: a base backup of ours, the data
+ * directory of this very cluster (system identifier of the server and of pgdata), the programs,
+ * every WAL segment from the backup's start to the restore point in the archive, and the restore
+ * point itself in its segment (pg_waldump), free space for the copy, and confirm-data-loss.
+ */
+async function pitrObstacles(ctx) {
+    const { manifest, request, facts } = ctx;
+    const obstacles = [];
+    const fail = (code, message) => obstacles.push({ code, message });
+    const rp = manifest.restorePoint;
+    const backup = manifest.baseBackup;
+    if (!rp || !backup) {
+        fail('NO_ROLLBACK_PATH', `the snapshot (strategy ${manifest.strategy}) has no restore point, so a point-in-time recovery has no target`);
+        return { obstacles };
+    }
+    if (backup.external || !backup.path) {
+        fail('NO_ROLLBACK_PATH', `the snapshot's base backup is external (${backup.note ?? 'taken by another tool'}): restore it with that tool to restore point "${rp.name}" on timeline ${rp.timeline}, e.g. pgbackrest restore --type=name --target=${rp.name} --target-timeline=${rp.timeline} --target-action=promote, or barman restore --target-name ${rp.name} --target-tli ${rp.timeline}`);
+        return { obstacles };
+    }
+    if (!request.pgdata) {
+        fail('INVALID_INPUT', 'input "pgdata": a pitr rollback needs the data directory of the server (for example /var/lib/postgresql/15/main)');
+        return { obstacles };
+    }
+    if (facts.systemIdentifier !== manifest.server.systemIdentifier) {
+        fail('SNAPSHOT_MISMATCH', `the snapshot belongs to another cluster: its system identifier is ${manifest.server.systemIdentifier}, the server at database-url has ${facts.systemIdentifier}`);
+    }
+    const pgdata = request.pgdata;
+    if (!(0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(pgdata, 'PG_VERSION'))) {
+        fail('INVALID_INPUT', `input "pgdata": ${pgdata} is not a PostgreSQL data directory (no PG_VERSION)`);
+        return { obstacles };
+    }
+    const major = Math.floor(facts.versionNum / 10000);
+    const search = { binDir: request.pgBinDir || undefined, env: request.env };
+    const find = async (name, needed = true) => {
+        if (!needed)
+            return undefined;
+        try {
+            return await findCompatibleProgram(name, major, search, 'exact');
+        }
+        catch (error) {
+            fail(error instanceof CodedError ? error.code : 'PROGRAM_MISSING', errorMessage(error));
+            return undefined;
+        }
+    };
+    const pgCtl = await find('pg_ctl', !request.stopCommand || !request.startCommand);
+    const pgControldata = await find('pg_controldata');
+    const pgVerifybackup = await find('pg_verifybackup');
+    const pgWaldump = await find('pg_waldump');
+    let dataDir;
+    try {
+        dataDir = new DataDirectory(pgdata, { pgCtl: pgCtl ?? safeFind('pg_ctl', major, search), pgControldata }, request.env);
+    }
+    catch (error) {
+        fail('INVALID_INPUT', `input "pgdata": ${errorMessage(error)}`);
+        return { obstacles };
+    }
+    if (facts.dataDirectory) {
+        const real = (path) => {
+            try {
+                return (0,external_node_fs_namespaceObject.realpathSync)(path);
+            }
+            catch {
+                return path;
+            }
+        };
+        if (real(facts.dataDirectory) !== real(pgdata)) {
+            fail('INVALID_INPUT', `input "pgdata": ${pgdata} is not the data directory of the server at database-url, which is ${facts.dataDirectory}`);
+        }
+    }
+    if (pgControldata) {
+        try {
+            const control = await dataDir.controlData();
+            const id = control['Database system identifier'];
+            if (id !== manifest.server.systemIdentifier) {
+                fail('SNAPSHOT_MISMATCH', `${pgdata} belongs to another cluster: pg_controldata says system identifier ${id}, the snapshot ${manifest.server.systemIdentifier}`);
+            }
+        }
+        catch (error) {
+            fail('INSUFFICIENT_PRIVILEGE', `cannot read ${pgdata} as its owner ${dataDir.owner.name}: ${errorMessage(error)}`);
+        }
+    }
+    try {
+        if ((0,external_node_fs_namespaceObject.lstatSync)((0,external_node_path_namespaceObject.join)(pgdata, 'pg_wal')).isSymbolicLink()) {
+            ctx.warnings.push({
+                code: 'UNSUPPORTED_LAYOUT',
+                message: `${pgdata}/pg_wal is a symbolic link to ${(0,external_node_fs_namespaceObject.readlinkSync)((0,external_node_path_namespaceObject.join)(pgdata, 'pg_wal'))}; the restored data directory keeps its WAL in a plain pg_wal directory inside it (move it back with the server stopped if you want the separate WAL volume again)`
+            });
+        }
+    }
+    catch {
+        // no pg_wal: PG_VERSION was checked above; pg_controldata reports the rest
+    }
+    if (runAsMethod(dataDir.owner) === 'self') {
+        try {
+            (0,external_node_fs_namespaceObject.accessSync)(dataDir.parent, external_node_fs_namespaceObject.constants.W_OK);
+        }
+        catch {
+            fail('INSUFFICIENT_PRIVILEGE', `${dataDir.parent} is not writable: the data directory cannot be moved aside there`);
+        }
+    }
+    const base = inSnapshot(ctx.manifestDir, backup.path);
+    if (!(0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(base, 'PG_VERSION'))) {
+        fail('SNAPSHOT_CORRUPT', `the base backup ${base} is missing`);
+    }
+    else {
+        try {
+            await verifyFiles(ctx.manifestDir, manifest, (path) => path.startsWith(`${backup.path}/`));
+        }
+        catch (error) {
+            fail('SNAPSHOT_CORRUPT', errorMessage(error));
+        }
+        const needed = (backup.bytes ?? 0) + 4 * manifest.server.walSegmentSize;
+        const free = freeBytes(dataDir.parent);
+        if (free < needed)
+            fail('INSUFFICIENT_SPACE', `${dataDir.parent} has ${formatBytes(free)} free; the restored copy needs about ${formatBytes(needed)} next to the kept data directory`);
+    }
+    const archiveDir = manifest.archive?.directory ?? null;
+    const restoreCommand = request.restoreCommand || (archiveDir ? `cp ${shellQuote(archiveDir)}/%f %p` : '');
+    if (!restoreCommand) {
+        fail('INVALID_INPUT', 'input "restore-command": the snapshot recorded no local archive directory, so give the restore_command that fetches WAL from your archive (for example `pgbackrest --stanza=main archive-get %f "%p"`)');
+    }
+    if (backup.startWalFile && pgWaldump && restoreCommand) {
+        const scratch = archiveDir && (0,external_node_fs_namespaceObject.existsSync)(archiveDir) ? undefined : (0,external_node_fs_namespaceObject.mkdtempSync)((0,external_node_path_namespaceObject.join)((0,external_node_os_namespaceObject.tmpdir)(), 'pgxu-wal-'));
+        try {
+            const segments = segmentRange(backup.startWalFile, rp.walFile, manifest.server.walSegmentSize);
+            let dir = archiveDir;
+            if (scratch) {
+                dir = scratch;
+                for (const segment of segments) {
+                    const command = expandRestoreCommand(restoreCommand, segment, (0,external_node_path_namespaceObject.join)(scratch, segment), backup.startWalFile);
+                    const fetched = await runShell(command, { env: request.env, timeoutMs: 120_000, okCodes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 74, 127] }).catch(() => undefined);
+                    if (!fetched || fetched.code !== 0 || !(0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(scratch, segment))) {
+                        fail('WAL_MISSING', `restore-command could not fetch ${segment}, which recovery to ${rp.name} needs`);
+                        break;
+                    }
+                }
+            }
+            else {
+                const missing = missingSegments(dir, backup.startWalFile, rp.walFile, manifest.server.walSegmentSize);
+                if (missing.length > 0)
+                    fail('WAL_MISSING', `the archive ${dir} lacks ${missing.join(', ')}, which recovery from the base backup to ${rp.name} needs`);
+            }
+            if (!obstacles.some((o) => o.code === 'WAL_MISSING')) {
+                const scan = await scanRestorePoints(pgWaldump, dir, [rp.walFile], manifest.server.walSegmentSize, { env: request.env });
+                const found = scan.points.find((p) => p.name === rp.name && p.endLsn === parseLsn(rp.lsn));
+                if (!found)
+                    fail('SNAPSHOT_MISMATCH', `the archived segment ${rp.walFile} holds no restore point "${rp.name}" at ${rp.lsn}; this archive does not belong to the snapshot`);
+            }
+        }
+        finally {
+            if (scratch)
+                (0,external_node_fs_namespaceObject.rmSync)(scratch, { recursive: true, force: true });
+        }
+    }
+    if (!request.confirmDataLoss) {
+        const discard = pitrDiscards(ctx, await walSinceRestorePoint(ctx));
+        fail('CONFIRMATION_REQUIRED', `A pitr rollback rewinds the whole cluster and needs confirm-data-loss: true. ${discard.summary}`);
+    }
+    if (obstacles.length > 0 || !pgControldata || !pgVerifybackup || !pgWaldump)
+        return { obstacles };
+    const probeDatabase = manifest.server.clusterDatabases.includes('postgres') ? 'postgres' : (manifest.databases[0]?.name ?? ctx.target.database);
+    return { obstacles, prepared: { dataDir, base, restoreCommand, programs: { pgCtl, pgControldata, pgVerifybackup, pgWaldump }, probeDatabase } };
+}
+function safeFind(name, major, search) {
+    try {
+        return findProgram(name, { ...search, serverMajor: major });
+    }
+    catch {
+        return undefined;
+    }
+}
+/** yyyymmddThhmmss.mmmZ without separators: unique per rollback, sortable. */
+const stampOf = (date) => date.toISOString().replace(/[-:.]/g, '');
+function logExcerpt(text, lines = 25) {
+    const all = text.split('\n').filter(Boolean);
+    const important = all.filter((line) => /FATAL|PANIC|ERROR|recovery|restore point|redo|consistent|timeline/i.test(line));
+    return (important.length ? important : all).slice(-lines).join('\n');
+}
+/**
+ * pitr: the whole cluster back to the restore point. The base backup is copied next to the data
+ * directory (while pg_verifybackup checks it) before the server stops, so downtime is a stop, two
+ * renames and the replay. Recovery pauses at the target, the recorded versions are read while it
+ * is paused and read-only, and only then is the server promoted. Until promotion, any failure
+ * stops the restored copy and puts the original data directory back (renamed, never modified) and
+ * starts it; the failed copy is kept for diagnosis.
+ */
+async function rollBackByPitr(ctx, prepared) {
+    const { manifest, request, log, phases } = ctx;
+    const rp = manifest.restorePoint;
+    const { dataDir } = prepared;
+    const pgdata = dataDir.path;
+    const stamp = stampOf(new Date());
+    const previous = dataDir.sibling(`.pre-rollback-${stamp}`);
+    const staging = dataDir.sibling(`.rollback-staging-${stamp}`);
+    const failedDir = dataDir.sibling(`.failed-rollback-${stamp}`);
+    const logFile = dataDir.sibling(`.rollback-${stamp}.log`);
+    const pitr = { pgdata, recoveryTimeline: rp.timeline };
+    const recovery = [];
+    const timeout = request.waitTimeoutMs;
+    const results = [];
+    // 1. Copy and verify while the server still runs: nothing of the cluster moves yet. Every
+    // file's CRC32C was verified when the snapshot was taken; re-reading the whole backup here would
+    // double the reads of the rollback (docs/recovery.md), so this checks the manifest's integrity,
+    // that every file is there with its recorded size, and that the backup's WAL parses.
+    try {
+        const copyStarted = external_node_perf_hooks_namespaceObject.performance.now();
+        const verifying = verifyBaseBackup(prepared.programs.pgVerifybackup, prepared.base, request.env, false).then((ms) => {
+            phases.record('verify the base backup (pg_verifybackup --skip-checksums)', ms, true, 'manifest checksum, every file and its size, and the WAL from start to end verified');
+            return ms;
+        });
+        verifying.catch(() => undefined);
+        await phases.run('copy the base backup next to the data directory', async (note) => {
+            await dataDir.copyTree(prepared.base, staging);
+            note(`${staging} (${formatBytes(manifest.baseBackup?.bytes ?? 0)}) in ${formatDuration(external_node_perf_hooks_namespaceObject.performance.now() - copyStarted)}`);
+        });
+        await verifying;
+    }
+    catch (error) {
+        await dataDir.remove(staging).catch(() => undefined);
+        throw error;
+    }
+    const putBackCommands = [
+        `${dataDir.pgCtlCommand(['-m', 'fast', 'stop'])}   # if a server runs on ${pgdata}`,
+        `mv ${shellQuote(pgdata)} ${shellQuote(failedDir)}`,
+        `mv ${shellQuote(previous)} ${shellQuote(pgdata)}`,
+        request.startCommand ? request.startCommand : dataDir.pgCtlCommand(['-l', logFile, 'start'])
+    ];
+    log.info(`if this run is interrupted from here on, the original data directory is ${previous}; put it back with:\n  ${putBackCommands.join('\n  ')}`);
+    let moved = false;
+    let stoppedAt = 0;
+    let logOffset = 0;
+    try {
+        await phases.run('prepare the restored data directory', async (note) => {
+            await dataDir.remove((0,external_node_path_namespaceObject.join)(staging, 'backup_manifest'));
+            for (const signal of ['standby.signal', 'recovery.signal'])
+                await dataDir.remove((0,external_node_path_namespaceObject.join)(staging, signal));
+            const autoConf = (0,external_node_path_namespaceObject.join)(staging, 'postgresql.auto.conf');
+            const original = await dataDir.readText(autoConf);
+            const settings = {
+                restore_command: prepared.restoreCommand,
+                recovery_target_name: rp.name,
+                recovery_target_timeline: String(rp.timeline),
+                recovery_target_action: 'pause',
+                hot_standby: 'on'
+            };
+            await dataDir.writeText(autoConf, withRecoverySettings(original, settings, MARKER));
+            await dataDir.writeText((0,external_node_path_namespaceObject.join)(staging, 'recovery.signal'), '');
+            note(`recovery_target_name = '${rp.name}', recovery_target_timeline = ${rp.timeline}, recovery_target_action = pause; recovery.signal`);
+        });
+        await phases.run('stop the server', async (note) => {
+            await dataDir.stop(request.stopCommand, timeout);
+            stoppedAt = external_node_perf_hooks_namespaceObject.performance.now();
+            note(request.stopCommand ? `with stop-command` : 'pg_ctl stop -m fast');
+        });
+        await phases.run('move the data directory aside and put the restored copy in place', async (note) => {
+            await dataDir.rename(pgdata, previous);
+            moved = true;
+            pitr.previousDir = previous;
+            await dataDir.rename(staging, pgdata);
+            await dataDir.chmod(pgdata, dataDir.mode);
+            note(`${pgdata} → ${previous}; restored copy → ${pgdata}`);
+        });
+        logOffset = fileSize(dataDir.currentLogFile(request.startCommand ? undefined : logFile));
+        await phases.run('start recovery', async (note) => {
+            try {
+                await dataDir.start(request.startCommand, logFile, timeout);
+            }
+            catch (error) {
+                const excerpt = logExcerpt(readLogTail(dataDir.currentLogFile(request.startCommand ? undefined : logFile), logOffset));
+                throw new CodedError('RECOVERY_FAILED', `the restored server did not start: ${errorMessage(error)}${excerpt ? `\n${excerpt}` : ''}`);
+            }
+            note(request.startCommand ? 'with start-command' : `pg_ctl start, log ${logFile}`);
+        });
+        pitr.logFile = dataDir.currentLogFile(request.startCommand ? undefined : logFile);
+        await phases.run(`replay to restore point ${rp.name}`, async (note) => {
+            const reached = await waitForTarget(ctx, prepared, rp, pitr.logFile, logOffset, timeout);
+            note(`paused at ${reached} (restore point ${rp.lsn})`);
+        });
+        await phases.run('verify the recorded versions while paused (read-only)', async (note) => {
+            const problems = [];
+            for (const db of manifest.databases) {
+                const versions = await withSession(ctx.connect, { database: db.name, purpose: 'rollback-verify' }, inventory_readVersions);
+                for (const extension of db.extensions) {
+                    if (versions[extension.name] !== extension.version)
+                        problems.push(`${db.name}: ${extension.name} is ${versions[extension.name] ?? 'not installed'}, recorded ${extension.version}`);
+                }
+                const recorded = Object.fromEntries(db.extensions.map((e) => [e.name, e.version]));
+                results.push({
+                    name: db.name,
+                    outcome: 'rolled_back',
+                    before: versionsBefore(ctx.drift.find((d) => d.name === db.name), recorded),
+                    after: versions,
+                    recorded,
+                    durationMs: 0
+                });
+            }
+            if (problems.length > 0)
+                throw new CodedError('RECOVERY_FAILED', `the recovered cluster does not hold the recorded versions: ${problems.join('; ')}`);
+            note(`${manifest.databases.length} database(s) match the snapshot`);
+        });
+    }
+    catch (error) {
+        for (const result of results)
+            result.outcome = 'put_back';
+        const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error);
+        pitr.logExcerpt = logExcerpt(readLogTail(pitr.logFile ?? dataDir.currentLogFile(request.startCommand ? undefined : logFile), logOffset));
+        if (!moved) {
+            await dataDir.remove(staging).catch(() => undefined);
+            if (!dataDir.isRunning()) {
+                const restarted = await dataDir.start(request.startCommand, logFile, timeout).then(() => true, () => false);
+                recovery.push(restarted
+                    ? 'nothing was moved; the server had been stopped and was started again on the original data directory'
+                    : `the server was stopped but nothing was moved; start it again: ${request.startCommand || dataDir.pgCtlCommand(['-l', logFile, 'start'])}`);
+            }
+            else
+                recovery.push('nothing was moved; the server still runs on the original data directory');
+            throw Object.assign(new CodedError(error instanceof CodedError ? error.code : 'ROLLBACK_FAILED', message), { pitr, recovery });
+        }
+        const putBack = await putOriginalBack(ctx, prepared, previous, failedDir, logFile, putBackCommands);
+        pitr.putBack = putBack.ok;
+        if (putBack.ok)
+            pitr.failedDir = failedDir;
+        recovery.push(...putBack.lines);
+        pitr.stoppedForMs = stoppedAt ? external_node_perf_hooks_namespaceObject.performance.now() - stoppedAt : undefined;
+        throw Object.assign(new CodedError(error instanceof CodedError ? error.code : 'RECOVERY_FAILED', message), { pitr, recovery });
+    }
+    // 2. Promotion: from here the cluster is on a new timeline and the rollback has happened.
+    await phases.run('promote', async (note) => {
+        // Paused at its target, recovery ends when replay is resumed (the startup process wakes at
+        // once; a promotion request is only noticed on its next one-second check). pg_ctl promote
+        // serves roles that may call neither function.
+        // One session throughout: it survives the promotion, and polling on it costs no connection.
+        const tl = await withSession(ctx.connect, { database: prepared.probeDatabase, purpose: 'rollback-promote' }, async (client) => {
+            const resumed = await client.query('SELECT pg_wal_replay_resume()').then(() => true, () => false);
+            if (!resumed)
+                await dataDir.ctl(['-w', '-t', String(Math.ceil(timeout / 1000)), 'promote'], timeout + 10_000);
+            const deadline = Date.now() + timeout;
+            for (;;) {
+                const row = (await client.query('SELECT pg_is_in_recovery() AS rec')).rows[0];
+                if (!row.rec)
+                    break;
+                if (Date.now() > deadline)
+                    throw new CodedError('ROLLBACK_FAILED', 'the server did not leave recovery within wait-timeout after the promotion request');
+                await new Promise((resolve) => setTimeout(resolve, 10));
+            }
+            return (await client.query(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`)).rows[0];
+        });
+        pitr.newTimeline = Number(tl.tl);
+        pitr.stoppedForMs = external_node_perf_hooks_namespaceObject.performance.now() - stoppedAt;
+        note(`timeline ${rp.timeline} → ${tl.tl}; the server accepts writes`);
+    });
+    await phases.run('remove the recovery settings', async (note) => {
+        const autoConf = (0,external_node_path_namespaceObject.join)(pgdata, 'postgresql.auto.conf');
+        try {
+            const content = await dataDir.readText(autoConf);
+            await dataDir.writeText(autoConf, withoutRecoverySettings(content, MARKER));
+            if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(pgdata, 'recovery.signal')))
+                await dataDir.remove((0,external_node_path_namespaceObject.join)(pgdata, 'recovery.signal'));
+            note('postgresql.auto.conf no longer sets recovery targets; recovery.signal is gone');
+        }
+        catch (error) {
+            ctx.warnings.push({ code: 'ROLLBACK_FAILED', message: `the recovery settings could not be removed from ${autoConf} (${errorMessage(error)}): delete the lines between "# ${MARKER} begin" and "# ${MARKER} end" before the next restart` });
+            note('failed; see warnings');
+        }
+    });
+    const logText = readLogTail(pitr.logFile, logOffset);
+    if (pitr.logFile && !logText.includes(`recovery stopping at restore point "${rp.name}"`)) {
+        ctx.warnings.push({ code: 'RECOVERY_FAILED', message: `the server log ${pitr.logFile} does not show "recovery stopping at restore point \\"${rp.name}\\"", although replay paused at its LSN` });
+    }
+    if (!request.keepPrevious) {
+        await phases.run('remove the previous data directory (keep-previous: false)', async (note) => {
+            await dataDir.remove(previous);
+            pitr.previousDir = undefined;
+            note(`removed ${previous}`);
+        });
+    }
+    return { databases: results, pitr, recovery, ok: true, changed: true };
+}
+async function waitForTarget(ctx, prepared, rp, logFile, logOffset, timeoutMs) {
+    const started = Date.now();
+    let lastReport = started;
+    const target = parseLsn(rp.lsn);
+    const pauseState = ctx.manifest.server.versionNum >= 140000 ? 'pg_get_wal_replay_pause_state()' : `CASE WHEN pg_is_wal_replay_paused() THEN 'paused' ELSE 'not paused' END`;
+    let last;
+    for (;;) {
+        const log = readLogTail(logFile, logOffset);
+        const fatal = log.split('\n').filter((line) => /\b(FATAL|PANIC)\b/.test(line) && !/the database system is (starting up|not yet accepting)/.test(line));
+        if (fatal.length > 0)
+            throw new CodedError('RECOVERY_FAILED', `recovery failed: ${fatal.slice(-3).join(' | ')}`);
+        if (!prepared.dataDir.isRunning())
+            throw new CodedError('RECOVERY_FAILED', `the restored server stopped during recovery${log ? `: ${logExcerpt(log, 5).replace(/\n/g, ' | ')}` : ''}`);
+        try {
+            last = await withSession(ctx.connect, { database: prepared.probeDatabase, purpose: 'rollback-recovery' }, async (client) => (await client.query(`SELECT pg_is_in_recovery() AS in_recovery, ${pauseState} AS pause_state, pg_last_wal_replay_lsn()::text AS replay_lsn`)).rows[0]);
+            if (!last.in_recovery)
+                throw new CodedError('RECOVERY_FAILED', 'recovery ended without pausing at the restore point (was the server promoted by someone else?)');
+            if (last.pause_state === 'paused' && last.replay_lsn && parseLsn(last.replay_lsn) >= target)
+                return last.replay_lsn;
+        }
+        catch (error) {
+            if (error instanceof CodedError && error.code === 'RECOVERY_FAILED')
+                throw error;
+            // not accepting connections yet
+        }
+        const elapsed = Date.now() - started;
+        if (elapsed > timeoutMs) {
+            throw new CodedError('RECOVERY_FAILED', `recovery did not pause at ${rp.name} within wait-timeout (${formatDuration(timeoutMs)}); last replayed ${last?.replay_lsn ?? 'nothing yet'}`);
+        }
+        if (Date.now() - lastReport >= 5000) {
+            lastReport = Date.now();
+            ctx.log.info(`replaying WAL: at ${last?.replay_lsn ?? '(not accepting connections yet)'}, target ${rp.lsn}, ${formatDuration(elapsed)} elapsed`);
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+}
+/** Stops the failed restore, renames it aside, renames the original back and starts it. */
+async function putOriginalBack(ctx, prepared, previous, failedDir, logFile, commands) {
+    const { dataDir } = prepared;
+    const { request } = ctx;
+    const lines = [];
+    try {
+        await ctx.phases.run('put the original data directory back', async (note) => {
+            if (dataDir.isRunning()) {
+                await dataDir.stop(request.stopCommand, request.waitTimeoutMs).catch(async () => {
+                    if (dataDir.isRunning())
+                        await dataDir.ctl(['-m', 'immediate', '-w', 'stop']);
+                });
+            }
+            if ((0,external_node_fs_namespaceObject.existsSync)(dataDir.path))
+                await dataDir.rename(dataDir.path, failedDir);
+            await dataDir.rename(previous, dataDir.path);
+            const putBackLog = logFile.replace(/\.log$/, '.put-back.log');
+            await dataDir.start(request.startCommand, putBackLog, request.waitTimeoutMs);
+            const deadline = Date.now() + request.waitTimeoutMs;
+            for (;;) {
+                try {
+                    const inRecovery = await withSession(ctx.connect, { database: prepared.probeDatabase, purpose: 'rollback-check' }, async (client) => (await client.query('SELECT pg_is_in_recovery() AS r')).rows[0].r);
+                    if (!inRecovery)
+                        break;
+                }
+                catch {
+                    // still starting
+                }
+                if (Date.now() > deadline)
+                    throw new Error('the original server did not come back within wait-timeout');
+                await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+            note(`${dataDir.path} is the original again and the server runs; the failed restore is kept in ${failedDir}`);
+        });
+        lines.push(`The original data directory was put back in ${dataDir.path} (it was only renamed, never modified) and the server was started again: the cluster is as it was before the rollback.`, `The failed restore is kept in ${failedDir} for diagnosis; remove it when done: rm -rf ${shellQuote(failedDir)}`);
+        return { ok: true, lines };
+    }
+    catch (error) {
+        lines.push(`Putting the original back failed (${errorMessage(error)}). The original data directory is intact in ${previous}. Put it back by hand, as ${dataDir.owner.name}:`, ...commands.map((c) => `  ${c}`));
+        return { ok: false, lines };
+    }
+}
+
+;// CONCATENATED MODULE: ./src/core/rollback/index.ts
+
+
+
+
+
+
+
+
+
+
+
+/** Where each database of the snapshot stands now: versions changed, extensions dropped or added. */
+async function compareWithSnapshot(ctx, manifest, names) {
+    const existing = new Set(ctx.facts.databases.map((d) => d.name));
+    const drift = [];
+    for (const name of names) {
+        const recorded = manifest.databases.find((d) => d.name === name);
+        if (!existing.has(name)) {
+            drift.push({ name, exists: false, changed: [], missing: recorded.extensions.map((e) => e.name), added: [] });
+            continue;
+        }
+        const now = await withSession(ctx.connect, { database: name, purpose: 'rollback-inspect' }, inventory_readVersions);
+        const then = Object.fromEntries(recorded.extensions.map((e) => [e.name, e.version]));
+        drift.push({
+            name,
+            exists: true,
+            changed: Object.entries(then)
+                .filter(([ext, version]) => now[ext] !== undefined && now[ext] !== version)
+                .map(([ext, version]) => ({ name: ext, now: now[ext], recorded: version })),
+            missing: Object.keys(then).filter((ext) => now[ext] === undefined),
+            added: Object.entries(now)
+                .filter(([ext]) => then[ext] === undefined)
+                .map(([ext, version]) => ({ name: ext, version }))
+        });
+    }
+    return drift;
+}
+function describeDrift(drift) {
+    return drift
+        .filter(hasDrift)
+        .map((d) => {
+        if (!d.exists)
+            return `${d.name}: dropped`;
+        const parts = [
+            ...d.changed.map((c) => `${c.name} ${c.now} (recorded ${c.recorded})`),
+            ...d.missing.map((m) => `${m} dropped`),
+            ...d.added.map((a) => `${a.name} ${a.version} added`)
+        ];
+        return `${d.name}: ${parts.join(', ')}`;
+    })
+        .join('; ');
+}
+const hasDumps = (manifest, drift) => drift.filter(hasDrift).every((d) => manifest.databases.find((m) => m.name === d.name)?.dump !== undefined);
+const pitrPossible = (manifest) => Boolean(manifest.restorePoint && manifest.baseBackup && !manifest.baseBackup.external && manifest.baseBackup.path);
+/**
+ * auto: the least destructive strategy that can restore the recorded versions — downgrade when
+ * every changed extension has a script back; else dump when the snapshot has dumps of every
+ * database to restore; pitr only with confirm-data-loss. A strategy that applies but whose
+ * preconditions fail (sessions connected, a program missing) is reported, never skipped for a
+ * more destructive one.
+ */
+async function choose(ctx) {
+    const { request, manifest } = ctx;
+    if (request.strategy === 'downgrade')
+        return { strategy: 'downgrade', reason: 'rollback-strategy: downgrade', obstacles: await downgradeObstacles(ctx) };
+    if (request.strategy === 'dump')
+        return { strategy: 'dump', reason: 'rollback-strategy: dump', obstacles: await dumpObstacles(ctx) };
+    if (request.strategy === 'pitr') {
+        const { obstacles, prepared } = await pitrObstacles(ctx);
+        return { strategy: 'pitr', reason: 'rollback-strategy: pitr', obstacles, prepared };
+    }
+    const ruledOut = [];
+    const downgrade = await downgradeObstacles(ctx);
+    if (downgrade.length === 0) {
+        return { strategy: 'downgrade', reason: 'auto chose downgrade: every changed extension has a downgrade script back to its recorded version, so no data is touched', obstacles: [] };
+    }
+    ruledOut.push(`downgrade is impossible (${downgrade.map((o) => o.message).join('; ')})`);
+    if (hasDumps(manifest, ctx.drift)) {
+        return {
+            strategy: 'dump',
+            reason: `auto chose dump: ${ruledOut.join('; ')}; the snapshot has a dump of every database to restore, and a per-database restore leaves the other databases alone`,
+            obstacles: await dumpObstacles(ctx)
+        };
+    }
+    ruledOut.push(`dump is impossible (the snapshot, strategy ${manifest.strategy}, has no dump of ${ctx.drift.filter(hasDrift).map((d) => d.name).join(', ')})`);
+    if (pitrPossible(manifest) && !request.confirmDataLoss) {
+        // Say first that only a whole-cluster rewind is left and what it would discard; whether its
+        // other preconditions hold matters only once the user agrees to it.
+        const discard = pitrDiscards(ctx, await walSinceRestorePoint(ctx));
+        return {
+            strategy: 'pitr',
+            reason: `auto can only use pitr: ${ruledOut.join('; ')}`,
+            obstacles: [{ code: 'CONFIRMATION_REQUIRED', message: `${ruledOut.join('; ')}; only a pitr rollback remains, which rewinds the whole cluster and needs confirm-data-loss: true. ${discard.summary}` }]
+        };
+    }
+    if (pitrPossible(manifest)) {
+        const { obstacles, prepared } = await pitrObstacles(ctx);
+        return { strategy: 'pitr', reason: `auto chose pitr: ${ruledOut.join('; ')}; confirm-data-loss is true`, obstacles, prepared };
+    }
+    return {
+        reason: `no strategy applies: ${ruledOut.join('; ')}; pitr is impossible (the snapshot has no base backup of this tool)`,
+        obstacles: [{ code: 'NO_ROLLBACK_PATH', message: `nothing can restore the recorded versions: ${ruledOut.join('; ')}; and the snapshot has no base backup for a pitr rollback` }]
+    };
+}
+function discardsOf(ctx, strategy, walBytes) {
+    const drifted = ctx.drift.filter(hasDrift).map((d) => d.name);
+    if (strategy === 'downgrade') {
+        return { scope: 'none', summary: `No data: the downgrade scripts change only the extensions' own objects in ${drifted.join(', ')} (what the upgrade added to them is dropped by the scripts).` };
+    }
+    if (strategy === 'dump') {
+        const since = Date.parse(ctx.facts.now) - Date.parse(ctx.manifest.createdAt);
+        return {
+            scope: 'databases',
+            summary: `Every change made to ${drifted.join(', ')} since the dump (${ctx.manifest.createdAt}, ${formatDuration(Math.max(0, since))} ago) is replaced by the dump's contents${ctx.request.keepPrevious ? '; the replaced database is kept under another name' : ''}. Other databases are not touched.`,
+            sinceMs: since,
+            databases: drifted
+        };
+    }
+    return pitrDiscards(ctx, walBytes);
+}
+/**
+ * Rolls the databases of a snapshot back to it: reads and checks the manifest, compares each
+ * database with it (nothing to do when they match), picks the strategy, checks every
+ * precondition before anything moves, then runs it and verifies the result.
+ */
+async function rollBack(request, deps) {
+    const started = external_node_perf_hooks_namespaceObject.performance.now();
+    const phases = new PhaseClock(deps.log);
+    const warnings = [];
+    const { manifest, path, dir } = readManifest(request.manifestPath);
+    const outcome = (partial) => ({
+        snapshot: { id: manifest.id, strategy: manifest.strategy, path, createdAt: manifest.createdAt, restorePoint: manifest.restorePoint?.name },
+        phases: phases.phases,
+        findings: [],
+        warnings,
+        databases: [],
+        changed: false,
+        durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+        ...partial
+    });
+    let strategy;
+    let reason = '';
+    let discarded;
+    try {
+        if (request.strategy === 'dump' && !manifest.databases.some((d) => d.dump)) {
+            throw new CodedError('INVALID_INPUT', `input "rollback-strategy": dump needs a snapshot taken with snapshot-strategy dump; ${manifest.id} is ${manifest.strategy}`);
+        }
+        if (request.strategy === 'pitr' && !manifest.restorePoint) {
+            throw new CodedError('INVALID_INPUT', `input "rollback-strategy": pitr needs a snapshot with a restore point (snapshot-strategy basebackup); ${manifest.id} is ${manifest.strategy}`);
+        }
+        const facts = await phases.run('inspect the server', async (note) => {
+            const read = await withSession(deps.connect, { purpose: 'rollback-inspect' }, readClusterFacts);
+            note(`PostgreSQL ${read.version}, system ${read.systemIdentifier}, timeline ${read.timeline ?? '(standby)'}`);
+            return read;
+        });
+        if (facts.systemIdentifier !== manifest.server.systemIdentifier) {
+            throw new CodedError('SNAPSHOT_MISMATCH', `the snapshot ${manifest.id} belongs to another cluster: it records system identifier ${manifest.server.systemIdentifier}, the server at database-url has ${facts.systemIdentifier}; nothing was changed`);
+        }
+        if (facts.inRecovery)
+            throw new CodedError('READ_ONLY_SERVER', 'the server is a standby (in recovery); roll back on the primary');
+        const names = request.databases?.length ? request.databases : manifest.databases.map((d) => d.name);
+        const unknown = names.filter((name) => !manifest.databases.some((d) => d.name === name));
+        if (unknown.length > 0)
+            throw new CodedError('INVALID_INPUT', `input "databases": ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in the snapshot, which has ${manifest.databases.map((d) => d.name).join(', ')}`);
+        const ctx = { ...deps, request, manifest, manifestDir: dir, facts, phases, drift: [], warnings };
+        ctx.drift = await phases.run('compare with the snapshot', async (note) => {
+            const drift = await compareWithSnapshot(ctx, manifest, names);
+            note(drift.some(hasDrift) ? describeDrift(drift) : `${names.length} database(s) match the snapshot`);
+            return drift;
+        });
+        const unchanged = (name) => {
+            const recorded = Object.fromEntries(manifest.databases.find((d) => d.name === name).extensions.map((e) => [e.name, e.version]));
+            return { name, outcome: 'already_matched', before: recorded, after: recorded, recorded, durationMs: 0 };
+        };
+        if (!ctx.drift.some(hasDrift)) {
+            return outcome({ status: 'nothing_to_do', reason: `every extension of ${names.join(', ')} already has its recorded version; nothing was changed`, databases: names.map(unchanged) });
+        }
+        const choice = await phases.run('choose the strategy and check its preconditions', async (note) => {
+            const chosen = await choose(ctx);
+            note(chosen.strategy ?? 'none');
+            return chosen;
+        });
+        strategy = choice.strategy;
+        reason = choice.reason;
+        deps.log.info(reason);
+        if (strategy) {
+            discarded = discardsOf(ctx, strategy, strategy === 'pitr' ? await walSinceRestorePoint(ctx) : null);
+            deps.log.info(`what this rollback discards: ${discarded.summary}`);
+        }
+        if (choice.obstacles.length > 0 || !strategy) {
+            return outcome({ status: 'rollback_failed', strategy, reason, discarded, findings: choice.obstacles });
+        }
+        let results = [];
+        let pitr;
+        let recovery = [];
+        if (strategy === 'downgrade') {
+            results = await rollBackByDowngrade(ctx);
+        }
+        else if (strategy === 'dump') {
+            const drifted = new Set(ctx.drift.filter(hasDrift).map((d) => d.name));
+            const files = new Set(manifest.databases.filter((d) => drifted.has(d.name) && d.dump).map((d) => d.dump.file));
+            await phases.run('verify the dump checksums', async (note) => {
+                await verifyFiles(dir, manifest, (file) => files.has(file));
+                note(`${files.size} dump(s) match their sha256`);
+            });
+            results = await rollBackByDump(ctx, new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '').replace('T', '_').toLowerCase());
+        }
+        else {
+            try {
+                const done = await rollBackByPitr(ctx, choice.prepared);
+                results = done.databases;
+                pitr = done.pitr;
+                recovery = done.recovery;
+            }
+            catch (error) {
+                const details = error;
+                return outcome({
+                    status: 'rollback_failed',
+                    strategy,
+                    reason,
+                    discarded,
+                    pitr: details.pitr,
+                    recovery: details.recovery,
+                    findings: findingsOf(error, 'ROLLBACK_FAILED'),
+                    changed: Boolean(details.pitr?.previousDir && !details.pitr.putBack),
+                    databases: manifest.databases.map((d) => ({ ...unchanged(d.name), outcome: details.pitr?.putBack ? 'put_back' : 'failed', after: undefined }))
+                });
+            }
+        }
+        for (const name of names)
+            if (!results.some((r) => r.name === name))
+                results.push(unchanged(name));
+        const failed = results.filter((r) => r.outcome === 'failed' || r.outcome === 'put_back' || r.outcome === 'not_started');
+        const findings = failed
+            .filter((r) => r.outcome !== 'not_started')
+            .map((r) => ({ code: 'ROLLBACK_FAILED', database: r.name, message: r.detail ?? 'failed' }));
+        if (failed.length > 0) {
+            recovery.push(...failed.filter((r) => r.outcome === 'put_back').map((r) => `${r.name}: ${r.detail}`));
+        }
+        return outcome({
+            status: failed.length > 0 ? 'rollback_failed' : 'rolled_back',
+            strategy,
+            reason,
+            discarded,
+            pitr,
+            recovery: recovery.length ? recovery : undefined,
+            findings,
+            databases: results,
+            // A database that failed without being put back may be half-changed.
+            changed: results.some((r) => r.outcome === 'rolled_back' || r.outcome === 'failed')
+        });
+    }
+    catch (error) {
+        if (!(error instanceof CodedError))
+            deps.log.debug(errorMessage(error));
+        return outcome({ status: 'rollback_failed', strategy, reason: reason || 'stopped before a strategy was chosen', discarded, findings: findingsOf(error, 'ROLLBACK_FAILED') });
+    }
+}
+
+;// CONCATENATED MODULE: ./src/core/snapshot/dump.ts
+
+
+
+
+
+
+
+
+/** A file-system-safe name for a database's dump (the name itself is in the manifest). */
+function dumpFileName(database, index) {
+    const safe = database.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 60);
+    return `${String(index + 1).padStart(3, '0')}-${safe}.dump`;
+}
+/** The TOC entries pg_restore --list prints (comment lines start with ";"). */
+function tocEntries(list) {
+    return list.split('\n').filter((line) => line.trim() && !line.startsWith(';'));
+}
+/**
+ * pg_dump -Fc of one database in the snapshot of a session that also records the extensions and
+ * counts every table's rows: the session exports its snapshot (pg_export_snapshot) and pg_dump
+ * runs with --snapshot, so the counts describe exactly the dumped data. The dump is then read
+ * back with pg_restore --list.
+ */
+async function dumpDatabase(ctx, database, index) {
+    const dumps = (0,external_node_path_namespaceObject.join)(ctx.dir, 'dumps');
+    (0,external_node_fs_namespaceObject.mkdirSync)(dumps, { recursive: true });
+    const file = (0,external_node_path_namespaceObject.join)(dumps, dumpFileName(database, index));
+    return ctx.phases.run(`dump ${database} (pg_dump -Fc)`, async (note) => {
+        const session = await ctx.connect({ database, purpose: 'snapshot-dump' });
+        let open = false;
+        try {
+            await session.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+            open = true;
+            const exported = (await session.query('SELECT pg_export_snapshot() AS id, clock_timestamp() AS at')).rows[0];
+            const inventory = await readDatabaseInventory(session, ctx.facts.versionNum);
+            const dump = runProgram(ctx.programs.pgDump, ['-Fc', `--snapshot=${exported.id}`, '--no-password', '-f', file], {
+                env: ctx.request.env,
+                extraEnv: libpqEnvironment(ctx.target, database),
+                secrets: ctx.target.secrets
+            });
+            ctx.leftBehind.push(file);
+            // Counting runs while pg_dump reads: both see the exported snapshot.
+            const [counts, dumped] = await Promise.all([countRows(session), dump.catch((error) => error)]);
+            if (dumped instanceof Error)
+                throw new CodedError('SNAPSHOT_FAILED', dumped instanceof ProgramError ? dumped.message : String(dumped));
+            await session.query('COMMIT');
+            open = false;
+            const listed = await runProgram(ctx.programs.pgRestore, ['--list', file], { env: ctx.request.env }).catch((error) => {
+                throw new CodedError('SNAPSHOT_CORRUPT', `pg_restore --list cannot read the dump of ${database}: ${error instanceof Error ? error.message : String(error)}`);
+            });
+            const entries = tocEntries(listed.stdout).length;
+            const entry = await fileEntry(ctx.dir, file);
+            const rows = Object.values(counts).reduce((sum, n) => sum + n, 0);
+            note(`${formatBytes((0,external_node_fs_namespaceObject.statSync)(file).size)}, ${entries} TOC entries, ${Object.keys(counts).length} table(s), ${rows} row(s)`);
+            return {
+                database: {
+                    ...inventory,
+                    dump: {
+                        file: entry.path,
+                        bytes: entry.bytes,
+                        sha256: entry.sha256,
+                        exportedSnapshot: exported.id,
+                        tocEntries: entries,
+                        rowCounts: counts,
+                        durationMs: Math.round(dumped.durationMs)
+                    }
+                },
+                file: entry,
+                createdAt: new Date(exported.at).toISOString()
+            };
+        }
+        finally {
+            if (open)
+                await session.query('ROLLBACK').catch(() => undefined);
+            await closeQuietly(session);
+        }
+    });
+}
+
+;// CONCATENATED MODULE: ./src/core/snapshot/restore-point.ts
+
+
+
+/**
+ * The restore point: created strictly after `afterLsn` (the base backup's end), followed by
+ * pg_switch_wal() so its segment is complete, then a bounded wait until that segment is archived.
+ * When the archive is local, pg_waldump then proves that exactly one restore point of this name
+ * lies between `scanFrom` and it, so recovery will stop at this one.
+ */
+async function createRestorePoint(ctx, name, options) {
+    const { phases, facts, archiveDir } = ctx;
+    const segmentSize = facts.walSegmentSize;
+    const created = await phases.run(`create restore point ${name}`, async (note) => withSession(ctx.connect, { purpose: 'snapshot-restore-point' }, async (client) => {
+        const row = (await client.query(`SELECT lsn::text AS lsn, pg_walfile_name(lsn) AS wal_file, ${CURRENT_TIMELINE_SQL} AS timeline, clock_timestamp() AS at,
+                  CASE WHEN $2::text IS NULL THEN true ELSE lsn > $2::text::pg_lsn END AS after
+           FROM pg_create_restore_point($1) AS lsn`, [name, options.afterLsn ?? null])).rows[0];
+        ctx.leftBehind.push(`restore point "${name}" at ${row.lsn} in ${row.wal_file} (a WAL record: harmless, but its name must not be reused)`);
+        await client.query('SELECT pg_switch_wal()');
+        if (!row.after) {
+            throw new CodedError('SNAPSHOT_FAILED', `restore point ${name} at ${row.lsn} is not after the base backup's end ${options.afterLsn}; recovery could not reach it`);
+        }
+        note(`${row.lsn} in ${row.wal_file} on timeline ${row.timeline}; WAL switched`);
+        return row;
+    }));
+    const archived = await phases.run(`wait until ${created.wal_file} is archived`, async (note) => withSession(ctx.connect, { purpose: 'snapshot-archive-wait' }, async (client) => {
+        const result = await waitForArchive(client, created.wal_file, archiveDir, segmentSize, ctx.request.waitTimeoutMs, ctx.log);
+        note(`archived${archiveDir ? ` into ${archiveDir}` : ''} after ${Math.round(result.waitedMs)} ms`);
+        return result;
+    }));
+    let uniqueness = options.uniqueness;
+    if (archiveDir && ctx.programs.pgWaldump) {
+        uniqueness = await phases.run('prove the restore point with pg_waldump', async (note) => {
+            const first = options.scanFrom ?? created.wal_file;
+            const missing = missingSegments(archiveDir, first, created.wal_file, segmentSize);
+            if (missing.length > 0)
+                throw new CodedError('WAL_MISSING', `the archive ${archiveDir} lacks ${missing.join(', ')}, which recovery to ${name} needs`);
+            const segments = segmentRange(first, created.wal_file, segmentSize);
+            const scan = await scanRestorePoints(ctx.programs.pgWaldump, archiveDir, segments, segmentSize, { env: ctx.request.env, strict: true });
+            const named = scan.points.filter((p) => p.name === name);
+            const lsn = parseLsn(created.lsn);
+            if (named.length !== 1 || named[0].endLsn !== lsn) {
+                const where = named.map((p) => formatLsn(p.endLsn)).join(', ');
+                throw new CodedError('RESTORE_POINT_EXISTS', `the archived WAL from ${first} to ${created.wal_file} holds ${named.length} restore point(s) named "${name}" (${where || 'none'}), expected exactly one at ${created.lsn}; recovery would not stop at this snapshot`);
+            }
+            const evidence = `${options.uniqueness}; after creation pg_waldump found exactly one "${name}" (at ${created.lsn}) in ${segments.length} archived segment(s) ${first} … ${created.wal_file}`;
+            note(`exactly one "${name}" in ${segments.length} segment(s) from ${first}`);
+            return evidence;
+        });
+    }
+    return {
+        name,
+        lsn: created.lsn,
+        walFile: created.wal_file,
+        timeline: Number(created.timeline),
+        createdAt: new Date(created.at).toISOString(),
+        archivedAt: new Date(archived.archivedAt).toISOString(),
+        uniqueness
+    };
+}
+
+;// CONCATENATED MODULE: ./src/core/snapshot/index.ts
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+const serverMajor = (facts) => Math.floor(facts.versionNum / 10000);
+/** The archive directory named by archive_command, when it exists on this machine. */
+function localArchiveDirectory(facts) {
+    if (!facts.archiveCommand.trim())
+        return null;
+    const dir = archiveDirectoryOf(facts.archiveCommand);
+    return dir && (0,external_node_fs_namespaceObject.existsSync)(dir) ? dir : null;
+}
+/**
+ * auto: basebackup when WAL archiving works and the role may replicate (and pg_basebackup is
+ * here), else dump. Returns the choice and why.
+ */
+async function chooseStrategy(request, facts) {
+    if (request.strategy !== 'auto')
+        return { strategy: request.strategy, reason: `snapshot-strategy: ${request.strategy}` };
+    const archiving = archivingProblems(facts);
+    if (facts.inRecovery)
+        return { strategy: 'dump', reason: 'auto chose dump: the server is a standby, where no restore point can be created' };
+    if (archiving.length > 0)
+        return { strategy: 'dump', reason: `auto chose dump: ${archiving[0]}` };
+    if (!facts.replication)
+        return { strategy: 'dump', reason: `auto chose dump: WAL archiving works, but role ${facts.role} may not replicate (no SUPERUSER or REPLICATION), which pg_basebackup needs` };
+    try {
+        await findCompatibleProgram('pg_basebackup', serverMajor(facts), { binDir: request.pgBinDir || undefined, env: request.env }, 'atLeast');
+    }
+    catch (error) {
+        return { strategy: 'dump', reason: `auto chose dump: WAL archiving works, but ${error.message}` };
+    }
+    return {
+        strategy: 'basebackup',
+        reason: `auto chose basebackup: WAL archiving works (wal_level ${facts.walLevel}, archive_mode ${facts.archiveMode}, archiver healthy) and role ${facts.role} may replicate`
+    };
+}
+/** Every precondition of the strategy, each with its own code; nothing is written before they pass. */
+async function preflight(request, strategy, facts, deps, id, databases, checks) {
+    const programs = {};
+    const search = { binDir: request.pgBinDir || undefined, env: request.env };
+    const major = serverMajor(facts);
+    const find = async (key, name, rule) => {
+        programs[key] = await checks.attempt(() => findCompatibleProgram(name, major, search, rule));
+    };
+    const root = (0,external_node_path_namespaceObject.resolve)(request.root);
+    checkWritableDirectory(root, checks);
+    checkOutsideDataDirectory(root, facts, checks);
+    let archiveDir = null;
+    let uniqueness = 'not applicable (no restore point)';
+    const wantsRestorePoint = strategy !== 'dump';
+    if (wantsRestorePoint) {
+        if (facts.inRecovery)
+            checks.fail('READ_ONLY_SERVER', 'the server is a standby (in recovery): restore points can only be created on the primary; take the snapshot there');
+        for (const problem of archivingProblems(facts))
+            checks.fail('ARCHIVING_DISABLED', problem);
+        if (!facts.canCreateRestorePoint || !facts.canSwitchWal) {
+            checks.fail('INSUFFICIENT_PRIVILEGE', `role ${facts.role} may not execute pg_create_restore_point(text) and pg_switch_wal() (superuser, or GRANT EXECUTE ON FUNCTION for both)`);
+        }
+        archiveDir = localArchiveDirectory(facts);
+        if (archiveDir)
+            await find('pgWaldump', 'pg_waldump', 'exact');
+    }
+    if (strategy === 'basebackup') {
+        await find('pgBasebackup', 'pg_basebackup', 'atLeast');
+        await find('pgVerifybackup', 'pg_verifybackup', 'exact');
+        if (facts.userTablespaces.length > 0) {
+            checks.fail('UNSUPPORTED_LAYOUT', `the cluster has tablespaces ${facts.userTablespaces.join(', ')}; a plain-format base backup on the same host would collide with them (use snapshot-strategy: restore-point with your backup tool, or dump)`);
+        }
+        await checkReplication(deps.connect, facts, checks);
+        const clusterBytes = facts.databases.reduce((sum, d) => sum + (d.bytes ?? 0), 0);
+        checkFreeSpace(root, Math.round(clusterBytes * 1.1) + 4 * facts.walSegmentSize, 'a base backup of the cluster', checks);
+    }
+    if (strategy === 'dump') {
+        await find('pgDump', 'pg_dump', 'atLeast');
+        await find('pgRestore', 'pg_restore', 'atLeast');
+        const bytes = databases.reduce((sum, d) => sum + (facts.databases.find((x) => x.name === d.name)?.bytes ?? 0), 0);
+        checkFreeSpace(root, Math.round(bytes * 0.1) + 16 * 1024 * 1024, `dumps of ${databases.length} database(s) (${formatBytes(bytes)} on the server; a compressed dump is rarely over 10 %)`, checks);
+    }
+    if (wantsRestorePoint) {
+        const checked = await checkNameUnused(id, root, { dir: archiveDir, waldump: programs.pgWaldump, segmentSize: facts.walSegmentSize }, checks, request.env);
+        uniqueness = checked.evidence;
+    }
+    else {
+        await checkNameUnused(id, root, { dir: null, segmentSize: facts.walSegmentSize }, checks, request.env);
+    }
+    if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)(root, id)) && !checks.failures.some((f) => f.code === 'RESTORE_POINT_EXISTS')) {
+        checks.fail('RESTORE_POINT_EXISTS', `${(0,external_node_path_namespaceObject.join)(root, id)} already exists: a snapshot named "${id}" was taken before; choose another restore-point name`);
+    }
+    return { programs, archiveDir, uniqueness };
+}
+function removeIfEmpty(dir) {
+    try {
+        if ((0,external_node_fs_namespaceObject.existsSync)(dir) && (0,external_node_fs_namespaceObject.readdirSync)(dir).length === 0)
+            (0,external_node_fs_namespaceObject.rmSync)(dir, { recursive: true });
+    }
+    catch {
+        // best effort
+    }
+}
+/**
+ * Takes a snapshot: inspects the server, resolves `auto`, checks every precondition of the
+ * strategy (nothing is written before they all pass), then runs it and writes manifest.json.
+ * Expected failures come back as `{ ok: false, findings }`; only bugs throw.
+ */
+async function takeSnapshot(request, deps) {
+    const started = external_node_perf_hooks_namespaceObject.performance.now();
+    const phases = new PhaseClock(deps.log);
+    const checks = new CheckList();
+    const warnings = [];
+    const leftBehind = [];
+    let strategy;
+    let reason;
+    let wroteSomething = false;
+    let rootCreated = false;
+    const failure = (findings) => ({
+        ok: false,
+        strategy,
+        reason,
+        findings,
+        phases: phases.phases,
+        warnings: [...warnings, ...checks.warnings],
+        changed: wroteSomething,
+        leftBehind,
+        durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started
+    });
+    try {
+        if (request.restorePoint) {
+            const problem = restorePointProblem(request.restorePoint);
+            if (problem)
+                throw new CodedError('INVALID_INPUT', `input "restore-point": ${problem}`);
+        }
+        if (request.databases.length === 0)
+            throw new CodedError('INVALID_INPUT', 'input "databases": no database to snapshot');
+        const facts = await phases.run('inspect the server', async (note) => {
+            const read = await withSession(deps.connect, { purpose: 'snapshot-inspect' }, readClusterFacts);
+            note(`PostgreSQL ${read.version}, system ${read.systemIdentifier}, timeline ${read.timeline ?? '(standby)'}, wal_level ${read.walLevel}, archive_mode ${read.archiveMode}`);
+            return read;
+        });
+        const chosen = await chooseStrategy(request, facts);
+        strategy = chosen.strategy;
+        reason = chosen.reason;
+        deps.log.info(reason);
+        const id = request.restorePoint || generateSnapshotId(request.env);
+        const inventories = await phases.run(`record ${request.databases.length} database(s)`, async (note) => {
+            const found = [];
+            for (const database of request.databases) {
+                const inventory = await checks.attempt(() => inventoryOf(deps.connect, database, facts.versionNum), { database });
+                if (inventory)
+                    found.push(inventory);
+            }
+            note(found.map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} ${e.version}`).join(', ') || 'no extensions'}`).join('; '));
+            return found;
+        });
+        const prepared = await phases.run('check preconditions', async (note) => {
+            const result = await preflight(request, chosen.strategy, facts, deps, id, inventories, checks);
+            checks.throwIfAny();
+            note('all passed');
+            return result;
+        });
+        if (request.rootIsTemporary) {
+            warnings.push({ code: 'SNAPSHOT_EPHEMERAL', message: `snapshot-dir was not given, so the snapshot is in ${request.root}, which the runner empties after the job: a rollback in a later job needs snapshot-dir on persistent storage` });
+        }
+        const root = (0,external_node_path_namespaceObject.resolve)(request.root);
+        rootCreated = !(0,external_node_fs_namespaceObject.existsSync)(root);
+        const dir = (0,external_node_path_namespaceObject.join)(root, id);
+        (0,external_node_fs_namespaceObject.mkdirSync)(dir, { recursive: true });
+        wroteSomething = true;
+        leftBehind.push(dir);
+        const ctx = { ...deps, request, phases, facts, id, dir, archiveDir: prepared.archiveDir, programs: prepared.programs, leftBehind, warnings };
+        const manifest = {
+            kind: MANIFEST_KIND,
+            schemaVersion: 1,
+            id,
+            strategy: chosen.strategy,
+            createdAt: facts.now,
+            tool: PRODUCT,
+            server: {
+                systemIdentifier: facts.systemIdentifier,
+                version: facts.version,
+                versionNum: facts.versionNum,
+                timeline: facts.timeline ?? 0,
+                walSegmentSize: facts.walSegmentSize,
+                dataDirectory: facts.dataDirectory,
+                clusterDatabases: facts.databases.map((d) => d.name),
+                commitsAtSnapshot: facts.commits
+            },
+            archive: facts.archiveMode === 'off' || (!facts.archiveCommand && !facts.archiveLibrary)
+                ? null
+                : { method: facts.archiveLibrary ? 'archive_library' : 'archive_command', directory: localArchiveDirectory(facts) },
+            databases: [],
+            files: []
+        };
+        if (chosen.strategy === 'dump') {
+            for (const [index, database] of request.databases.entries()) {
+                const dumped = await dumpDatabase(ctx, database, index);
+                manifest.databases.push(dumped.database);
+                manifest.files.push(dumped.file);
+                if (index === 0)
+                    manifest.createdAt = dumped.createdAt;
+            }
+        }
+        else {
+            let afterLsn;
+            let scanFrom;
+            let verifying;
+            if (chosen.strategy === 'basebackup') {
+                const backup = await takeBaseBackup(ctx);
+                manifest.baseBackup = backup;
+                afterLsn = backup.endLsn;
+                scanFrom = backup.startWalFile;
+                // pg_verifybackup reads the backup while the restore point is created and archived.
+                const base = (0,external_node_path_namespaceObject.join)(dir, 'base');
+                const verifyStarted = external_node_perf_hooks_namespaceObject.performance.now();
+                verifying = verifyBaseBackup(prepared.programs.pgVerifybackup, base, request.env).then((ms) => {
+                    phases.record('verify the base backup (pg_verifybackup)', ms, true, 'sizes, CRC32C checksums and WAL verified');
+                    deps.log.info(`✓ verify the base backup (pg_verifybackup) (${Math.round(ms)} ms)`);
+                    return ms;
+                }, (error) => {
+                    phases.record('verify the base backup (pg_verifybackup)', external_node_perf_hooks_namespaceObject.performance.now() - verifyStarted, false, error.message);
+                    throw error;
+                });
+                verifying.catch(() => undefined);
+            }
+            else {
+                manifest.baseBackup = {
+                    external: true,
+                    note: 'taken by the site backup tool (pgBackRest, Barman, WAL-G): restore it with that tool to this restore point'
+                };
+            }
+            // The extensions as they are now, right before the restore point fixes the baseline.
+            for (const database of request.databases)
+                manifest.databases.push(await inventoryOf(deps.connect, database, facts.versionNum));
+            manifest.restorePoint = await createRestorePoint(ctx, id, { afterLsn, scanFrom, uniqueness: prepared.uniqueness });
+            manifest.createdAt = manifest.restorePoint.createdAt;
+            manifest.server.timeline = manifest.restorePoint.timeline;
+            await phases.run('check that no extension changed meanwhile', async (note) => {
+                for (const database of manifest.databases) {
+                    const now = await withSession(deps.connect, { database: database.name, purpose: 'snapshot-inventory' }, inventory_readVersions);
+                    const then = Object.fromEntries(database.extensions.map((e) => [e.name, e.version]));
+                    const names = new Set([...Object.keys(now), ...Object.keys(then)]);
+                    if ([...names].some((name) => now[name] !== then[name])) {
+                        throw new CodedError('SNAPSHOT_FAILED', `the extensions of ${database.name} changed while the snapshot was taken (${JSON.stringify(then)} → ${JSON.stringify(now)}); take it again`);
+                    }
+                }
+                note('unchanged');
+            });
+            if (verifying)
+                await verifying;
+            if (manifest.baseBackup.path)
+                manifest.files.push(await fileEntry(dir, (0,external_node_path_namespaceObject.join)(dir, 'base', 'backup_manifest')));
+        }
+        const manifestPath = await phases.run('write the manifest', async (note) => {
+            const path = writeManifest(dir, manifest);
+            note(path);
+            return path;
+        });
+        return {
+            ok: true,
+            strategy: chosen.strategy,
+            reason: chosen.reason,
+            manifest,
+            manifestPath,
+            dir,
+            phases: phases.phases,
+            warnings: [...warnings, ...checks.warnings],
+            durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started
+        };
+    }
+    catch (error) {
+        const findings = findingsOf(error, 'SNAPSHOT_FAILED');
+        // Files of a failed snapshot are no baseline: remove them, keep only what says so.
+        for (const path of [...leftBehind]) {
+            if (path.startsWith('restore point'))
+                continue;
+            try {
+                (0,external_node_fs_namespaceObject.rmSync)(path, { recursive: true, force: true });
+                leftBehind.splice(leftBehind.indexOf(path), 1);
+            }
+            catch {
+                // reported as left behind
+            }
+        }
+        if (rootCreated)
+            removeIfEmpty((0,external_node_path_namespaceObject.resolve)(request.root));
+        return failure(findings);
+    }
 }
 
 ;// CONCATENATED MODULE: ./src/modes/snapshot.ts
 
-async function snapshot(_context) {
-    throw new CodedError('NOT_IMPLEMENTED', 'mode "snapshot" is not available in this version yet; nothing was done');
+
+
+
+
+
+
+/** Where snapshots go when snapshot-dir is empty: under RUNNER_TEMP (or the system temp directory). */
+function defaultSnapshotRoot(env) {
+    return (0,external_node_path_namespaceObject.join)(env.RUNNER_TEMP || (0,external_node_os_namespaceObject.tmpdir)(), 'pg-extension-upgrade', 'snapshots');
+}
+/** The snapshot request of the inputs; bad input is INVALID_INPUT naming the input. */
+function snapshotRequest(inputs, databases, env) {
+    if (inputs.snapshotStrategy === 'none') {
+        throw new CodedError('INVALID_INPUT', 'input "snapshot-strategy": none is only for mode run (skip the snapshot step instead); use auto, basebackup, restore-point or dump');
+    }
+    const name = inputs.restorePoint.trim();
+    if (name) {
+        const problem = restorePointProblem(name);
+        if (problem)
+            throw new CodedError('INVALID_INPUT', `input "restore-point": ${problem}`);
+    }
+    const given = inputs.snapshotDir.trim();
+    return {
+        strategy: inputs.snapshotStrategy,
+        root: given ? (0,external_node_path_namespaceObject.resolve)(given) : defaultSnapshotRoot(env),
+        rootIsTemporary: !given,
+        restorePoint: name || undefined,
+        databases,
+        pgBinDir: inputs.pgBinDir.trim() || undefined,
+        waitTimeoutMs: inputs.waitTimeout,
+        env
+    };
+}
+/** The mode's result of a snapshot outcome (also for run, which takes snapshots itself). */
+function snapshotResult(outcome, target) {
+    if (outcome.ok) {
+        const { manifest } = outcome;
+        const report = {
+            schemaVersion: 1,
+            mode: 'snapshot',
+            status: 'snapshot_created',
+            strategy: outcome.strategy,
+            reason: outcome.reason,
+            snapshot: outcome.manifestPath,
+            durationMs: outcome.durationMs,
+            phases: outcome.phases,
+            changed: true,
+            leftBehind: [],
+            manifest
+        };
+        return {
+            mode: 'snapshot',
+            status: 'snapshot_created',
+            changed: false,
+            report,
+            errors: [],
+            warnings: outcome.warnings,
+            target,
+            outputs: {
+                snapshot: outcome.manifestPath,
+                'snapshot-strategy': outcome.strategy,
+                ...(manifest.restorePoint ? { 'restore-point': manifest.restorePoint.name, 'restore-lsn': manifest.restorePoint.lsn } : {})
+            }
+        };
+    }
+    const report = {
+        schemaVersion: 1,
+        mode: 'snapshot',
+        status: 'failed',
+        strategy: outcome.strategy,
+        reason: outcome.reason,
+        durationMs: outcome.durationMs,
+        phases: outcome.phases,
+        changed: outcome.changed,
+        leftBehind: outcome.leftBehind
+    };
+    const first = outcome.findings[0];
+    const nothing = outcome.changed ? '' : ' Nothing was changed.';
+    return {
+        mode: 'snapshot',
+        status: 'failed',
+        changed: false,
+        report,
+        errors: outcome.findings,
+        warnings: outcome.warnings,
+        error: `${first.code}: ${first.message}${outcome.findings.length > 1 ? ` (and ${outcome.findings.length - 1} more)` : ''}.${nothing}`.replace('..', '.'),
+        target,
+        outputs: outcome.strategy ? { 'snapshot-strategy': outcome.strategy } : undefined
+    };
+}
+/**
+ * snapshot: a recoverable baseline before the upgrade — a verified base backup and a restore
+ * point archived after it (basebackup), a restore point for an external backup tool
+ * (restore-point), or a pg_dump per database (dump); auto picks basebackup when WAL archiving
+ * works and the role may replicate, else dump.
+ */
+async function snapshot(context) {
+    const { inputs, target, connect, log, env } = context;
+    // Inputs are judged before anything connects; the databases are resolved afterwards.
+    const request = snapshotRequest(inputs, [], env);
+    request.databases = await targetDatabases(context);
+    const outcome = await takeSnapshot(request, { connect, target, log });
+    return snapshotResult(outcome, redact(target));
+}
+
+;// CONCATENATED MODULE: ./src/modes/rollback.ts
+
+
+
+
+
+
+
+
+
+/**
+ * The manifest to roll back to: `snapshot` (the manifest or its directory), or else the snapshot
+ * under snapshot-dir whose restore point is `restore-point`.
+ */
+function resolveManifest(inputs, env) {
+    const name = inputs.restorePoint.trim();
+    if (name) {
+        const problem = restorePointProblem(name);
+        if (problem)
+            throw new CodedError('INVALID_INPUT', `input "restore-point": ${problem}`);
+    }
+    if (inputs.snapshot.trim()) {
+        const path = manifestPathOf(inputs.snapshot);
+        if (name && (0,external_node_fs_namespaceObject.existsSync)(path)) {
+            const recorded = readManifest(path).manifest.restorePoint?.name;
+            if (recorded !== name)
+                throw new CodedError('INVALID_INPUT', `inputs "snapshot" and "restore-point" disagree: the snapshot's restore point is ${recorded ?? '(none)'}, not ${name}; give one of them`);
+        }
+        return path;
+    }
+    if (name) {
+        const root = inputs.snapshotDir.trim() ? (0,external_node_path_namespaceObject.resolve)(inputs.snapshotDir.trim()) : defaultSnapshotRoot(env);
+        const found = manifestsUnder(root).find((m) => m.manifest.restorePoint?.name === name || m.manifest.id === name);
+        if (!found)
+            throw new CodedError('INVALID_INPUT', `input "restore-point": no snapshot under ${root} records restore point ${name}; give the manifest in "snapshot", or the snapshot-dir it was written to`);
+        return found.path;
+    }
+    throw new CodedError('INVALID_INPUT', 'input "snapshot": required for rollback: the manifest.json of the snapshot step (steps.<id>.outputs.snapshot), or give restore-point with snapshot-dir');
+}
+function rollbackRequest(inputs, env) {
+    if (inputs.rollbackStrategy === 'pitr' && !inputs.pgdata.trim()) {
+        throw new CodedError('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server (for example /var/lib/postgresql/15/main)');
+    }
+    return {
+        strategy: inputs.rollbackStrategy,
+        manifestPath: resolveManifest(inputs, env),
+        pgdata: inputs.pgdata.trim() ? (0,external_node_path_namespaceObject.resolve)(inputs.pgdata.trim()) : undefined,
+        pgBinDir: inputs.pgBinDir.trim() || undefined,
+        stopCommand: inputs.stopCommand.trim() || undefined,
+        startCommand: inputs.startCommand.trim() || undefined,
+        restoreCommand: inputs.restoreCommand.trim() || undefined,
+        confirmDataLoss: inputs.confirmDataLoss,
+        keepPrevious: inputs.keepPrevious,
+        terminateConnections: inputs.terminateConnections,
+        waitTimeoutMs: inputs.waitTimeout,
+        execute: executeSettings(inputs),
+        env
+    };
+}
+/** The mode's result of a rollback outcome (also for run, which rolls back itself). */
+function rollbackResult(outcome, target) {
+    const report = { schemaVersion: 1, mode: 'rollback', ...outcome };
+    const first = outcome.findings[0];
+    const untouched = outcome.status === 'rollback_failed' && !outcome.changed && !outcome.pitr?.previousDir ? ' Nothing was changed.' : '';
+    return {
+        mode: 'rollback',
+        status: outcome.status,
+        changed: outcome.changed,
+        report,
+        errors: outcome.findings,
+        warnings: outcome.warnings,
+        error: first ? `${first.code}: ${first.message.replace(/\.?$/, '.')}${outcome.findings.length > 1 ? ` (and ${outcome.findings.length - 1} more.)` : ''}${untouched}` : undefined,
+        target,
+        outputs: {
+            snapshot: outcome.snapshot.path,
+            ...(outcome.snapshot.restorePoint ? { 'restore-point': outcome.snapshot.restorePoint } : {})
+        }
+    };
+}
+/**
+ * rollback: back to a snapshot with the least destructive strategy that can do it — downgrade
+ * scripts, a per-database restore pinned to the recorded versions, or a whole-cluster
+ * point-in-time recovery (only with confirm-data-loss).
+ */
+async function rollback(context) {
+    const { inputs, target, connect, log, env } = context;
+    const request = rollbackRequest(inputs, env);
+    if (inputs.databases.length > 0)
+        request.databases = await targetDatabases(context);
+    const outcome = await rollBack(request, { connect, target, log });
+    return rollbackResult(outcome, redact(target));
+}
+
+;// CONCATENATED MODULE: ./src/modes/run.ts
+
+
+
+
+
+
+
+
+
+const ORDER = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback'];
+/**
+ * run: the whole envelope in one step — dry-run, snapshot (snapshot-strategy, `none` allowed),
+ * execute, verify — and, when execute or verify fails, an automatic rollback to the snapshot
+ * with rollback-strategy (auto never picks PITR without confirm-data-loss). A run that had to
+ * roll back still fails the step: the upgrade did not happen.
+ */
+async function run(context) {
+    const { inputs, target, connect, log, env } = context;
+    if (inputs.rollbackStrategy === 'pitr' && !inputs.pgdata.trim()) {
+        throw new CodedError('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server');
+    }
+    const stages = [];
+    const report = { schemaVersion: 1, mode: 'run', status: 'failed', stages };
+    const errors = [];
+    const warnings = [];
+    let changed = false;
+    let plan;
+    const outputs = {};
+    const stage = async (name, work) => {
+        const started = Date.now();
+        const { value, status, detail } = await log.group(`${name}`, work);
+        stages.push({ name, status, durationMs: Date.now() - started, detail });
+        return value;
+    };
+    const finish = (status, error, guidance) => {
+        for (const name of ORDER)
+            if (!stages.some((s) => s.name === name))
+                stages.push({ name, status: 'not_reached', durationMs: 0, detail: '' });
+        stages.sort((a, b) => ORDER.indexOf(a.name) - ORDER.indexOf(b.name));
+        report.status = status;
+        if (guidance)
+            report.guidance = guidance;
+        // A run that rolled back restored the baseline, but the upgrade did not happen: the step fails.
+        const fails = status === 'rolled_back' ? true : undefined;
+        return { mode: 'run', status, changed, plan, report, errors, warnings, error, target: redact(target), outputs, fails };
+    };
+    plan = await stage('dry-run', async () => {
+        const { plan } = await planTargets(context, { lockConflicts: 'warn' });
+        const changes = plan.databases.flatMap((d) => d.extensions).filter((e) => e.action === 'update' || e.action === 'install').length;
+        return { value: plan, status: plan.status, detail: `${changes} change(s) in ${plan.databases.length} database(s)` };
+    });
+    warnings.push(...plan.warnings);
+    if (plan.status === 'dry_run_blocked') {
+        errors.push(...plan.blockers);
+        return finish('dry_run_blocked', blockedMessage(plan));
+    }
+    if (plan.status === 'nothing_to_do')
+        return finish('nothing_to_do');
+    const approved = plan;
+    let manifestPath;
+    if (inputs.snapshotStrategy === 'none') {
+        stages.push({ name: 'snapshot', status: 'skipped', durationMs: 0, detail: 'snapshot-strategy none: no way back if the upgrade fails' });
+    }
+    else {
+        const taken = await stage('snapshot', async () => {
+            const outcome = await takeSnapshot(snapshotRequest(inputs, approved.databases.map((d) => d.name), env), { connect, target, log });
+            const result = snapshotResult(outcome, redact(target));
+            return { value: result, status: result.status, detail: outcome.ok ? `${outcome.strategy}: ${outcome.reason}` : (result.error ?? 'failed') };
+        });
+        report.snapshot = taken.report;
+        warnings.push(...taken.warnings);
+        Object.assign(outputs, taken.outputs);
+        if (taken.status !== 'snapshot_created') {
+            errors.push(...taken.errors);
+            return finish('failed', `the snapshot failed, so nothing was upgraded. ${taken.error ?? ''}`.trim());
+        }
+        manifestPath = taken.outputs?.snapshot;
+    }
+    const executed = await stage('execute', async () => {
+        const value = await applyPlan(context, approved);
+        return { value, status: value.status, detail: `${value.counts.updated} updated, ${value.counts.current} already current, ${value.counts.failed} failed, ${value.counts.notStarted} not started` };
+    });
+    report.execute = executed;
+    changed = executeChanged(executed);
+    const executeFailure = executed.status === 'failed' ? executeResult(context, approved, executed) : undefined;
+    let verifyFailure;
+    if (executeFailure) {
+        stages.push({ name: 'verify', status: 'skipped', durationMs: 0, detail: 'execute failed' });
+    }
+    else {
+        const verified = await stage('verify', async () => {
+            const value = await verifyTargets(context, approved);
+            return { value, status: value.status, detail: `${value.counts.passed} passed, ${value.counts.failed} failed, ${value.counts.skipped} skipped` };
+        });
+        report.verify = verified;
+        if (verified.status !== 'verified')
+            verifyFailure = verifyResult(context, verified);
+    }
+    const failure = executeFailure ?? verifyFailure;
+    if (!failure) {
+        stages.push({ name: 'rollback', status: 'skipped', durationMs: 0, detail: 'not needed' });
+        return finish(changed ? 'success' : 'nothing_to_do');
+    }
+    errors.push(...failure.errors);
+    const what = executeFailure ? 'execute failed' : 'verify failed';
+    if (!manifestPath) {
+        stages.push({ name: 'rollback', status: 'skipped', durationMs: 0, detail: 'no snapshot (snapshot-strategy none)' });
+        return finish('failed', `${what} and there is no snapshot to roll back to. ${failure.error ?? ''}`.trim(), stateGuidance(executed, undefined));
+    }
+    const snapshotPath = manifestPath;
+    const rolledBack = await stage('rollback', async () => {
+        const request = rollbackRequest({ ...inputs, snapshot: snapshotPath, restorePoint: '' }, env);
+        const outcome = await rollBack(request, { connect, target, log });
+        const result = rollbackResult(outcome, redact(target));
+        return { value: result, status: result.status, detail: outcome.strategy ? `${outcome.strategy}: ${outcome.reason}` : outcome.reason };
+    });
+    report.rollback = rolledBack.report;
+    warnings.push(...rolledBack.warnings);
+    if (rolledBack.status === 'rolled_back' || rolledBack.status === 'nothing_to_do') {
+        changed = changed || rolledBack.changed;
+        return finish('rolled_back', `${what}; the databases were restored to the snapshot, so the upgrade did not happen. ${failure.error ?? ''}`.trim());
+    }
+    errors.push(...rolledBack.errors);
+    changed = changed || rolledBack.changed;
+    return finish('failed', `${what}, and the rollback failed too: ${rolledBack.error ?? 'see the report'}`, stateGuidance(executed, report.rollback));
+}
+/** Where the databases stand after a failed run, and what to do about it. */
+function stateGuidance(executed, rollback) {
+    const lines = executed.databases
+        .filter((d) => d.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed' || e.outcome === 'failed'))
+        .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${e.finalVersion ?? 'not installed'}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`);
+    const next = rollback?.recovery?.length
+        ? rollback.recovery
+        : ['Inspect the databases with mode verify, then either fix forward (execute again once the cause is fixed) or roll back with mode rollback and the snapshot output, choosing a strategy it allows.'];
+    return [...(lines.length > 0 ? ['The databases are now at:', ...lines] : ['No database was changed.']), ...next];
 }
 
 ;// CONCATENATED MODULE: ./src/modes/types.ts
-/** Statuses that end the step with a non-zero exit. */
-const FAILURE_STATUSES = new Set([
-    'dry_run_blocked',
-    'failed',
-    'verify_failed',
-    'rolled_back',
-    'rollback_failed',
-    'drift_detected'
-]);
+/**
+ * Statuses that end the step with a non-zero exit. `rolled_back` is not one: it is success for
+ * rollback; run, whose upgrade did not happen when it rolled back, sets `fails` itself.
+ */
+const FAILURE_STATUSES = new Set(['dry_run_blocked', 'failed', 'verify_failed', 'rollback_failed', 'drift_detected']);
 /** The status a mode reports when it cannot finish at all (bad input, unreachable server). */
 const FAILURE_STATUS = {
     'dry-run': 'dry_run_blocked',
@@ -20989,6 +24927,8 @@ const FAILURE_STATUS = {
     run: 'failed',
     drift: 'failed'
 };
+/** Whether the step ends with a non-zero exit. */
+const fails = (result) => result.fails ?? FAILURE_STATUSES.has(result.status);
 
 ;// CONCATENATED MODULE: ./src/modes/index.ts
 
@@ -21002,9 +24942,9 @@ const FAILURE_STATUS = {
 
 
 
-const notYetAvailable = (mode) => async () => {
-    throw new CodedError('NOT_IMPLEMENTED', `mode "${mode}" is not available in this version yet; nothing was done`);
-};
+
+
+
 /** Every mode has a handler: adding a mode without one does not compile. */
 const modes_MODES = {
     'dry-run': dryRun,
@@ -21012,8 +24952,8 @@ const modes_MODES = {
     execute: execute,
     verify: verify,
     rollback: rollback,
-    run: notYetAvailable('run'),
-    drift: notYetAvailable('drift')
+    run: run,
+    drift: drift
 };
 /**
  * Parses inputs, connects and runs the mode. Expected failures (bad input, unreachable server,
@@ -21023,9 +24963,11 @@ async function runMode(raw, log, env = process.env) {
     const mode = raw.mode;
     try {
         const inputs = parseInputs(raw);
+        const manifest = modes_readManifest(inputs, env);
         const target = resolveTarget(inputs.databaseUrl, env);
         const connect = makeConnector(target, inputs.connectTimeout);
-        return await modes_MODES[inputs.mode]({ inputs, target, connect, log, env });
+        const result = await modes_MODES[inputs.mode]({ inputs, target, connect, log, env, manifest });
+        return manifest ? { ...result, manifest } : result;
     }
     catch (error) {
         if (!(error instanceof CodedError) && error instanceof Error && error.stack)
@@ -21033,17 +24975,30 @@ async function runMode(raw, log, env = process.env) {
         return failureResult(mode && mode in modes_MODES ? mode : undefined, error);
     }
 }
+/** The `manifest` input: a YAML file in the repository, exclusive with `extensions`. */
+function modes_readManifest(inputs, env) {
+    if (!inputs.manifest)
+        return undefined;
+    if (inputs.extensions.length > 0) {
+        throw new CodedError('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions');
+    }
+    return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd() });
+}
 function failureResult(mode, error) {
     const code = error instanceof CodedError ? error.code : 'UNEXPECTED_ERROR';
     const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error);
     const finding = { code, message };
+    // An invalid manifest is reported problem by problem, each on its line.
+    const errors = error instanceof ManifestError
+        ? error.problems.map((p) => ({ code, message: p.message, ...(p.line ? { source: { file: error.file, line: p.line } } : {}) }))
+        : [finding];
     return {
         mode,
         status: mode ? FAILURE_STATUS[mode] : 'failed',
         changed: false,
         // A gate reading fromJSON(steps.plan.outputs.plan).status must get JSON even when nothing was planned.
         plan: mode === 'dry-run' ? unplanned(finding) : undefined,
-        errors: [finding],
+        errors,
         warnings: [],
         error: `${code}: ${message}`
     };
@@ -21072,13 +25027,158 @@ function document_capped(items, limit) {
 }
 
 ;// CONCATENATED MODULE: ./src/report/recovery.ts
-/** Summary sections of the snapshot mode. */
-function snapshotSections(_result) {
-    return [];
+
+
+
+const ROWS = 300;
+function phaseSection(phases, total) {
+    const rows = phases.map((p) => [p.name, formatDuration(p.durationMs), p.ok ? '✓' : '✗', p.detail ?? '']);
+    const { shown, note } = document_capped(rows, ROWS);
+    return {
+        heading: `Phases${total !== undefined ? ` (${formatDuration(total)} in all)` : ''}`,
+        table: { columns: ['Phase', 'Duration', 'Result', 'Detail'], rows: shown, note }
+    };
 }
-/** Summary sections of the rollback mode. */
-function rollbackSections(_result) {
-    return [];
+/** Summary sections of the snapshot mode: what was recorded, each phase, and how to roll back. */
+function snapshotSections(result) {
+    const report = result.report;
+    if (!report)
+        return [];
+    const sections = [];
+    const manifest = report.manifest;
+    const lines = [];
+    if (report.strategy)
+        lines.push(`Strategy: **${report.strategy}** — ${report.reason ?? ''}`);
+    if (manifest) {
+        lines.push(`Manifest: \`${report.snapshot}\` (snapshot \`${manifest.id}\`, ${manifest.createdAt} by the server's clock)`);
+        lines.push(`Cluster: PostgreSQL ${manifest.server.version}, system identifier ${manifest.server.systemIdentifier}, timeline ${manifest.server.timeline}`);
+        const rp = manifest.restorePoint;
+        if (rp) {
+            lines.push(`Restore point: \`${rp.name}\` at ${rp.lsn} in ${rp.walFile} (timeline ${rp.timeline}), archived ${rp.archivedAt}`);
+            lines.push(`Uniqueness: ${rp.uniqueness}`);
+        }
+        const backup = manifest.baseBackup;
+        if (backup?.external)
+            lines.push(`Base backup: external — ${backup.note ?? ''}`);
+        else if (backup) {
+            lines.push(`Base backup: \`${backup.path}\` (${formatBytes(backup.bytes ?? 0)}, plain format, label "${backup.label}"), WAL ${backup.startLsn} … ${backup.endLsn}; verified with ${backup.verifiedWith}`);
+        }
+        if (manifest.archive)
+            lines.push(`WAL archive: ${manifest.archive.directory ? `\`${manifest.archive.directory}\`` : `not a local directory (${manifest.archive.method})`}`);
+    }
+    if (lines.length)
+        sections.push({ heading: 'Snapshot', text: lines.join('  \n') });
+    if (manifest) {
+        const rows = manifest.databases.map((d) => [
+            d.name,
+            d.owner,
+            `${d.encoding}, ${d.localeProvider === 'icu' ? `icu ${d.icuLocale}` : `${d.collate}/${d.ctype}`}`,
+            d.extensions.map((e) => `${e.name} ${e.version} (${e.schema})`).join(', '),
+            d.dump
+                ? `${d.dump.file} (${formatBytes(d.dump.bytes)}, ${Object.keys(d.dump.rowCounts).length} table(s), ${Object.values(d.dump.rowCounts).reduce((a, b) => a + b, 0)} row(s))`
+                : ''
+        ]);
+        const { shown, note } = document_capped(rows, ROWS);
+        sections.push({ heading: 'Databases recorded', table: { columns: ['Database', 'Owner', 'Encoding, locale', 'Extensions (schema)', 'Dump'], rows: shown, note } });
+    }
+    sections.push(phaseSection(report.phases, report.durationMs));
+    if (report.status === 'snapshot_created' && manifest) {
+        const pitr = manifest.strategy === 'basebackup';
+        const strategy = manifest.strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true';
+        sections.push({
+            heading: 'How to roll back to this snapshot',
+            text: [
+                '```yaml',
+                '- uses: our-org/pg-extension-upgrade@v1',
+                '  with:',
+                '    mode: rollback',
+                '    database-url: ${{ secrets.DATABASE_URL }}',
+                `    snapshot: ${report.snapshot}`,
+                `    rollback-strategy: ${strategy}`,
+                ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
+                '```',
+                manifest.strategy === 'restore-point'
+                    ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
+                    : ''
+            ]
+                .filter(Boolean)
+                .join('\n')
+        });
+    }
+    else {
+        sections.push({
+            heading: 'What the failed snapshot changed',
+            items: report.changed
+                ? report.leftBehind.length
+                    ? report.leftBehind
+                    : ['the files written were removed again']
+                : ['Nothing: a precondition failed before anything was written or any restore point created.']
+        });
+    }
+    return sections;
+}
+const OUTCOME = {
+    rolled_back: '✅ rolled back',
+    already_matched: '➖ already matched',
+    failed: '❌ failed',
+    not_started: '⏭ not attempted',
+    put_back: '↩ original put back'
+};
+/** Summary sections of the rollback mode: the strategy and why, what is discarded, each phase, and how to put things back. */
+function rollbackSections(result) {
+    const report = result.report;
+    if (!report)
+        return [];
+    const sections = [];
+    const lines = [
+        `Snapshot: \`${report.snapshot.id}\` (${report.snapshot.strategy}, ${report.snapshot.createdAt})${report.snapshot.restorePoint ? `, restore point \`${report.snapshot.restorePoint}\`` : ''} — \`${report.snapshot.path}\``,
+        `Strategy: **${report.strategy ?? 'none'}** — ${report.reason}`
+    ];
+    if (report.pitr) {
+        const p = report.pitr;
+        if (p.newTimeline)
+            lines.push(`Cluster recovered to timeline ${p.recoveryTimeline}, promoted onto timeline ${p.newTimeline}; the server was down for ${formatDuration(p.stoppedForMs ?? 0)}`);
+        if (p.previousDir)
+            lines.push(`The data directory as it was before the rollback is kept in \`${p.previousDir}\``);
+        if (p.failedDir)
+            lines.push(`The failed restore is kept in \`${p.failedDir}\``);
+        if (p.logFile)
+            lines.push(`Server log of the recovery: \`${p.logFile}\``);
+    }
+    sections.push({ heading: 'Rollback', text: lines.join('  \n') });
+    if (report.discarded) {
+        const done = report.status === 'rolled_back';
+        sections.push({ heading: done ? 'What was discarded' : 'What this rollback discards', text: report.discarded.summary });
+    }
+    const rows = report.databases.flatMap((d) => {
+        const names = [...new Set([...Object.keys(d.recorded), ...Object.keys(d.before), ...Object.keys(d.after ?? {})])].sort();
+        if (names.length === 0)
+            return [[d.name, '', '', '', OUTCOME[d.outcome] ?? d.outcome, d.detail ?? '']];
+        return names.map((name, i) => [
+            i === 0 ? d.name : '',
+            name,
+            `${d.before[name] ?? '–'} → ${d.recorded[name] ?? '(not recorded)'}`,
+            d.after ? (d.after[name] ?? 'not installed') : '',
+            i === 0 ? (OUTCOME[d.outcome] ?? d.outcome) : '',
+            i === 0 ? [d.detail, d.rowsChecked ? `${d.rowsChecked.tables} table(s), ${d.rowsChecked.rows} row(s) match the snapshot` : ''].filter(Boolean).join('; ') : ''
+        ]);
+    });
+    if (rows.length) {
+        const { shown, note } = document_capped(rows, ROWS);
+        sections.push({ heading: 'Databases', table: { columns: ['Database', 'Extension', 'Before → recorded', 'After', 'Result', 'Detail'], rows: shown, note } });
+    }
+    sections.push(phaseSection(report.phases, report.durationMs));
+    if (report.recovery?.length) {
+        sections.push({ heading: report.status === 'rolled_back' ? 'Notes' : 'How things stand and how to put them back', text: report.recovery.map((line) => (line.startsWith('  ') ? `    ${line.trim()}` : line)).join('\n\n') });
+    }
+    if (report.pitr?.logExcerpt)
+        sections.push({ heading: 'Server log (recovery)', text: `\`\`\`\n${report.pitr.logExcerpt}\n\`\`\``, folded: true });
+    const kept = report.databases.filter((d) => d.keptAs).map((d) => `${d.name}: the replaced database is kept as \`${d.keptAs}\`; drop it when satisfied: DROP DATABASE "${d.keptAs}";`);
+    if (report.pitr?.previousDir && report.status === 'rolled_back')
+        kept.push(`remove the kept data directory when satisfied: rm -rf '${report.pitr.previousDir}'`);
+    if (kept.length)
+        sections.push({ heading: 'Kept for safety (keep-previous)', items: kept });
+    return sections;
 }
 
 ;// CONCATENATED MODULE: ./src/report/present.ts
@@ -21093,10 +25193,12 @@ const PRESENTERS = {
     execute: (result) => (result.report ? executeSections(result.report) : result.plan ? planSections(result.plan) : []),
     verify: (result) => (result.report ? verifySections(result.report) : []),
     snapshot: snapshotSections,
-    rollback: rollbackSections
+    rollback: rollbackSections,
+    drift: (result) => (result.report ? driftSections(result.report) : []),
+    run: (result) => (result.report ? runSections(result, result.report) : [])
 };
 function present(result) {
-    const ok = !FAILURE_STATUSES.has(result.status);
+    const ok = !fails(result);
     const icon = ok ? (result.status === 'nothing_to_do' ? '➖' : '✅') : '❌';
     const where = result.target ? ` · ${result.target}` : '';
     const detail = result.error ?? describeOutcome(result);
@@ -21111,6 +25213,13 @@ function present(result) {
 function describeOutcome(result) {
     if (result.mode === 'execute' && result.report)
         return executeCounts(result.report);
+    if (result.mode === 'run' && result.report)
+        return pipeline(result.report);
+    if (result.mode === 'drift' && result.report) {
+        const { counts } = result.report;
+        const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0);
+        return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}.`;
+    }
     if (result.mode === 'verify' && result.report) {
         const { counts } = result.report;
         return `${counts.passed} check(s) passed, ${counts.failed} failed, ${counts.skipped} skipped.`;
@@ -21226,6 +25335,78 @@ function verifySections(report) {
         sections.push({ heading: 'What the update changed in each extension', items: document_capped(changes, 50).shown, folded: true });
     return sections;
 }
+const DRIFT_CELL = {
+    ok: (e) => `✓ ${e.catalog}`,
+    catalog_behind: (e) => `⬇ ${e.catalog} → ${e.target}`,
+    catalog_ahead: (e) => `⬆ ${e.catalog} (ships ${e.control ?? '—'})`,
+    restart_required: (e) => `↻ ${e.catalog}, library ${e.library}`,
+    unavailable: (e) => `✗ ${e.catalog} not shipped`,
+    fleet_skew: (e) => e.catalog,
+    parity: (e) => e.catalog
+};
+function driftSections(report) {
+    const extensions = [...new Set(report.databases.flatMap((d) => d.extensions.map((e) => e.extension)))].sort();
+    const drifted = report.databases.filter((d) => d.extensions.some((e) => e.class !== 'ok'));
+    const rows = drifted.map((d) => [
+        d.name,
+        ...extensions.map((name) => {
+            const e = d.extensions.find((x) => x.extension === name);
+            return e ? DRIFT_CELL[e.class](e) : '';
+        })
+    ]);
+    const inStep = report.databases.length - drifted.length;
+    const { shown, note } = document_capped(rows, TABLE_ROW_LIMIT);
+    const sections = [
+        {
+            heading: 'Drift matrix',
+            text: `${inStep} database(s) fully in step${drifted.length > 0 ? `; ${drifted.length} drifted, below` : ''}. ✓ in step · ⬇ catalog behind (needs ALTER EXTENSION … UPDATE) · ⬆ catalog ahead (rolled-back binary) · ↻ restart required · ✗ no longer shipped`,
+            ...(rows.length > 0 ? { table: { columns: ['Database', ...extensions], rows: shown, note } } : {})
+        }
+    ];
+    if (report.fleet.length > 0)
+        sections.push({ heading: 'Fleet skew', items: report.fleet.map((f) => f.message) });
+    if (report.parity.length > 0) {
+        const parityRows = report.parity.map((p) => [p.database, p.subject, p.target ?? 'absent', p.reference ?? 'absent']);
+        const cappedParity = document_capped(parityRows, TABLE_ROW_LIMIT);
+        sections.push({ heading: 'Parity with the reference server', table: { columns: ['Database', 'What', 'Here', 'Reference'], rows: cappedParity.shown, note: cappedParity.note } });
+    }
+    return sections;
+}
+const STAGE_MARK = {
+    dry_run_approved: '✅', snapshot_created: '✅', success: '✅', verified: '✅', rolled_back: '↩️', nothing_to_do: '➖',
+    dry_run_blocked: '⛔', failed: '❌', verify_failed: '❌', rollback_failed: '❌', no_drift: '✅', drift_detected: '❌',
+    skipped: '⏭', not_reached: '·'
+};
+/** The envelope as a line: each stage with its mark, the last one reached in bold. */
+function pipeline(report) {
+    const reached = report.stages.filter((s) => s.status !== 'not_reached' && s.status !== 'skipped').at(-1)?.name;
+    return report.stages.map((s) => (s.name === reached ? `**${s.name} ${STAGE_MARK[s.status]}**` : `${s.name} ${STAGE_MARK[s.status]}`)).join(' → ');
+}
+function runSections(result, report) {
+    const sections = [
+        {
+            heading: 'Stages',
+            table: {
+                columns: ['Stage', 'Result', 'Duration', 'Detail'],
+                rows: report.stages.map((s) => [s.name, `${STAGE_MARK[s.status]} ${s.status}`, s.status === 'not_reached' || s.status === 'skipped' ? '' : formatDuration(s.durationMs), s.detail])
+            }
+        }
+    ];
+    if (report.guidance)
+        sections.push({ heading: 'What state the databases are in, and what to do', items: report.guidance });
+    if (result.plan)
+        sections.push(...planSections(result.plan).filter((s) => s.heading !== 'Fingerprint'));
+    const as = (mode, stageReport) => ({ ...result, mode, report: stageReport });
+    if (report.snapshot)
+        sections.push(...snapshotSections(as('snapshot', report.snapshot)));
+    if (report.execute)
+        sections.push(...executeSections(report.execute));
+    if (report.verify)
+        sections.push(...verifySections(report.verify));
+    if (report.rollback)
+        sections.push(...rollbackSections(as('rollback', report.rollback)));
+    return sections;
+}
 
 ;// CONCATENATED MODULE: external "node:util"
 const external_node_util_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:util");
@@ -21252,10 +25433,12 @@ function section(s, paint) {
         parts.push(s.items.map((item) => `  • ${item}`).join('\n'));
     return parts.join('\n');
 }
+/** Sections are written in Markdown; a terminal shows the words, not the `**` and backticks. */
+const plain = (text) => text.replace(/\*\*(.+?)\*\*/g, '$1').replace(/(^|[^`])`([^`\n]+)`/g, '$1$2');
 function renderText(document, colour) {
     const paint = painter(colour);
     const headline = paint(document.ok ? 'green' : 'red', document.headline);
-    return [paint('bold', document.title), headline, ...document.sections.map((s) => section(s, paint))].join('\n\n') + '\n';
+    return plain([paint('bold', document.title), headline, ...document.sections.map((s) => section(s, paint))].join('\n\n') + '\n');
 }
 
 ;// CONCATENATED MODULE: ./src/cli/args.ts
@@ -21395,7 +25578,7 @@ async function main(argv, env = process.env, streams = process) {
     }
     if (result.errors.some((e) => e.code === 'INVALID_INPUT'))
         return EXIT.usage;
-    return FAILURE_STATUSES.has(result.status) ? EXIT.failed : EXIT.ok;
+    return fails(result) ? EXIT.failed : EXIT.ok;
 }
 /** What --json prints: the same fields the action sets as outputs. */
 function jsonView(result) {
@@ -21409,6 +25592,13 @@ function jsonView(result) {
     };
 }
 
+
+/***/ }),
+
+/***/ 181:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("buffer");
 
 /***/ }),
 
@@ -21461,6 +25651,13 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("pg-native");
 
 /***/ }),
 
+/***/ 932:
+/***/ ((module) => {
+
+module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("process");
+
+/***/ }),
+
 /***/ 2203:
 /***/ ((module) => {
 
@@ -21493,6 +25690,8573 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
 /***/ ((module) => {
 
 module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util/types");
+
+/***/ }),
+
+/***/ 7349:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Scalar = __nccwpck_require__(3301);
+var YAMLMap = __nccwpck_require__(4454);
+var YAMLSeq = __nccwpck_require__(2223);
+var resolveBlockMap = __nccwpck_require__(7103);
+var resolveBlockSeq = __nccwpck_require__(334);
+var resolveFlowCollection = __nccwpck_require__(3142);
+
+function resolveCollection(CN, ctx, token, onError, tagName, tag) {
+    const coll = token.type === 'block-map'
+        ? resolveBlockMap.resolveBlockMap(CN, ctx, token, onError, tag)
+        : token.type === 'block-seq'
+            ? resolveBlockSeq.resolveBlockSeq(CN, ctx, token, onError, tag)
+            : resolveFlowCollection.resolveFlowCollection(CN, ctx, token, onError, tag);
+    const Coll = coll.constructor;
+    // If we got a tagName matching the class, or the tag name is '!',
+    // then use the tagName from the node class used to create it.
+    if (tagName === '!' || tagName === Coll.tagName) {
+        coll.tag = Coll.tagName;
+        return coll;
+    }
+    if (tagName)
+        coll.tag = tagName;
+    return coll;
+}
+function composeCollection(CN, ctx, token, props, onError) {
+    const tagToken = props.tag;
+    const tagName = !tagToken
+        ? null
+        : ctx.directives.tagName(tagToken.source, msg => onError(tagToken, 'TAG_RESOLVE_FAILED', msg));
+    if (token.type === 'block-seq') {
+        const { anchor, newlineAfterProp: nl } = props;
+        const lastProp = anchor && tagToken
+            ? anchor.offset > tagToken.offset
+                ? anchor
+                : tagToken
+            : (anchor ?? tagToken);
+        if (lastProp && (!nl || nl.offset < lastProp.offset)) {
+            const message = 'Missing newline after block sequence props';
+            onError(lastProp, 'MISSING_CHAR', message);
+        }
+    }
+    const expType = token.type === 'block-map'
+        ? 'map'
+        : token.type === 'block-seq'
+            ? 'seq'
+            : token.start.source === '{'
+                ? 'map'
+                : 'seq';
+    // shortcut: check if it's a generic YAMLMap or YAMLSeq
+    // before jumping into the custom tag logic.
+    if (!tagToken ||
+        !tagName ||
+        tagName === '!' ||
+        (tagName === YAMLMap.YAMLMap.tagName && expType === 'map') ||
+        (tagName === YAMLSeq.YAMLSeq.tagName && expType === 'seq')) {
+        return resolveCollection(CN, ctx, token, onError, tagName);
+    }
+    let tag = ctx.schema.tags.find(t => t.tag === tagName && t.collection === expType);
+    if (!tag) {
+        const kt = ctx.schema.knownTags[tagName];
+        if (kt?.collection === expType) {
+            ctx.schema.tags.push(Object.assign({}, kt, { default: false }));
+            tag = kt;
+        }
+        else {
+            if (kt) {
+                onError(tagToken, 'BAD_COLLECTION_TYPE', `${kt.tag} used for ${expType} collection, but expects ${kt.collection ?? 'scalar'}`, true);
+            }
+            else {
+                onError(tagToken, 'TAG_RESOLVE_FAILED', `Unresolved tag: ${tagName}`, true);
+            }
+            return resolveCollection(CN, ctx, token, onError, tagName);
+        }
+    }
+    const coll = resolveCollection(CN, ctx, token, onError, tagName, tag);
+    const res = tag.resolve?.(coll, msg => onError(tagToken, 'TAG_RESOLVE_FAILED', msg), ctx.options) ?? coll;
+    const node = identity.isNode(res)
+        ? res
+        : new Scalar.Scalar(res);
+    node.range = coll.range;
+    node.tag = tagName;
+    if (tag?.format)
+        node.format = tag.format;
+    return node;
+}
+
+exports.composeCollection = composeCollection;
+
+
+/***/ }),
+
+/***/ 3683:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Document = __nccwpck_require__(3021);
+var composeNode = __nccwpck_require__(5937);
+var resolveEnd = __nccwpck_require__(7788);
+var resolveProps = __nccwpck_require__(4631);
+
+function composeDoc(options, directives, { offset, start, value, end }, onError) {
+    const opts = Object.assign({ _directives: directives }, options);
+    const doc = new Document.Document(undefined, opts);
+    const ctx = {
+        atKey: false,
+        atRoot: true,
+        directives: doc.directives,
+        options: doc.options,
+        schema: doc.schema
+    };
+    const props = resolveProps.resolveProps(start, {
+        indicator: 'doc-start',
+        next: value ?? end?.[0],
+        offset,
+        onError,
+        parentIndent: 0,
+        startOnNewline: true
+    });
+    if (props.found) {
+        doc.directives.docStart = true;
+        if (value &&
+            (value.type === 'block-map' || value.type === 'block-seq') &&
+            !props.hasNewline)
+            onError(props.end, 'MISSING_CHAR', 'Block collection cannot start on same line with directives-end marker');
+    }
+    // @ts-expect-error If Contents is set, let's trust the user
+    doc.contents = value
+        ? composeNode.composeNode(ctx, value, props, onError)
+        : composeNode.composeEmptyNode(ctx, props.end, start, null, props, onError);
+    const contentEnd = doc.contents.range[2];
+    const re = resolveEnd.resolveEnd(end, contentEnd, false, onError);
+    if (re.comment)
+        doc.comment = re.comment;
+    doc.range = [offset, contentEnd, re.offset];
+    return doc;
+}
+
+exports.composeDoc = composeDoc;
+
+
+/***/ }),
+
+/***/ 5937:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Alias = __nccwpck_require__(4065);
+var identity = __nccwpck_require__(1127);
+var composeCollection = __nccwpck_require__(7349);
+var composeScalar = __nccwpck_require__(5413);
+var resolveEnd = __nccwpck_require__(7788);
+var utilEmptyScalarPosition = __nccwpck_require__(2599);
+
+const CN = { composeNode, composeEmptyNode };
+function composeNode(ctx, token, props, onError) {
+    const atKey = ctx.atKey;
+    const { spaceBefore, comment, anchor, tag } = props;
+    let node;
+    let isSrcToken = true;
+    switch (token.type) {
+        case 'alias':
+            node = composeAlias(ctx, token, onError);
+            if (anchor || tag)
+                onError(token, 'ALIAS_PROPS', 'An alias node must not specify any properties');
+            break;
+        case 'scalar':
+        case 'single-quoted-scalar':
+        case 'double-quoted-scalar':
+        case 'block-scalar':
+            node = composeScalar.composeScalar(ctx, token, tag, onError);
+            if (anchor)
+                node.anchor = anchor.source.substring(1);
+            break;
+        case 'block-map':
+        case 'block-seq':
+        case 'flow-collection':
+            try {
+                node = composeCollection.composeCollection(CN, ctx, token, props, onError);
+                if (anchor)
+                    node.anchor = anchor.source.substring(1);
+            }
+            catch (error) {
+                // Almost certainly here due to a stack overflow
+                const message = error instanceof Error ? error.message : String(error);
+                onError(token, 'RESOURCE_EXHAUSTION', message);
+            }
+            break;
+        default: {
+            const message = token.type === 'error'
+                ? token.message
+                : `Unsupported token (type: ${token.type})`;
+            onError(token, 'UNEXPECTED_TOKEN', message);
+            isSrcToken = false;
+        }
+    }
+    node ?? (node = composeEmptyNode(ctx, token.offset, undefined, null, props, onError));
+    if (anchor && node.anchor === '')
+        onError(anchor, 'BAD_ALIAS', 'Anchor cannot be an empty string');
+    if (atKey &&
+        ctx.options.stringKeys &&
+        (!identity.isScalar(node) ||
+            typeof node.value !== 'string' ||
+            (node.tag && node.tag !== 'tag:yaml.org,2002:str'))) {
+        const msg = 'With stringKeys, all keys must be strings';
+        onError(tag ?? token, 'NON_STRING_KEY', msg);
+    }
+    if (spaceBefore)
+        node.spaceBefore = true;
+    if (comment) {
+        if (token.type === 'scalar' && token.source === '')
+            node.comment = comment;
+        else
+            node.commentBefore = comment;
+    }
+    // @ts-expect-error Type checking misses meaning of isSrcToken
+    if (ctx.options.keepSourceTokens && isSrcToken)
+        node.srcToken = token;
+    return node;
+}
+function composeEmptyNode(ctx, offset, before, pos, { spaceBefore, comment, anchor, tag, end }, onError) {
+    const token = {
+        type: 'scalar',
+        offset: utilEmptyScalarPosition.emptyScalarPosition(offset, before, pos),
+        indent: -1,
+        source: ''
+    };
+    const node = composeScalar.composeScalar(ctx, token, tag, onError);
+    if (anchor) {
+        node.anchor = anchor.source.substring(1);
+        if (node.anchor === '')
+            onError(anchor, 'BAD_ALIAS', 'Anchor cannot be an empty string');
+    }
+    if (spaceBefore)
+        node.spaceBefore = true;
+    if (comment) {
+        node.comment = comment;
+        node.range[2] = end;
+    }
+    return node;
+}
+function composeAlias({ options }, { offset, source, end }, onError) {
+    const alias = new Alias.Alias(source.substring(1));
+    if (alias.source === '')
+        onError(offset, 'BAD_ALIAS', 'Alias cannot be an empty string');
+    if (alias.source.endsWith(':'))
+        onError(offset + source.length - 1, 'BAD_ALIAS', 'Alias ending in : is ambiguous', true);
+    const valueEnd = offset + source.length;
+    const re = resolveEnd.resolveEnd(end, valueEnd, options.strict, onError);
+    alias.range = [offset, valueEnd, re.offset];
+    if (re.comment)
+        alias.comment = re.comment;
+    return alias;
+}
+
+exports.composeEmptyNode = composeEmptyNode;
+exports.composeNode = composeNode;
+
+
+/***/ }),
+
+/***/ 5413:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Scalar = __nccwpck_require__(3301);
+var resolveBlockScalar = __nccwpck_require__(8913);
+var resolveFlowScalar = __nccwpck_require__(6842);
+
+function composeScalar(ctx, token, tagToken, onError) {
+    const { value, type, comment, range } = token.type === 'block-scalar'
+        ? resolveBlockScalar.resolveBlockScalar(ctx, token, onError)
+        : resolveFlowScalar.resolveFlowScalar(token, ctx.options.strict, onError);
+    const tagName = tagToken
+        ? ctx.directives.tagName(tagToken.source, msg => onError(tagToken, 'TAG_RESOLVE_FAILED', msg))
+        : null;
+    let tag;
+    if (ctx.options.stringKeys && ctx.atKey) {
+        tag = ctx.schema[identity.SCALAR];
+    }
+    else if (tagName)
+        tag = findScalarTagByName(ctx.schema, value, tagName, tagToken, onError);
+    else if (token.type === 'scalar')
+        tag = findScalarTagByTest(ctx, value, token, onError);
+    else
+        tag = ctx.schema[identity.SCALAR];
+    let scalar;
+    try {
+        const res = tag.resolve(value, msg => onError(tagToken ?? token, 'TAG_RESOLVE_FAILED', msg), ctx.options);
+        scalar = identity.isScalar(res) ? res : new Scalar.Scalar(res);
+    }
+    catch (error) {
+        const msg = error instanceof Error ? error.message : String(error);
+        onError(tagToken ?? token, 'TAG_RESOLVE_FAILED', msg);
+        scalar = new Scalar.Scalar(value);
+    }
+    scalar.range = range;
+    scalar.source = value;
+    if (type)
+        scalar.type = type;
+    if (tagName)
+        scalar.tag = tagName;
+    if (tag.format)
+        scalar.format = tag.format;
+    if (comment)
+        scalar.comment = comment;
+    return scalar;
+}
+function findScalarTagByName(schema, value, tagName, tagToken, onError) {
+    if (tagName === '!')
+        return schema[identity.SCALAR]; // non-specific tag
+    const matchWithTest = [];
+    for (const tag of schema.tags) {
+        if (!tag.collection && tag.tag === tagName) {
+            if (tag.default && tag.test)
+                matchWithTest.push(tag);
+            else
+                return tag;
+        }
+    }
+    for (const tag of matchWithTest)
+        if (tag.test?.test(value))
+            return tag;
+    const kt = schema.knownTags[tagName];
+    if (kt && !kt.collection) {
+        // Ensure that the known tag is available for stringifying,
+        // but does not get used by default.
+        schema.tags.push(Object.assign({}, kt, { default: false, test: undefined }));
+        return kt;
+    }
+    onError(tagToken, 'TAG_RESOLVE_FAILED', `Unresolved tag: ${tagName}`, tagName !== 'tag:yaml.org,2002:str');
+    return schema[identity.SCALAR];
+}
+function findScalarTagByTest({ atKey, directives, schema }, value, token, onError) {
+    const tag = schema.tags.find(tag => (tag.default === true || (atKey && tag.default === 'key')) &&
+        tag.test?.test(value)) || schema[identity.SCALAR];
+    if (schema.compat) {
+        const compat = schema.compat.find(tag => tag.default && tag.test?.test(value)) ??
+            schema[identity.SCALAR];
+        if (tag.tag !== compat.tag) {
+            const ts = directives.tagString(tag.tag);
+            const cs = directives.tagString(compat.tag);
+            const msg = `Value may be parsed as either ${ts} or ${cs}`;
+            onError(token, 'TAG_RESOLVE_FAILED', msg, true);
+        }
+    }
+    return tag;
+}
+
+exports.composeScalar = composeScalar;
+
+
+/***/ }),
+
+/***/ 9984:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var node_process = __nccwpck_require__(932);
+var directives = __nccwpck_require__(1342);
+var Document = __nccwpck_require__(3021);
+var errors = __nccwpck_require__(1464);
+var identity = __nccwpck_require__(1127);
+var composeDoc = __nccwpck_require__(3683);
+var resolveEnd = __nccwpck_require__(7788);
+
+function getErrorPos(src) {
+    if (typeof src === 'number')
+        return [src, src + 1];
+    if (Array.isArray(src))
+        return src.length === 2 ? src : [src[0], src[1]];
+    const { offset, source } = src;
+    return [offset, offset + (typeof source === 'string' ? source.length : 1)];
+}
+function parsePrelude(prelude) {
+    let comment = '';
+    let atComment = false;
+    let afterEmptyLine = false;
+    for (let i = 0; i < prelude.length; ++i) {
+        const source = prelude[i];
+        switch (source[0]) {
+            case '#':
+                comment +=
+                    (comment === '' ? '' : afterEmptyLine ? '\n\n' : '\n') +
+                        (source.substring(1) || ' ');
+                atComment = true;
+                afterEmptyLine = false;
+                break;
+            case '%':
+                if (prelude[i + 1]?.[0] !== '#')
+                    i += 1;
+                atComment = false;
+                break;
+            default:
+                // This may be wrong after doc-end, but in that case it doesn't matter
+                if (!atComment)
+                    afterEmptyLine = true;
+                atComment = false;
+        }
+    }
+    return { comment, afterEmptyLine };
+}
+/**
+ * Compose a stream of CST nodes into a stream of YAML Documents.
+ *
+ * ```ts
+ * import { Composer, Parser } from 'yaml'
+ *
+ * const src: string = ...
+ * const tokens = new Parser().parse(src)
+ * const docs = new Composer().compose(tokens)
+ * ```
+ */
+class Composer {
+    constructor(options = {}) {
+        this.doc = null;
+        this.atDirectives = false;
+        this.prelude = [];
+        this.errors = [];
+        this.warnings = [];
+        this.onError = (source, code, message, warning) => {
+            const pos = getErrorPos(source);
+            if (warning)
+                this.warnings.push(new errors.YAMLWarning(pos, code, message));
+            else
+                this.errors.push(new errors.YAMLParseError(pos, code, message));
+        };
+        // eslint-disable-next-line @typescript-eslint/prefer-nullish-coalescing
+        this.directives = new directives.Directives({ version: options.version || '1.2' });
+        this.options = options;
+    }
+    decorate(doc, afterDoc) {
+        const { comment, afterEmptyLine } = parsePrelude(this.prelude);
+        //console.log({ dc: doc.comment, prelude, comment })
+        if (comment) {
+            const dc = doc.contents;
+            if (afterDoc) {
+                doc.comment = doc.comment ? `${doc.comment}\n${comment}` : comment;
+            }
+            else if (afterEmptyLine || doc.directives.docStart || !dc) {
+                doc.commentBefore = comment;
+            }
+            else if (identity.isCollection(dc) && !dc.flow && dc.items.length > 0) {
+                let it = dc.items[0];
+                if (identity.isPair(it))
+                    it = it.key;
+                const cb = it.commentBefore;
+                it.commentBefore = cb ? `${comment}\n${cb}` : comment;
+            }
+            else {
+                const cb = dc.commentBefore;
+                dc.commentBefore = cb ? `${comment}\n${cb}` : comment;
+            }
+        }
+        if (afterDoc) {
+            for (let i = 0; i < this.errors.length; ++i)
+                doc.errors.push(this.errors[i]);
+            for (let i = 0; i < this.warnings.length; ++i)
+                doc.warnings.push(this.warnings[i]);
+        }
+        else {
+            doc.errors = this.errors;
+            doc.warnings = this.warnings;
+        }
+        this.prelude = [];
+        this.errors = [];
+        this.warnings = [];
+    }
+    /**
+     * Current stream status information.
+     *
+     * Mostly useful at the end of input for an empty stream.
+     */
+    streamInfo() {
+        return {
+            comment: parsePrelude(this.prelude).comment,
+            directives: this.directives,
+            errors: this.errors,
+            warnings: this.warnings
+        };
+    }
+    /**
+     * Compose tokens into documents.
+     *
+     * @param forceDoc - If the stream contains no document, still emit a final document including any comments and directives that would be applied to a subsequent document.
+     * @param endOffset - Should be set if `forceDoc` is also set, to set the document range end and to indicate errors correctly.
+     */
+    *compose(tokens, forceDoc = false, endOffset = -1) {
+        for (const token of tokens)
+            yield* this.next(token);
+        yield* this.end(forceDoc, endOffset);
+    }
+    /** Advance the composer by one CST token. */
+    *next(token) {
+        if (node_process.env.LOG_STREAM)
+            console.dir(token, { depth: null });
+        switch (token.type) {
+            case 'directive':
+                this.directives.add(token.source, (offset, message, warning) => {
+                    const pos = getErrorPos(token);
+                    pos[0] += offset;
+                    this.onError(pos, 'BAD_DIRECTIVE', message, warning);
+                });
+                this.prelude.push(token.source);
+                this.atDirectives = true;
+                break;
+            case 'document': {
+                const doc = composeDoc.composeDoc(this.options, this.directives, token, this.onError);
+                if (this.atDirectives && !doc.directives.docStart)
+                    this.onError(token, 'MISSING_CHAR', 'Missing directives-end/doc-start indicator line');
+                this.decorate(doc, false);
+                if (this.doc)
+                    yield this.doc;
+                this.doc = doc;
+                this.atDirectives = false;
+                break;
+            }
+            case 'byte-order-mark':
+            case 'space':
+                break;
+            case 'comment':
+            case 'newline':
+                this.prelude.push(token.source);
+                break;
+            case 'error': {
+                const msg = token.source
+                    ? `${token.message}: ${JSON.stringify(token.source)}`
+                    : token.message;
+                const error = new errors.YAMLParseError(getErrorPos(token), 'UNEXPECTED_TOKEN', msg);
+                if (this.atDirectives || !this.doc)
+                    this.errors.push(error);
+                else
+                    this.doc.errors.push(error);
+                break;
+            }
+            case 'doc-end': {
+                if (!this.doc) {
+                    const msg = 'Unexpected doc-end without preceding document';
+                    this.errors.push(new errors.YAMLParseError(getErrorPos(token), 'UNEXPECTED_TOKEN', msg));
+                    break;
+                }
+                this.doc.directives.docEnd = true;
+                const end = resolveEnd.resolveEnd(token.end, token.offset + token.source.length, this.doc.options.strict, this.onError);
+                this.decorate(this.doc, true);
+                if (end.comment) {
+                    const dc = this.doc.comment;
+                    this.doc.comment = dc ? `${dc}\n${end.comment}` : end.comment;
+                }
+                this.doc.range[2] = end.offset;
+                break;
+            }
+            default:
+                this.errors.push(new errors.YAMLParseError(getErrorPos(token), 'UNEXPECTED_TOKEN', `Unsupported token ${token.type}`));
+        }
+    }
+    /**
+     * Call at end of input to yield any remaining document.
+     *
+     * @param forceDoc - If the stream contains no document, still emit a final document including any comments and directives that would be applied to a subsequent document.
+     * @param endOffset - Should be set if `forceDoc` is also set, to set the document range end and to indicate errors correctly.
+     */
+    *end(forceDoc = false, endOffset = -1) {
+        if (this.doc) {
+            this.decorate(this.doc, true);
+            yield this.doc;
+            this.doc = null;
+        }
+        else if (forceDoc) {
+            const opts = Object.assign({ _directives: this.directives }, this.options);
+            const doc = new Document.Document(undefined, opts);
+            if (this.atDirectives)
+                this.onError(endOffset, 'MISSING_CHAR', 'Missing directives-end indicator line');
+            doc.range = [0, endOffset, endOffset];
+            this.decorate(doc, false);
+            yield doc;
+        }
+    }
+}
+
+exports.Composer = Composer;
+
+
+/***/ }),
+
+/***/ 7103:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Pair = __nccwpck_require__(7165);
+var YAMLMap = __nccwpck_require__(4454);
+var resolveProps = __nccwpck_require__(4631);
+var utilContainsNewline = __nccwpck_require__(9499);
+var utilFlowIndentCheck = __nccwpck_require__(4051);
+var utilMapIncludes = __nccwpck_require__(1187);
+
+const startColMsg = 'All mapping items must start at the same column';
+function resolveBlockMap({ composeNode, composeEmptyNode }, ctx, bm, onError, tag) {
+    const NodeClass = tag?.nodeClass ?? YAMLMap.YAMLMap;
+    const map = new NodeClass(ctx.schema);
+    if (ctx.atRoot)
+        ctx.atRoot = false;
+    let offset = bm.offset;
+    let commentEnd = null;
+    for (const collItem of bm.items) {
+        const { start, key, sep, value } = collItem;
+        // key properties
+        const keyProps = resolveProps.resolveProps(start, {
+            indicator: 'explicit-key-ind',
+            next: key ?? sep?.[0],
+            offset,
+            onError,
+            parentIndent: bm.indent,
+            startOnNewline: true
+        });
+        const implicitKey = !keyProps.found;
+        if (implicitKey) {
+            if (key) {
+                if (key.type === 'block-seq')
+                    onError(offset, 'BLOCK_AS_IMPLICIT_KEY', 'A block sequence may not be used as an implicit map key');
+                else if ('indent' in key && key.indent !== bm.indent)
+                    onError(offset, 'BAD_INDENT', startColMsg);
+            }
+            if (!keyProps.anchor && !keyProps.tag && !sep) {
+                commentEnd = keyProps.end;
+                if (keyProps.comment) {
+                    if (map.comment)
+                        map.comment += '\n' + keyProps.comment;
+                    else
+                        map.comment = keyProps.comment;
+                }
+                continue;
+            }
+            if (keyProps.newlineAfterProp || utilContainsNewline.containsNewline(key)) {
+                onError(key ?? start[start.length - 1], 'MULTILINE_IMPLICIT_KEY', 'Implicit keys need to be on a single line');
+            }
+        }
+        else if (keyProps.found?.indent !== bm.indent) {
+            onError(offset, 'BAD_INDENT', startColMsg);
+        }
+        // key value
+        ctx.atKey = true;
+        const keyStart = keyProps.end;
+        const keyNode = key
+            ? composeNode(ctx, key, keyProps, onError)
+            : composeEmptyNode(ctx, keyStart, start, null, keyProps, onError);
+        if (ctx.schema.compat)
+            utilFlowIndentCheck.flowIndentCheck(bm.indent, key, onError);
+        ctx.atKey = false;
+        if (utilMapIncludes.mapIncludes(ctx, map.items, keyNode))
+            onError(keyStart, 'DUPLICATE_KEY', 'Map keys must be unique');
+        // value properties
+        const valueProps = resolveProps.resolveProps(sep ?? [], {
+            indicator: 'map-value-ind',
+            next: value,
+            offset: keyNode.range[2],
+            onError,
+            parentIndent: bm.indent,
+            startOnNewline: !key || key.type === 'block-scalar'
+        });
+        offset = valueProps.end;
+        if (valueProps.found) {
+            if (implicitKey) {
+                if (value?.type === 'block-map' && !valueProps.hasNewline)
+                    onError(offset, 'BLOCK_AS_IMPLICIT_KEY', 'Nested mappings are not allowed in compact mappings');
+                if (ctx.options.strict &&
+                    keyProps.start < valueProps.found.offset - 1024)
+                    onError(keyNode.range, 'KEY_OVER_1024_CHARS', 'The : indicator must be at most 1024 chars after the start of an implicit block mapping key');
+            }
+            // value value
+            const valueNode = value
+                ? composeNode(ctx, value, valueProps, onError)
+                : composeEmptyNode(ctx, offset, sep, null, valueProps, onError);
+            if (ctx.schema.compat)
+                utilFlowIndentCheck.flowIndentCheck(bm.indent, value, onError);
+            offset = valueNode.range[2];
+            const pair = new Pair.Pair(keyNode, valueNode);
+            if (ctx.options.keepSourceTokens)
+                pair.srcToken = collItem;
+            map.items.push(pair);
+        }
+        else {
+            // key with no value
+            if (implicitKey)
+                onError(keyNode.range, 'MISSING_CHAR', 'Implicit map keys need to be followed by map values');
+            if (valueProps.comment) {
+                if (keyNode.comment)
+                    keyNode.comment += '\n' + valueProps.comment;
+                else
+                    keyNode.comment = valueProps.comment;
+            }
+            const pair = new Pair.Pair(keyNode);
+            if (ctx.options.keepSourceTokens)
+                pair.srcToken = collItem;
+            map.items.push(pair);
+        }
+    }
+    if (commentEnd && commentEnd < offset)
+        onError(commentEnd, 'IMPOSSIBLE', 'Map comment with trailing content');
+    map.range = [bm.offset, offset, commentEnd ?? offset];
+    return map;
+}
+
+exports.resolveBlockMap = resolveBlockMap;
+
+
+/***/ }),
+
+/***/ 8913:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+
+function resolveBlockScalar(ctx, scalar, onError) {
+    const start = scalar.offset;
+    const header = parseBlockScalarHeader(scalar, ctx.options.strict, onError);
+    if (!header)
+        return { value: '', type: null, comment: '', range: [start, start, start] };
+    const type = header.mode === '>' ? Scalar.Scalar.BLOCK_FOLDED : Scalar.Scalar.BLOCK_LITERAL;
+    const lines = scalar.source ? splitLines(scalar.source) : [];
+    // determine the end of content & start of chomping
+    let chompStart = lines.length;
+    for (let i = lines.length - 1; i >= 0; --i) {
+        const content = lines[i][1];
+        if (content === '' || content === '\r')
+            chompStart = i;
+        else
+            break;
+    }
+    // shortcut for empty contents
+    if (chompStart === 0) {
+        const value = header.chomp === '+' && lines.length > 0
+            ? '\n'.repeat(Math.max(1, lines.length - 1))
+            : '';
+        let end = start + header.length;
+        if (scalar.source)
+            end += scalar.source.length;
+        return { value, type, comment: header.comment, range: [start, end, end] };
+    }
+    // find the indentation level to trim from start
+    let trimIndent = scalar.indent + header.indent;
+    let offset = scalar.offset + header.length;
+    let contentStart = 0;
+    for (let i = 0; i < chompStart; ++i) {
+        const [indent, content] = lines[i];
+        if (content === '' || content === '\r') {
+            if (header.indent === 0 && indent.length > trimIndent)
+                trimIndent = indent.length;
+        }
+        else {
+            if (indent.length < trimIndent) {
+                const message = 'Block scalars with more-indented leading empty lines must use an explicit indentation indicator';
+                onError(offset + indent.length, 'MISSING_CHAR', message);
+            }
+            if (header.indent === 0)
+                trimIndent = indent.length;
+            contentStart = i;
+            if (trimIndent === 0 && !ctx.atRoot) {
+                const message = 'Block scalar values in collections must be indented';
+                onError(offset, 'BAD_INDENT', message);
+            }
+            break;
+        }
+        offset += indent.length + content.length + 1;
+    }
+    // include trailing more-indented empty lines in content
+    for (let i = lines.length - 1; i >= chompStart; --i) {
+        if (lines[i][0].length > trimIndent)
+            chompStart = i + 1;
+    }
+    let value = '';
+    let sep = '';
+    let prevMoreIndented = false;
+    // leading whitespace is kept intact
+    for (let i = 0; i < contentStart; ++i)
+        value += lines[i][0].slice(trimIndent) + '\n';
+    for (let i = contentStart; i < chompStart; ++i) {
+        let [indent, content] = lines[i];
+        offset += indent.length + content.length + 1;
+        const crlf = content[content.length - 1] === '\r';
+        if (crlf)
+            content = content.slice(0, -1);
+        /* istanbul ignore if already caught in lexer */
+        if (content && indent.length < trimIndent) {
+            const src = header.indent
+                ? 'explicit indentation indicator'
+                : 'first line';
+            const message = `Block scalar lines must not be less indented than their ${src}`;
+            onError(offset - content.length - (crlf ? 2 : 1), 'BAD_INDENT', message);
+            indent = '';
+        }
+        if (type === Scalar.Scalar.BLOCK_LITERAL) {
+            value += sep + indent.slice(trimIndent) + content;
+            sep = '\n';
+        }
+        else if (indent.length > trimIndent || content[0] === '\t') {
+            // more-indented content within a folded block
+            if (sep === ' ')
+                sep = '\n';
+            else if (!prevMoreIndented && sep === '\n')
+                sep = '\n\n';
+            value += sep + indent.slice(trimIndent) + content;
+            sep = '\n';
+            prevMoreIndented = true;
+        }
+        else if (content === '') {
+            // empty line
+            if (sep === '\n')
+                value += '\n';
+            else
+                sep = '\n';
+        }
+        else {
+            value += sep + content;
+            sep = ' ';
+            prevMoreIndented = false;
+        }
+    }
+    switch (header.chomp) {
+        case '-':
+            break;
+        case '+':
+            for (let i = chompStart; i < lines.length; ++i)
+                value += '\n' + lines[i][0].slice(trimIndent);
+            if (value[value.length - 1] !== '\n')
+                value += '\n';
+            break;
+        default:
+            value += '\n';
+    }
+    const end = start + header.length + scalar.source.length;
+    return { value, type, comment: header.comment, range: [start, end, end] };
+}
+function parseBlockScalarHeader({ offset, props }, strict, onError) {
+    /* istanbul ignore if should not happen */
+    if (props[0].type !== 'block-scalar-header') {
+        onError(props[0], 'IMPOSSIBLE', 'Block scalar header not found');
+        return null;
+    }
+    const { source } = props[0];
+    const mode = source[0];
+    let indent = 0;
+    let chomp = '';
+    let error = -1;
+    for (let i = 1; i < source.length; ++i) {
+        const ch = source[i];
+        if (!chomp && (ch === '-' || ch === '+'))
+            chomp = ch;
+        else {
+            const n = Number(ch);
+            if (!indent && n)
+                indent = n;
+            else if (error === -1)
+                error = offset + i;
+        }
+    }
+    if (error !== -1)
+        onError(error, 'UNEXPECTED_TOKEN', `Block scalar header includes extra characters: ${source}`);
+    let hasSpace = false;
+    let comment = '';
+    let length = source.length;
+    for (let i = 1; i < props.length; ++i) {
+        const token = props[i];
+        switch (token.type) {
+            case 'space':
+                hasSpace = true;
+            // fallthrough
+            case 'newline':
+                length += token.source.length;
+                break;
+            case 'comment':
+                if (strict && !hasSpace) {
+                    const message = 'Comments must be separated from other tokens by white space characters';
+                    onError(token, 'MISSING_CHAR', message);
+                }
+                length += token.source.length;
+                comment = token.source.substring(1);
+                break;
+            case 'error':
+                onError(token, 'UNEXPECTED_TOKEN', token.message);
+                length += token.source.length;
+                break;
+            /* istanbul ignore next should not happen */
+            default: {
+                const message = `Unexpected token in block scalar header: ${token.type}`;
+                onError(token, 'UNEXPECTED_TOKEN', message);
+                const ts = token.source;
+                if (ts && typeof ts === 'string')
+                    length += ts.length;
+            }
+        }
+    }
+    return { mode, indent, chomp, comment, length };
+}
+/** @returns Array of lines split up as `[indent, content]` */
+function splitLines(source) {
+    const split = source.split(/\n( *)/);
+    const first = split[0];
+    const m = first.match(/^( *)/);
+    const line0 = m?.[1]
+        ? [m[1], first.slice(m[1].length)]
+        : ['', first];
+    const lines = [line0];
+    for (let i = 1; i < split.length; i += 2)
+        lines.push([split[i], split[i + 1]]);
+    return lines;
+}
+
+exports.resolveBlockScalar = resolveBlockScalar;
+
+
+/***/ }),
+
+/***/ 334:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var YAMLSeq = __nccwpck_require__(2223);
+var resolveProps = __nccwpck_require__(4631);
+var utilFlowIndentCheck = __nccwpck_require__(4051);
+
+function resolveBlockSeq({ composeNode, composeEmptyNode }, ctx, bs, onError, tag) {
+    const NodeClass = tag?.nodeClass ?? YAMLSeq.YAMLSeq;
+    const seq = new NodeClass(ctx.schema);
+    if (ctx.atRoot)
+        ctx.atRoot = false;
+    if (ctx.atKey)
+        ctx.atKey = false;
+    let offset = bs.offset;
+    let commentEnd = null;
+    for (const { start, value } of bs.items) {
+        const props = resolveProps.resolveProps(start, {
+            indicator: 'seq-item-ind',
+            next: value,
+            offset,
+            onError,
+            parentIndent: bs.indent,
+            startOnNewline: true
+        });
+        if (!props.found) {
+            if (props.anchor || props.tag || value) {
+                if (value?.type === 'block-seq')
+                    onError(props.end, 'BAD_INDENT', 'All sequence items must start at the same column');
+                else
+                    onError(offset, 'MISSING_CHAR', 'Sequence item without - indicator');
+            }
+            else {
+                commentEnd = props.end;
+                if (props.comment)
+                    seq.comment = props.comment;
+                continue;
+            }
+        }
+        const node = value
+            ? composeNode(ctx, value, props, onError)
+            : composeEmptyNode(ctx, props.end, start, null, props, onError);
+        if (ctx.schema.compat)
+            utilFlowIndentCheck.flowIndentCheck(bs.indent, value, onError);
+        offset = node.range[2];
+        seq.items.push(node);
+    }
+    seq.range = [bs.offset, offset, commentEnd ?? offset];
+    return seq;
+}
+
+exports.resolveBlockSeq = resolveBlockSeq;
+
+
+/***/ }),
+
+/***/ 7788:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+function resolveEnd(end, offset, reqSpace, onError) {
+    let comment = '';
+    if (end) {
+        let hasSpace = false;
+        let sep = '';
+        for (const token of end) {
+            const { source, type } = token;
+            switch (type) {
+                case 'space':
+                    hasSpace = true;
+                    break;
+                case 'comment': {
+                    if (reqSpace && !hasSpace)
+                        onError(token, 'MISSING_CHAR', 'Comments must be separated from other tokens by white space characters');
+                    const cb = source.substring(1) || ' ';
+                    if (!comment)
+                        comment = cb;
+                    else
+                        comment += sep + cb;
+                    sep = '';
+                    break;
+                }
+                case 'newline':
+                    if (comment)
+                        sep += source;
+                    hasSpace = true;
+                    break;
+                default:
+                    onError(token, 'UNEXPECTED_TOKEN', `Unexpected ${type} at node end`);
+            }
+            offset += source.length;
+        }
+    }
+    return { comment, offset };
+}
+
+exports.resolveEnd = resolveEnd;
+
+
+/***/ }),
+
+/***/ 3142:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Pair = __nccwpck_require__(7165);
+var YAMLMap = __nccwpck_require__(4454);
+var YAMLSeq = __nccwpck_require__(2223);
+var resolveEnd = __nccwpck_require__(7788);
+var resolveProps = __nccwpck_require__(4631);
+var utilContainsNewline = __nccwpck_require__(9499);
+var utilMapIncludes = __nccwpck_require__(1187);
+
+const blockMsg = 'Block collections are not allowed within flow collections';
+const isBlock = (token) => token && (token.type === 'block-map' || token.type === 'block-seq');
+function resolveFlowCollection({ composeNode, composeEmptyNode }, ctx, fc, onError, tag) {
+    const isMap = fc.start.source === '{';
+    const fcName = isMap ? 'flow map' : 'flow sequence';
+    const NodeClass = (tag?.nodeClass ?? (isMap ? YAMLMap.YAMLMap : YAMLSeq.YAMLSeq));
+    const coll = new NodeClass(ctx.schema);
+    coll.flow = true;
+    const atRoot = ctx.atRoot;
+    if (atRoot)
+        ctx.atRoot = false;
+    if (ctx.atKey)
+        ctx.atKey = false;
+    let offset = fc.offset + fc.start.source.length;
+    for (let i = 0; i < fc.items.length; ++i) {
+        const collItem = fc.items[i];
+        const { start, key, sep, value } = collItem;
+        const props = resolveProps.resolveProps(start, {
+            flow: fcName,
+            indicator: 'explicit-key-ind',
+            next: key ?? sep?.[0],
+            offset,
+            onError,
+            parentIndent: fc.indent,
+            startOnNewline: false
+        });
+        if (!props.found) {
+            if (!props.anchor && !props.tag && !sep && !value) {
+                if (i === 0 && props.comma)
+                    onError(props.comma, 'UNEXPECTED_TOKEN', `Unexpected , in ${fcName}`);
+                else if (i < fc.items.length - 1)
+                    onError(props.start, 'UNEXPECTED_TOKEN', `Unexpected empty item in ${fcName}`);
+                if (props.comment) {
+                    if (coll.comment)
+                        coll.comment += '\n' + props.comment;
+                    else
+                        coll.comment = props.comment;
+                }
+                offset = props.end;
+                continue;
+            }
+            if (!isMap && ctx.options.strict && utilContainsNewline.containsNewline(key))
+                onError(key, // checked by containsNewline()
+                'MULTILINE_IMPLICIT_KEY', 'Implicit keys of flow sequence pairs need to be on a single line');
+        }
+        if (i === 0) {
+            if (props.comma)
+                onError(props.comma, 'UNEXPECTED_TOKEN', `Unexpected , in ${fcName}`);
+        }
+        else {
+            if (!props.comma)
+                onError(props.start, 'MISSING_CHAR', `Missing , between ${fcName} items`);
+            if (props.comment) {
+                let prevItemComment = '';
+                loop: for (const st of start) {
+                    switch (st.type) {
+                        case 'comma':
+                        case 'space':
+                            break;
+                        case 'comment':
+                            prevItemComment = st.source.substring(1);
+                            break loop;
+                        default:
+                            break loop;
+                    }
+                }
+                if (prevItemComment) {
+                    let prev = coll.items[coll.items.length - 1];
+                    if (identity.isPair(prev))
+                        prev = prev.value ?? prev.key;
+                    if (prev.comment)
+                        prev.comment += '\n' + prevItemComment;
+                    else
+                        prev.comment = prevItemComment;
+                    props.comment = props.comment.substring(prevItemComment.length + 1);
+                }
+            }
+        }
+        if (!isMap && !sep && !props.found) {
+            // item is a value in a seq
+            // → key & sep are empty, start does not include ? or :
+            const valueNode = value
+                ? composeNode(ctx, value, props, onError)
+                : composeEmptyNode(ctx, props.end, sep, null, props, onError);
+            coll.items.push(valueNode);
+            offset = valueNode.range[2];
+            if (isBlock(value))
+                onError(valueNode.range, 'BLOCK_IN_FLOW', blockMsg);
+        }
+        else {
+            // item is a key+value pair
+            // key value
+            ctx.atKey = true;
+            const keyStart = props.end;
+            const keyNode = key
+                ? composeNode(ctx, key, props, onError)
+                : composeEmptyNode(ctx, keyStart, start, null, props, onError);
+            if (isBlock(key))
+                onError(keyNode.range, 'BLOCK_IN_FLOW', blockMsg);
+            ctx.atKey = false;
+            // value properties
+            const valueProps = resolveProps.resolveProps(sep ?? [], {
+                flow: fcName,
+                indicator: 'map-value-ind',
+                next: value,
+                offset: keyNode.range[2],
+                onError,
+                parentIndent: fc.indent,
+                startOnNewline: false
+            });
+            if (valueProps.found) {
+                if (!isMap && !props.found && ctx.options.strict) {
+                    if (sep)
+                        for (const st of sep) {
+                            if (st === valueProps.found)
+                                break;
+                            if (st.type === 'newline') {
+                                onError(st, 'MULTILINE_IMPLICIT_KEY', 'Implicit keys of flow sequence pairs need to be on a single line');
+                                break;
+                            }
+                        }
+                    if (props.start < valueProps.found.offset - 1024)
+                        onError(valueProps.found, 'KEY_OVER_1024_CHARS', 'The : indicator must be at most 1024 chars after the start of an implicit flow sequence key');
+                }
+            }
+            else if (value) {
+                if ('source' in value && value.source?.[0] === ':')
+                    onError(value, 'MISSING_CHAR', `Missing space after : in ${fcName}`);
+                else
+                    onError(valueProps.start, 'MISSING_CHAR', `Missing , or : between ${fcName} items`);
+            }
+            // value value
+            const valueNode = value
+                ? composeNode(ctx, value, valueProps, onError)
+                : valueProps.found
+                    ? composeEmptyNode(ctx, valueProps.end, sep, null, valueProps, onError)
+                    : null;
+            if (valueNode) {
+                if (isBlock(value))
+                    onError(valueNode.range, 'BLOCK_IN_FLOW', blockMsg);
+            }
+            else if (valueProps.comment) {
+                if (keyNode.comment)
+                    keyNode.comment += '\n' + valueProps.comment;
+                else
+                    keyNode.comment = valueProps.comment;
+            }
+            const pair = new Pair.Pair(keyNode, valueNode);
+            if (ctx.options.keepSourceTokens)
+                pair.srcToken = collItem;
+            if (isMap) {
+                const map = coll;
+                if (utilMapIncludes.mapIncludes(ctx, map.items, keyNode))
+                    onError(keyStart, 'DUPLICATE_KEY', 'Map keys must be unique');
+                map.items.push(pair);
+            }
+            else {
+                const map = new YAMLMap.YAMLMap(ctx.schema);
+                map.flow = true;
+                map.items.push(pair);
+                const endRange = (valueNode ?? keyNode).range;
+                map.range = [keyNode.range[0], endRange[1], endRange[2]];
+                coll.items.push(map);
+            }
+            offset = valueNode ? valueNode.range[2] : valueProps.end;
+        }
+    }
+    const expectedEnd = isMap ? '}' : ']';
+    const [ce, ...ee] = fc.end;
+    let cePos = offset;
+    if (ce?.source === expectedEnd)
+        cePos = ce.offset + ce.source.length;
+    else {
+        const name = fcName[0].toUpperCase() + fcName.substring(1);
+        const msg = atRoot
+            ? `${name} must end with a ${expectedEnd}`
+            : `${name} in block collection must be sufficiently indented and end with a ${expectedEnd}`;
+        onError(offset, atRoot ? 'MISSING_CHAR' : 'BAD_INDENT', msg);
+        if (ce && ce.source.length !== 1)
+            ee.unshift(ce);
+    }
+    if (ee.length > 0) {
+        const end = resolveEnd.resolveEnd(ee, cePos, ctx.options.strict, onError);
+        if (end.comment) {
+            if (coll.comment)
+                coll.comment += '\n' + end.comment;
+            else
+                coll.comment = end.comment;
+        }
+        coll.range = [fc.offset, cePos, end.offset];
+    }
+    else {
+        coll.range = [fc.offset, cePos, cePos];
+    }
+    return coll;
+}
+
+exports.resolveFlowCollection = resolveFlowCollection;
+
+
+/***/ }),
+
+/***/ 6842:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+var resolveEnd = __nccwpck_require__(7788);
+
+function resolveFlowScalar(scalar, strict, onError) {
+    const { offset, type, source, end } = scalar;
+    let _type;
+    let value;
+    const _onError = (rel, code, msg) => onError(offset + rel, code, msg);
+    switch (type) {
+        case 'scalar':
+            _type = Scalar.Scalar.PLAIN;
+            value = plainValue(source, _onError);
+            break;
+        case 'single-quoted-scalar':
+            _type = Scalar.Scalar.QUOTE_SINGLE;
+            value = singleQuotedValue(source, _onError);
+            break;
+        case 'double-quoted-scalar':
+            _type = Scalar.Scalar.QUOTE_DOUBLE;
+            value = doubleQuotedValue(source, _onError);
+            break;
+        /* istanbul ignore next should not happen */
+        default:
+            onError(scalar, 'UNEXPECTED_TOKEN', `Expected a flow scalar value, but found: ${type}`);
+            return {
+                value: '',
+                type: null,
+                comment: '',
+                range: [offset, offset + source.length, offset + source.length]
+            };
+    }
+    const valueEnd = offset + source.length;
+    const re = resolveEnd.resolveEnd(end, valueEnd, strict, onError);
+    return {
+        value,
+        type: _type,
+        comment: re.comment,
+        range: [offset, valueEnd, re.offset]
+    };
+}
+function plainValue(source, onError) {
+    let badChar = '';
+    switch (source[0]) {
+        /* istanbul ignore next should not happen */
+        case '\t':
+            badChar = 'a tab character';
+            break;
+        case ',':
+            badChar = 'flow indicator character ,';
+            break;
+        case '%':
+            badChar = 'directive indicator character %';
+            break;
+        case '|':
+        case '>': {
+            badChar = `block scalar indicator ${source[0]}`;
+            break;
+        }
+        case '@':
+        case '`': {
+            badChar = `reserved character ${source[0]}`;
+            break;
+        }
+    }
+    if (badChar)
+        onError(0, 'BAD_SCALAR_START', `Plain value cannot start with ${badChar}`);
+    return unfoldLines(source);
+}
+function singleQuotedValue(source, onError) {
+    if (source[source.length - 1] !== "'" || source.length === 1)
+        onError(source.length, 'MISSING_CHAR', "Missing closing 'quote");
+    return unfoldLines(source.slice(1, -1)).replace(/''/g, "'");
+}
+function unfoldLines(source) {
+    const line = /(.*?)\r?\n/sy;
+    let match = line.exec(source);
+    if (!match)
+        return source;
+    /**
+     * The negative lookbehinds in these RegExps are to
+     * prevent causing a polynomial search time in certain cases.
+     *
+     * The try-catch is for Safari < 16.4 and other old browsers:
+     * https://caniuse.com/js-regexp-lookbehind
+     */
+    let trimEnd, trimBoth;
+    try {
+        trimEnd = new RegExp('(?<![ \t])[ \t]+$');
+        trimBoth = new RegExp('^[ \t]+|(?<![ \t])[ \t]+$', 'g');
+    }
+    catch {
+        trimEnd = /[ \t]+$/;
+        trimBoth = /^[ \t]+|[ \t]+$/g;
+    }
+    let res = match[1].replace(trimEnd, '');
+    let sep = ' ';
+    let pos = line.lastIndex;
+    while ((match = line.exec(source))) {
+        const lm = match[1].replace(trimBoth, '');
+        if (lm === '') {
+            if (sep === '\n')
+                res += sep;
+            else
+                sep = '\n';
+        }
+        else {
+            res += sep + lm;
+            sep = ' ';
+        }
+        pos = line.lastIndex;
+    }
+    const last = /[ \t]*(.*)/sy;
+    last.lastIndex = pos;
+    match = last.exec(source);
+    return res + sep + (match?.[1] ?? '');
+}
+function doubleQuotedValue(source, onError) {
+    let res = '';
+    for (let i = 1; i < source.length - 1; ++i) {
+        const ch = source[i];
+        if (ch === '\r' && source[i + 1] === '\n')
+            continue;
+        if (ch === '\n') {
+            const { fold, offset } = foldNewline(source, i);
+            res += fold;
+            i = offset;
+        }
+        else if (ch === '\\') {
+            let next = source[++i];
+            const cc = escapeCodes[next];
+            if (cc)
+                res += cc;
+            else if (next === '\n') {
+                // skip escaped newlines, but still trim the following line
+                next = source[i + 1];
+                while (next === ' ' || next === '\t')
+                    next = source[++i + 1];
+            }
+            else if (next === '\r' && source[i + 1] === '\n') {
+                // skip escaped CRLF newlines, but still trim the following line
+                next = source[++i + 1];
+                while (next === ' ' || next === '\t')
+                    next = source[++i + 1];
+            }
+            else if (next === 'x' || next === 'u' || next === 'U') {
+                const length = next === 'x' ? 2 : next === 'u' ? 4 : 8;
+                res += parseCharCode(source, i + 1, length, onError);
+                i += length;
+            }
+            else {
+                const raw = source.substr(i - 1, 2);
+                onError(i - 1, 'BAD_DQ_ESCAPE', `Invalid escape sequence ${raw}`);
+                res += raw;
+            }
+        }
+        else if (ch === ' ' || ch === '\t') {
+            // trim trailing whitespace
+            const wsStart = i;
+            let next = source[i + 1];
+            while (next === ' ' || next === '\t')
+                next = source[++i + 1];
+            if (next !== '\n' && !(next === '\r' && source[i + 2] === '\n'))
+                res += i > wsStart ? source.slice(wsStart, i + 1) : ch;
+        }
+        else {
+            res += ch;
+        }
+    }
+    if (source[source.length - 1] !== '"' || source.length === 1)
+        onError(source.length, 'MISSING_CHAR', 'Missing closing "quote');
+    return res;
+}
+/**
+ * Fold a single newline into a space, multiple newlines to N - 1 newlines.
+ * Presumes `source[offset] === '\n'`
+ */
+function foldNewline(source, offset) {
+    let fold = '';
+    let ch = source[offset + 1];
+    while (ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r') {
+        if (ch === '\r' && source[offset + 2] !== '\n')
+            break;
+        if (ch === '\n')
+            fold += '\n';
+        offset += 1;
+        ch = source[offset + 1];
+    }
+    if (!fold)
+        fold = ' ';
+    return { fold, offset };
+}
+const escapeCodes = {
+    '0': '\0', // null character
+    a: '\x07', // bell character
+    b: '\b', // backspace
+    e: '\x1b', // escape character
+    f: '\f', // form feed
+    n: '\n', // line feed
+    r: '\r', // carriage return
+    t: '\t', // horizontal tab
+    v: '\v', // vertical tab
+    N: '\u0085', // Unicode next line
+    _: '\u00a0', // Unicode non-breaking space
+    L: '\u2028', // Unicode line separator
+    P: '\u2029', // Unicode paragraph separator
+    ' ': ' ',
+    '"': '"',
+    '/': '/',
+    '\\': '\\',
+    '\t': '\t'
+};
+function parseCharCode(source, offset, length, onError) {
+    const cc = source.substr(offset, length);
+    const ok = cc.length === length && /^[0-9a-fA-F]+$/.test(cc);
+    const code = ok ? parseInt(cc, 16) : NaN;
+    try {
+        return String.fromCodePoint(code);
+    }
+    catch {
+        const raw = source.substr(offset - 2, length + 2);
+        onError(offset - 2, 'BAD_DQ_ESCAPE', `Invalid escape sequence ${raw}`);
+        return raw;
+    }
+}
+
+exports.resolveFlowScalar = resolveFlowScalar;
+
+
+/***/ }),
+
+/***/ 4631:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+function resolveProps(tokens, { flow, indicator, next, offset, onError, parentIndent, startOnNewline }) {
+    let spaceBefore = false;
+    let atNewline = startOnNewline;
+    let hasSpace = startOnNewline;
+    let comment = '';
+    let commentSep = '';
+    let hasNewline = false;
+    let reqSpace = false;
+    let tab = null;
+    let anchor = null;
+    let tag = null;
+    let newlineAfterProp = null;
+    let comma = null;
+    let found = null;
+    let start = null;
+    for (const token of tokens) {
+        if (reqSpace) {
+            if (token.type !== 'space' &&
+                token.type !== 'newline' &&
+                token.type !== 'comma')
+                onError(token.offset, 'MISSING_CHAR', 'Tags and anchors must be separated from the next token by white space');
+            reqSpace = false;
+        }
+        if (tab) {
+            if (atNewline && token.type !== 'comment' && token.type !== 'newline') {
+                onError(tab, 'TAB_AS_INDENT', 'Tabs are not allowed as indentation');
+            }
+            tab = null;
+        }
+        switch (token.type) {
+            case 'space':
+                // At the doc level, tabs at line start may be parsed
+                // as leading white space rather than indentation.
+                // In a flow collection, only the parser handles indent.
+                if (!flow &&
+                    (indicator !== 'doc-start' || next?.type !== 'flow-collection') &&
+                    token.source.includes('\t')) {
+                    tab = token;
+                }
+                hasSpace = true;
+                break;
+            case 'comment': {
+                if (!hasSpace)
+                    onError(token, 'MISSING_CHAR', 'Comments must be separated from other tokens by white space characters');
+                const cb = token.source.substring(1) || ' ';
+                if (!comment)
+                    comment = cb;
+                else
+                    comment += commentSep + cb;
+                commentSep = '';
+                atNewline = false;
+                break;
+            }
+            case 'newline':
+                if (atNewline) {
+                    if (comment)
+                        comment += token.source;
+                    else if (!found || indicator !== 'seq-item-ind')
+                        spaceBefore = true;
+                }
+                else
+                    commentSep += token.source;
+                atNewline = true;
+                hasNewline = true;
+                if (anchor || tag)
+                    newlineAfterProp = token;
+                hasSpace = true;
+                break;
+            case 'anchor':
+                if (anchor)
+                    onError(token, 'MULTIPLE_ANCHORS', 'A node can have at most one anchor');
+                if (token.source.endsWith(':'))
+                    onError(token.offset + token.source.length - 1, 'BAD_ALIAS', 'Anchor ending in : is ambiguous', true);
+                anchor = token;
+                start ?? (start = token.offset);
+                atNewline = false;
+                hasSpace = false;
+                reqSpace = true;
+                break;
+            case 'tag': {
+                if (tag)
+                    onError(token, 'MULTIPLE_TAGS', 'A node can have at most one tag');
+                tag = token;
+                start ?? (start = token.offset);
+                atNewline = false;
+                hasSpace = false;
+                reqSpace = true;
+                break;
+            }
+            case indicator:
+                // Could here handle preceding comments differently
+                if (anchor || tag)
+                    onError(token, 'BAD_PROP_ORDER', `Anchors and tags must be after the ${token.source} indicator`);
+                if (found)
+                    onError(token, 'UNEXPECTED_TOKEN', `Unexpected ${token.source} in ${flow ?? 'collection'}`);
+                found = token;
+                atNewline =
+                    indicator === 'seq-item-ind' || indicator === 'explicit-key-ind';
+                hasSpace = false;
+                break;
+            case 'comma':
+                if (flow) {
+                    if (comma)
+                        onError(token, 'UNEXPECTED_TOKEN', `Unexpected , in ${flow}`);
+                    comma = token;
+                    atNewline = false;
+                    hasSpace = false;
+                    break;
+                }
+            // else fallthrough
+            default:
+                onError(token, 'UNEXPECTED_TOKEN', `Unexpected ${token.type} token`);
+                atNewline = false;
+                hasSpace = false;
+        }
+    }
+    const last = tokens[tokens.length - 1];
+    const end = last ? last.offset + last.source.length : offset;
+    if (reqSpace &&
+        next &&
+        next.type !== 'space' &&
+        next.type !== 'newline' &&
+        next.type !== 'comma' &&
+        (next.type !== 'scalar' || next.source !== '')) {
+        onError(next.offset, 'MISSING_CHAR', 'Tags and anchors must be separated from the next token by white space');
+    }
+    if (tab &&
+        ((atNewline && tab.indent <= parentIndent) ||
+            next?.type === 'block-map' ||
+            next?.type === 'block-seq'))
+        onError(tab, 'TAB_AS_INDENT', 'Tabs are not allowed as indentation');
+    return {
+        comma,
+        found,
+        spaceBefore,
+        comment,
+        hasNewline,
+        anchor,
+        tag,
+        newlineAfterProp,
+        end,
+        start: start ?? end
+    };
+}
+
+exports.resolveProps = resolveProps;
+
+
+/***/ }),
+
+/***/ 9499:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+function containsNewline(key) {
+    if (!key)
+        return null;
+    switch (key.type) {
+        case 'alias':
+        case 'scalar':
+        case 'double-quoted-scalar':
+        case 'single-quoted-scalar':
+            if (key.source.includes('\n'))
+                return true;
+            if (key.end)
+                for (const st of key.end)
+                    if (st.type === 'newline')
+                        return true;
+            return false;
+        case 'flow-collection':
+            for (const it of key.items) {
+                for (const st of it.start)
+                    if (st.type === 'newline')
+                        return true;
+                if (it.sep)
+                    for (const st of it.sep)
+                        if (st.type === 'newline')
+                            return true;
+                if (containsNewline(it.key) || containsNewline(it.value))
+                    return true;
+            }
+            return false;
+        default:
+            return true;
+    }
+}
+
+exports.containsNewline = containsNewline;
+
+
+/***/ }),
+
+/***/ 2599:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+function emptyScalarPosition(offset, before, pos) {
+    if (before) {
+        pos ?? (pos = before.length);
+        for (let i = pos - 1; i >= 0; --i) {
+            let st = before[i];
+            switch (st.type) {
+                case 'space':
+                case 'comment':
+                case 'newline':
+                    offset -= st.source.length;
+                    continue;
+            }
+            // Technically, an empty scalar is immediately after the last non-empty
+            // node, but it's more useful to place it after any whitespace.
+            st = before[++i];
+            while (st?.type === 'space') {
+                offset += st.source.length;
+                st = before[++i];
+            }
+            break;
+        }
+    }
+    return offset;
+}
+
+exports.emptyScalarPosition = emptyScalarPosition;
+
+
+/***/ }),
+
+/***/ 4051:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var utilContainsNewline = __nccwpck_require__(9499);
+
+function flowIndentCheck(indent, fc, onError) {
+    if (fc?.type === 'flow-collection') {
+        const end = fc.end[0];
+        if (end.indent === indent &&
+            (end.source === ']' || end.source === '}') &&
+            utilContainsNewline.containsNewline(fc)) {
+            const msg = 'Flow end indicator should be more indented than parent';
+            onError(end, 'BAD_INDENT', msg, true);
+        }
+    }
+}
+
+exports.flowIndentCheck = flowIndentCheck;
+
+
+/***/ }),
+
+/***/ 1187:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+
+function mapIncludes(ctx, items, search) {
+    const { uniqueKeys } = ctx.options;
+    if (uniqueKeys === false)
+        return false;
+    const isEqual = typeof uniqueKeys === 'function'
+        ? uniqueKeys
+        : (a, b) => a === b || (identity.isScalar(a) && identity.isScalar(b) && a.value === b.value);
+    return items.some(pair => isEqual(pair.key, search));
+}
+
+exports.mapIncludes = mapIncludes;
+
+
+/***/ }),
+
+/***/ 3021:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Alias = __nccwpck_require__(4065);
+var Collection = __nccwpck_require__(101);
+var identity = __nccwpck_require__(1127);
+var Pair = __nccwpck_require__(7165);
+var toJS = __nccwpck_require__(4043);
+var Schema = __nccwpck_require__(5840);
+var stringifyDocument = __nccwpck_require__(6829);
+var anchors = __nccwpck_require__(1596);
+var applyReviver = __nccwpck_require__(3661);
+var createNode = __nccwpck_require__(2404);
+var directives = __nccwpck_require__(1342);
+
+class Document {
+    constructor(value, replacer, options) {
+        /** A comment before this Document */
+        this.commentBefore = null;
+        /** A comment immediately after this Document */
+        this.comment = null;
+        /** Errors encountered during parsing. */
+        this.errors = [];
+        /** Warnings encountered during parsing. */
+        this.warnings = [];
+        Object.defineProperty(this, identity.NODE_TYPE, { value: identity.DOC });
+        let _replacer = null;
+        if (typeof replacer === 'function' || Array.isArray(replacer)) {
+            _replacer = replacer;
+        }
+        else if (options === undefined && replacer) {
+            options = replacer;
+            replacer = undefined;
+        }
+        const opt = Object.assign({
+            intAsBigInt: false,
+            keepSourceTokens: false,
+            logLevel: 'warn',
+            prettyErrors: true,
+            strict: true,
+            stringKeys: false,
+            uniqueKeys: true,
+            version: '1.2'
+        }, options);
+        this.options = opt;
+        let { version } = opt;
+        if (options?._directives) {
+            this.directives = options._directives.atDocument();
+            if (this.directives.yaml.explicit)
+                version = this.directives.yaml.version;
+        }
+        else
+            this.directives = new directives.Directives({ version });
+        this.setSchema(version, options);
+        // @ts-expect-error We can't really know that this matches Contents.
+        this.contents =
+            value === undefined ? null : this.createNode(value, _replacer, options);
+    }
+    /**
+     * Create a deep copy of this Document and its contents.
+     *
+     * Custom Node values that inherit from `Object` still refer to their original instances.
+     */
+    clone() {
+        const copy = Object.create(Document.prototype, {
+            [identity.NODE_TYPE]: { value: identity.DOC }
+        });
+        copy.commentBefore = this.commentBefore;
+        copy.comment = this.comment;
+        copy.errors = this.errors.slice();
+        copy.warnings = this.warnings.slice();
+        copy.options = Object.assign({}, this.options);
+        if (this.directives)
+            copy.directives = this.directives.clone();
+        copy.schema = this.schema.clone();
+        // @ts-expect-error We can't really know that this matches Contents.
+        copy.contents = identity.isNode(this.contents)
+            ? this.contents.clone(copy.schema)
+            : this.contents;
+        if (this.range)
+            copy.range = this.range.slice();
+        return copy;
+    }
+    /** Adds a value to the document. */
+    add(value) {
+        if (assertCollection(this.contents))
+            this.contents.add(value);
+    }
+    /** Adds a value to the document. */
+    addIn(path, value) {
+        if (assertCollection(this.contents))
+            this.contents.addIn(path, value);
+    }
+    /**
+     * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
+     *
+     * If `node` already has an anchor, `name` is ignored.
+     * Otherwise, the `node.anchor` value will be set to `name`,
+     * or if an anchor with that name is already present in the document,
+     * `name` will be used as a prefix for a new unique anchor.
+     * If `name` is undefined, the generated anchor will use 'a' as a prefix.
+     */
+    createAlias(node, name) {
+        if (!node.anchor) {
+            const prev = anchors.anchorNames(this);
+            node.anchor =
+                // eslint-disable-next-line @typescript-eslint/prefer-nullish-coalescing
+                !name || prev.has(name) ? anchors.findNewAnchor(name || 'a', prev) : name;
+        }
+        return new Alias.Alias(node.anchor);
+    }
+    createNode(value, replacer, options) {
+        let _replacer = undefined;
+        if (typeof replacer === 'function') {
+            value = replacer.call({ '': value }, '', value);
+            _replacer = replacer;
+        }
+        else if (Array.isArray(replacer)) {
+            const keyToStr = (v) => typeof v === 'number' || v instanceof String || v instanceof Number;
+            const asStr = replacer.filter(keyToStr).map(String);
+            if (asStr.length > 0)
+                replacer = replacer.concat(asStr);
+            _replacer = replacer;
+        }
+        else if (options === undefined && replacer) {
+            options = replacer;
+            replacer = undefined;
+        }
+        const { aliasDuplicateObjects, anchorPrefix, flow, keepUndefined, onTagObj, tag } = options ?? {};
+        const { onAnchor, setAnchors, sourceObjects } = anchors.createNodeAnchors(this, 
+        // eslint-disable-next-line @typescript-eslint/prefer-nullish-coalescing
+        anchorPrefix || 'a');
+        const ctx = {
+            aliasDuplicateObjects: aliasDuplicateObjects ?? true,
+            keepUndefined: keepUndefined ?? false,
+            onAnchor,
+            onTagObj,
+            replacer: _replacer,
+            schema: this.schema,
+            sourceObjects
+        };
+        const node = createNode.createNode(value, tag, ctx);
+        if (flow && identity.isCollection(node))
+            node.flow = true;
+        setAnchors();
+        return node;
+    }
+    /**
+     * Convert a key and a value into a `Pair` using the current schema,
+     * recursively wrapping all values as `Scalar` or `Collection` nodes.
+     */
+    createPair(key, value, options = {}) {
+        const k = this.createNode(key, null, options);
+        const v = this.createNode(value, null, options);
+        return new Pair.Pair(k, v);
+    }
+    /**
+     * Removes a value from the document.
+     * @returns `true` if the item was found and removed.
+     */
+    delete(key) {
+        return assertCollection(this.contents) ? this.contents.delete(key) : false;
+    }
+    /**
+     * Removes a value from the document.
+     * @returns `true` if the item was found and removed.
+     */
+    deleteIn(path) {
+        if (Collection.isEmptyPath(path)) {
+            if (this.contents == null)
+                return false;
+            // @ts-expect-error Presumed impossible if Strict extends false
+            this.contents = null;
+            return true;
+        }
+        return assertCollection(this.contents)
+            ? this.contents.deleteIn(path)
+            : false;
+    }
+    /**
+     * Returns item at `key`, or `undefined` if not found. By default unwraps
+     * scalar values from their surrounding node; to disable set `keepScalar` to
+     * `true` (collections are always returned intact).
+     */
+    get(key, keepScalar) {
+        return identity.isCollection(this.contents)
+            ? this.contents.get(key, keepScalar)
+            : undefined;
+    }
+    /**
+     * Returns item at `path`, or `undefined` if not found. By default unwraps
+     * scalar values from their surrounding node; to disable set `keepScalar` to
+     * `true` (collections are always returned intact).
+     */
+    getIn(path, keepScalar) {
+        if (Collection.isEmptyPath(path))
+            return !keepScalar && identity.isScalar(this.contents)
+                ? this.contents.value
+                : this.contents;
+        return identity.isCollection(this.contents)
+            ? this.contents.getIn(path, keepScalar)
+            : undefined;
+    }
+    /**
+     * Checks if the document includes a value with the key `key`.
+     */
+    has(key) {
+        return identity.isCollection(this.contents) ? this.contents.has(key) : false;
+    }
+    /**
+     * Checks if the document includes a value at `path`.
+     */
+    hasIn(path) {
+        if (Collection.isEmptyPath(path))
+            return this.contents !== undefined;
+        return identity.isCollection(this.contents) ? this.contents.hasIn(path) : false;
+    }
+    /**
+     * Sets a value in this document. For `!!set`, `value` needs to be a
+     * boolean to add/remove the item from the set.
+     */
+    set(key, value) {
+        if (this.contents == null) {
+            // @ts-expect-error We can't really know that this matches Contents.
+            this.contents = Collection.collectionFromPath(this.schema, [key], value);
+        }
+        else if (assertCollection(this.contents)) {
+            this.contents.set(key, value);
+        }
+    }
+    /**
+     * Sets a value in this document. For `!!set`, `value` needs to be a
+     * boolean to add/remove the item from the set.
+     */
+    setIn(path, value) {
+        if (Collection.isEmptyPath(path)) {
+            // @ts-expect-error We can't really know that this matches Contents.
+            this.contents = value;
+        }
+        else if (this.contents == null) {
+            // @ts-expect-error We can't really know that this matches Contents.
+            this.contents = Collection.collectionFromPath(this.schema, Array.from(path), value);
+        }
+        else if (assertCollection(this.contents)) {
+            this.contents.setIn(path, value);
+        }
+    }
+    /**
+     * Change the YAML version and schema used by the document.
+     * A `null` version disables support for directives, explicit tags, anchors, and aliases.
+     * It also requires the `schema` option to be given as a `Schema` instance value.
+     *
+     * Overrides all previously set schema options.
+     */
+    setSchema(version, options = {}) {
+        if (typeof version === 'number')
+            version = String(version);
+        let opt;
+        switch (version) {
+            case '1.1':
+                if (this.directives)
+                    this.directives.yaml.version = '1.1';
+                else
+                    this.directives = new directives.Directives({ version: '1.1' });
+                opt = { resolveKnownTags: false, schema: 'yaml-1.1' };
+                break;
+            case '1.2':
+            case 'next':
+                if (this.directives)
+                    this.directives.yaml.version = version;
+                else
+                    this.directives = new directives.Directives({ version });
+                opt = { resolveKnownTags: true, schema: 'core' };
+                break;
+            case null:
+                if (this.directives)
+                    delete this.directives;
+                opt = null;
+                break;
+            default: {
+                const sv = JSON.stringify(version);
+                throw new Error(`Expected '1.1', '1.2' or null as first argument, but found: ${sv}`);
+            }
+        }
+        // Not using `instanceof Schema` to allow for duck typing
+        if (options.schema instanceof Object)
+            this.schema = options.schema;
+        else if (opt)
+            this.schema = new Schema.Schema(Object.assign(opt, options));
+        else
+            throw new Error(`With a null YAML version, the { schema: Schema } option is required`);
+    }
+    // json & jsonArg are only used from toJSON()
+    toJS({ json, jsonArg, mapAsMap, maxAliasCount, onAnchor, reviver } = {}) {
+        const ctx = {
+            anchors: new Map(),
+            doc: this,
+            keep: !json,
+            mapAsMap: mapAsMap === true,
+            mapKeyWarned: false,
+            maxAliasCount: typeof maxAliasCount === 'number' ? maxAliasCount : 100
+        };
+        const res = toJS.toJS(this.contents, jsonArg ?? '', ctx);
+        if (typeof onAnchor === 'function')
+            for (const { count, res } of ctx.anchors.values())
+                onAnchor(res, count);
+        return typeof reviver === 'function'
+            ? applyReviver.applyReviver(reviver, { '': res }, '', res)
+            : res;
+    }
+    /**
+     * A JSON representation of the document `contents`.
+     *
+     * @param jsonArg Used by `JSON.stringify` to indicate the array index or
+     *   property name.
+     */
+    toJSON(jsonArg, onAnchor) {
+        return this.toJS({ json: true, jsonArg, mapAsMap: false, onAnchor });
+    }
+    /** A YAML representation of the document. */
+    toString(options = {}) {
+        if (this.errors.length > 0)
+            throw new Error('Document with errors cannot be stringified');
+        if ('indent' in options &&
+            (!Number.isInteger(options.indent) || Number(options.indent) <= 0)) {
+            const s = JSON.stringify(options.indent);
+            throw new Error(`"indent" option must be a positive integer, not ${s}`);
+        }
+        return stringifyDocument.stringifyDocument(this, options);
+    }
+}
+function assertCollection(contents) {
+    if (identity.isCollection(contents))
+        return true;
+    throw new Error('Expected a YAML collection as document contents');
+}
+
+exports.Document = Document;
+
+
+/***/ }),
+
+/***/ 1596:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var visit = __nccwpck_require__(204);
+
+/**
+ * Verify that the input string is a valid anchor.
+ *
+ * Will throw on errors.
+ */
+function anchorIsValid(anchor) {
+    if (/[\x00-\x19\s,[\]{}]/.test(anchor)) {
+        const sa = JSON.stringify(anchor);
+        const msg = `Anchor must not contain whitespace or control characters: ${sa}`;
+        throw new Error(msg);
+    }
+    return true;
+}
+function anchorNames(root) {
+    const anchors = new Set();
+    visit.visit(root, {
+        Value(_key, node) {
+            if (node.anchor)
+                anchors.add(node.anchor);
+        }
+    });
+    return anchors;
+}
+/** Find a new anchor name with the given `prefix` and a one-indexed suffix. */
+function findNewAnchor(prefix, exclude) {
+    for (let i = 1; true; ++i) {
+        const name = `${prefix}${i}`;
+        if (!exclude.has(name))
+            return name;
+    }
+}
+function createNodeAnchors(doc, prefix) {
+    const aliasObjects = [];
+    const sourceObjects = new Map();
+    let prevAnchors = null;
+    return {
+        onAnchor: (source) => {
+            aliasObjects.push(source);
+            prevAnchors ?? (prevAnchors = anchorNames(doc));
+            const anchor = findNewAnchor(prefix, prevAnchors);
+            prevAnchors.add(anchor);
+            return anchor;
+        },
+        /**
+         * With circular references, the source node is only resolved after all
+         * of its child nodes are. This is why anchors are set only after all of
+         * the nodes have been created.
+         */
+        setAnchors: () => {
+            for (const source of aliasObjects) {
+                const ref = sourceObjects.get(source);
+                if (typeof ref === 'object' &&
+                    ref.anchor &&
+                    (identity.isScalar(ref.node) || identity.isCollection(ref.node))) {
+                    ref.node.anchor = ref.anchor;
+                }
+                else {
+                    const error = new Error('Failed to resolve repeated object (this should not happen)');
+                    error.source = source;
+                    throw error;
+                }
+            }
+        },
+        sourceObjects
+    };
+}
+
+exports.anchorIsValid = anchorIsValid;
+exports.anchorNames = anchorNames;
+exports.createNodeAnchors = createNodeAnchors;
+exports.findNewAnchor = findNewAnchor;
+
+
+/***/ }),
+
+/***/ 3661:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+/**
+ * Applies the JSON.parse reviver algorithm as defined in the ECMA-262 spec,
+ * in section 24.5.1.1 "Runtime Semantics: InternalizeJSONProperty" of the
+ * 2021 edition: https://tc39.es/ecma262/#sec-json.parse
+ *
+ * Includes extensions for handling Map and Set objects.
+ */
+function applyReviver(reviver, obj, key, val) {
+    if (val && typeof val === 'object') {
+        if (Array.isArray(val)) {
+            for (let i = 0, len = val.length; i < len; ++i) {
+                const v0 = val[i];
+                const v1 = applyReviver(reviver, val, String(i), v0);
+                // eslint-disable-next-line @typescript-eslint/no-array-delete
+                if (v1 === undefined)
+                    delete val[i];
+                else if (v1 !== v0)
+                    val[i] = v1;
+            }
+        }
+        else if (val instanceof Map) {
+            for (const k of Array.from(val.keys())) {
+                const v0 = val.get(k);
+                const v1 = applyReviver(reviver, val, k, v0);
+                if (v1 === undefined)
+                    val.delete(k);
+                else if (v1 !== v0)
+                    val.set(k, v1);
+            }
+        }
+        else if (val instanceof Set) {
+            for (const v0 of Array.from(val)) {
+                const v1 = applyReviver(reviver, val, v0, v0);
+                if (v1 === undefined)
+                    val.delete(v0);
+                else if (v1 !== v0) {
+                    val.delete(v0);
+                    val.add(v1);
+                }
+            }
+        }
+        else {
+            for (const [k, v0] of Object.entries(val)) {
+                const v1 = applyReviver(reviver, val, k, v0);
+                if (v1 === undefined)
+                    delete val[k];
+                else if (v1 !== v0)
+                    val[k] = v1;
+            }
+        }
+    }
+    return reviver.call(obj, key, val);
+}
+
+exports.applyReviver = applyReviver;
+
+
+/***/ }),
+
+/***/ 2404:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Alias = __nccwpck_require__(4065);
+var identity = __nccwpck_require__(1127);
+var Scalar = __nccwpck_require__(3301);
+
+const defaultTagPrefix = 'tag:yaml.org,2002:';
+function findTagObject(value, tagName, tags) {
+    if (tagName) {
+        const match = tags.filter(t => t.tag === tagName);
+        const tagObj = match.find(t => !t.format) ?? match[0];
+        if (!tagObj)
+            throw new Error(`Tag ${tagName} not found`);
+        return tagObj;
+    }
+    return tags.find(t => t.identify?.(value) && !t.format);
+}
+function createNode(value, tagName, ctx) {
+    if (identity.isDocument(value))
+        value = value.contents;
+    if (identity.isNode(value))
+        return value;
+    if (identity.isPair(value)) {
+        const map = ctx.schema[identity.MAP].createNode?.(ctx.schema, null, ctx);
+        map.items.push(value);
+        return map;
+    }
+    if (value instanceof String ||
+        value instanceof Number ||
+        value instanceof Boolean ||
+        (typeof BigInt !== 'undefined' && value instanceof BigInt) // not supported everywhere
+    ) {
+        // https://tc39.es/ecma262/#sec-serializejsonproperty
+        value = value.valueOf();
+    }
+    const { aliasDuplicateObjects, onAnchor, onTagObj, schema, sourceObjects } = ctx;
+    // Detect duplicate references to the same object & use Alias nodes for all
+    // after first. The `ref` wrapper allows for circular references to resolve.
+    let ref = undefined;
+    if (aliasDuplicateObjects && value && typeof value === 'object') {
+        ref = sourceObjects.get(value);
+        if (ref) {
+            ref.anchor ?? (ref.anchor = onAnchor(value));
+            return new Alias.Alias(ref.anchor);
+        }
+        else {
+            ref = { anchor: null, node: null };
+            sourceObjects.set(value, ref);
+        }
+    }
+    if (tagName?.startsWith('!!'))
+        tagName = defaultTagPrefix + tagName.slice(2);
+    let tagObj = findTagObject(value, tagName, schema.tags);
+    if (!tagObj) {
+        if (value && typeof value.toJSON === 'function') {
+            // eslint-disable-next-line @typescript-eslint/no-unsafe-call
+            value = value.toJSON();
+        }
+        if (!value || typeof value !== 'object') {
+            const node = new Scalar.Scalar(value);
+            if (ref)
+                ref.node = node;
+            return node;
+        }
+        tagObj =
+            value instanceof Map
+                ? schema[identity.MAP]
+                : Symbol.iterator in Object(value)
+                    ? schema[identity.SEQ]
+                    : schema[identity.MAP];
+    }
+    if (onTagObj) {
+        onTagObj(tagObj);
+        delete ctx.onTagObj;
+    }
+    const node = tagObj?.createNode
+        ? tagObj.createNode(ctx.schema, value, ctx)
+        : typeof tagObj?.nodeClass?.from === 'function'
+            ? tagObj.nodeClass.from(ctx.schema, value, ctx)
+            : new Scalar.Scalar(value);
+    if (tagName)
+        node.tag = tagName;
+    else if (!tagObj.default)
+        node.tag = tagObj.tag;
+    if (ref)
+        ref.node = node;
+    return node;
+}
+
+exports.createNode = createNode;
+
+
+/***/ }),
+
+/***/ 1342:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var visit = __nccwpck_require__(204);
+
+const escapeChars = {
+    '!': '%21',
+    ',': '%2C',
+    '[': '%5B',
+    ']': '%5D',
+    '{': '%7B',
+    '}': '%7D'
+};
+const escapeTagName = (tn) => tn.replace(/[!,[\]{}]/g, ch => escapeChars[ch]);
+class Directives {
+    constructor(yaml, tags) {
+        /**
+         * The directives-end/doc-start marker `---`. If `null`, a marker may still be
+         * included in the document's stringified representation.
+         */
+        this.docStart = null;
+        /** The doc-end marker `...`.  */
+        this.docEnd = false;
+        this.yaml = Object.assign({}, Directives.defaultYaml, yaml);
+        this.tags = Object.assign({}, Directives.defaultTags, tags);
+    }
+    clone() {
+        const copy = new Directives(this.yaml, this.tags);
+        copy.docStart = this.docStart;
+        return copy;
+    }
+    /**
+     * During parsing, get a Directives instance for the current document and
+     * update the stream state according to the current version's spec.
+     */
+    atDocument() {
+        const res = new Directives(this.yaml, this.tags);
+        switch (this.yaml.version) {
+            case '1.1':
+                this.atNextDocument = true;
+                break;
+            case '1.2':
+                this.atNextDocument = false;
+                this.yaml = {
+                    explicit: Directives.defaultYaml.explicit,
+                    version: '1.2'
+                };
+                this.tags = Object.assign({}, Directives.defaultTags);
+                break;
+        }
+        return res;
+    }
+    /**
+     * @param onError - May be called even if the action was successful
+     * @returns `true` on success
+     */
+    add(line, onError) {
+        if (this.atNextDocument) {
+            this.yaml = { explicit: Directives.defaultYaml.explicit, version: '1.1' };
+            this.tags = Object.assign({}, Directives.defaultTags);
+            this.atNextDocument = false;
+        }
+        const parts = line.trim().split(/[ \t]+/);
+        const name = parts.shift();
+        switch (name) {
+            case '%TAG': {
+                if (parts.length !== 2) {
+                    onError(0, '%TAG directive should contain exactly two parts');
+                    if (parts.length < 2)
+                        return false;
+                }
+                const [handle, prefix] = parts;
+                this.tags[handle] = prefix;
+                return true;
+            }
+            case '%YAML': {
+                this.yaml.explicit = true;
+                if (parts.length !== 1) {
+                    onError(0, '%YAML directive should contain exactly one part');
+                    return false;
+                }
+                const [version] = parts;
+                if (version === '1.1' || version === '1.2') {
+                    this.yaml.version = version;
+                    return true;
+                }
+                else {
+                    const isValid = /^\d+\.\d+$/.test(version);
+                    onError(6, `Unsupported YAML version ${version}`, isValid);
+                    return false;
+                }
+            }
+            default:
+                onError(0, `Unknown directive ${name}`, true);
+                return false;
+        }
+    }
+    /**
+     * Resolves a tag, matching handles to those defined in %TAG directives.
+     *
+     * @returns Resolved tag, which may also be the non-specific tag `'!'` or a
+     *   `'!local'` tag, or `null` if unresolvable.
+     */
+    tagName(source, onError) {
+        if (source === '!')
+            return '!'; // non-specific tag
+        if (source[0] !== '!') {
+            onError(`Not a valid tag: ${source}`);
+            return null;
+        }
+        if (source[1] === '<') {
+            const verbatim = source.slice(2, -1);
+            if (verbatim === '!' || verbatim === '!!') {
+                onError(`Verbatim tags aren't resolved, so ${source} is invalid.`);
+                return null;
+            }
+            if (source[source.length - 1] !== '>')
+                onError('Verbatim tags must end with a >');
+            return verbatim;
+        }
+        const [, handle, suffix] = source.match(/^(.*!)([^!]*)$/s);
+        if (!suffix)
+            onError(`The ${source} tag has no suffix`);
+        const prefix = this.tags[handle];
+        if (prefix) {
+            try {
+                return prefix + decodeURIComponent(suffix);
+            }
+            catch (error) {
+                onError(String(error));
+                return null;
+            }
+        }
+        if (handle === '!')
+            return source; // local tag
+        onError(`Could not resolve tag: ${source}`);
+        return null;
+    }
+    /**
+     * Given a fully resolved tag, returns its printable string form,
+     * taking into account current tag prefixes and defaults.
+     */
+    tagString(tag) {
+        for (const [handle, prefix] of Object.entries(this.tags)) {
+            if (tag.startsWith(prefix))
+                return handle + escapeTagName(tag.substring(prefix.length));
+        }
+        return tag[0] === '!' ? tag : `!<${tag}>`;
+    }
+    toString(doc) {
+        const lines = this.yaml.explicit
+            ? [`%YAML ${this.yaml.version || '1.2'}`]
+            : [];
+        const tagEntries = Object.entries(this.tags);
+        let tagNames;
+        if (doc && tagEntries.length > 0 && identity.isNode(doc.contents)) {
+            const tags = {};
+            visit.visit(doc.contents, (_key, node) => {
+                if (identity.isNode(node) && node.tag)
+                    tags[node.tag] = true;
+            });
+            tagNames = Object.keys(tags);
+        }
+        else
+            tagNames = [];
+        for (const [handle, prefix] of tagEntries) {
+            if (handle === '!!' && prefix === 'tag:yaml.org,2002:')
+                continue;
+            if (!doc || tagNames.some(tn => tn.startsWith(prefix)))
+                lines.push(`%TAG ${handle} ${prefix}`);
+        }
+        return lines.join('\n');
+    }
+}
+Directives.defaultYaml = { explicit: false, version: '1.2' };
+Directives.defaultTags = { '!!': 'tag:yaml.org,2002:' };
+
+exports.Directives = Directives;
+
+
+/***/ }),
+
+/***/ 1464:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+class YAMLError extends Error {
+    constructor(name, pos, code, message) {
+        super();
+        this.name = name;
+        this.code = code;
+        this.message = message;
+        this.pos = pos;
+    }
+}
+class YAMLParseError extends YAMLError {
+    constructor(pos, code, message) {
+        super('YAMLParseError', pos, code, message);
+    }
+}
+class YAMLWarning extends YAMLError {
+    constructor(pos, code, message) {
+        super('YAMLWarning', pos, code, message);
+    }
+}
+const prettifyError = (src, lc) => (error) => {
+    if (error.pos[0] === -1)
+        return;
+    error.linePos = error.pos.map(pos => lc.linePos(pos));
+    const { line, col } = error.linePos[0];
+    error.message += ` at line ${line}, column ${col}`;
+    let ci = col - 1;
+    let lineStr = src
+        .substring(lc.lineStarts[line - 1], lc.lineStarts[line])
+        .replace(/[\n\r]+$/, '');
+    // Trim to max 80 chars, keeping col position near the middle
+    if (ci >= 60 && lineStr.length > 80) {
+        const trimStart = Math.min(ci - 39, lineStr.length - 79);
+        lineStr = '…' + lineStr.substring(trimStart);
+        ci -= trimStart - 1;
+    }
+    if (lineStr.length > 80)
+        lineStr = lineStr.substring(0, 79) + '…';
+    // Include previous line in context if pointing at line start
+    if (line > 1 && /^ *$/.test(lineStr.substring(0, ci))) {
+        // Regexp won't match if start is trimmed
+        let prev = src.substring(lc.lineStarts[line - 2], lc.lineStarts[line - 1]);
+        if (prev.length > 80)
+            prev = prev.substring(0, 79) + '…\n';
+        lineStr = prev + lineStr;
+    }
+    if (/[^ ]/.test(lineStr)) {
+        let count = 1;
+        const end = error.linePos[1];
+        if (end?.line === line && end.col > col) {
+            count = Math.max(1, Math.min(end.col - col, 80 - ci));
+        }
+        const pointer = ' '.repeat(ci) + '^'.repeat(count);
+        error.message += `:\n\n${lineStr}\n${pointer}\n`;
+    }
+};
+
+exports.YAMLError = YAMLError;
+exports.YAMLParseError = YAMLParseError;
+exports.YAMLWarning = YAMLWarning;
+exports.prettifyError = prettifyError;
+
+
+/***/ }),
+
+/***/ 8815:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+var __webpack_unused_export__;
+
+
+var composer = __nccwpck_require__(9984);
+var Document = __nccwpck_require__(3021);
+var Schema = __nccwpck_require__(5840);
+var errors = __nccwpck_require__(1464);
+var Alias = __nccwpck_require__(4065);
+var identity = __nccwpck_require__(1127);
+var Pair = __nccwpck_require__(7165);
+var Scalar = __nccwpck_require__(3301);
+var YAMLMap = __nccwpck_require__(4454);
+var YAMLSeq = __nccwpck_require__(2223);
+var cst = __nccwpck_require__(3461);
+var lexer = __nccwpck_require__(361);
+var lineCounter = __nccwpck_require__(6628);
+var parser = __nccwpck_require__(3456);
+var publicApi = __nccwpck_require__(4047);
+var visit = __nccwpck_require__(204);
+
+
+
+__webpack_unused_export__ = composer.Composer;
+__webpack_unused_export__ = Document.Document;
+__webpack_unused_export__ = Schema.Schema;
+__webpack_unused_export__ = errors.YAMLError;
+__webpack_unused_export__ = errors.YAMLParseError;
+__webpack_unused_export__ = errors.YAMLWarning;
+__webpack_unused_export__ = Alias.Alias;
+exports.Vj = identity.isAlias;
+__webpack_unused_export__ = identity.isCollection;
+__webpack_unused_export__ = identity.isDocument;
+exports.jh = identity.isMap;
+__webpack_unused_export__ = identity.isNode;
+__webpack_unused_export__ = identity.isPair;
+exports.jn = identity.isScalar;
+__webpack_unused_export__ = identity.isSeq;
+__webpack_unused_export__ = Pair.Pair;
+__webpack_unused_export__ = Scalar.Scalar;
+__webpack_unused_export__ = YAMLMap.YAMLMap;
+__webpack_unused_export__ = YAMLSeq.YAMLSeq;
+__webpack_unused_export__ = cst;
+__webpack_unused_export__ = lexer.Lexer;
+exports.HN = lineCounter.LineCounter;
+__webpack_unused_export__ = parser.Parser;
+__webpack_unused_export__ = publicApi.parse;
+__webpack_unused_export__ = publicApi.parseAllDocuments;
+exports.Tp = publicApi.parseDocument;
+__webpack_unused_export__ = publicApi.stringify;
+__webpack_unused_export__ = visit.visit;
+__webpack_unused_export__ = visit.visitAsync;
+
+
+/***/ }),
+
+/***/ 7249:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var node_process = __nccwpck_require__(932);
+
+function debug(logLevel, ...messages) {
+    if (logLevel === 'debug')
+        console.log(...messages);
+}
+function warn(logLevel, warning) {
+    if (logLevel === 'debug' || logLevel === 'warn') {
+        if (typeof node_process.emitWarning === 'function')
+            node_process.emitWarning(warning);
+        else
+            console.warn(warning);
+    }
+}
+
+exports.debug = debug;
+exports.warn = warn;
+
+
+/***/ }),
+
+/***/ 4065:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var anchors = __nccwpck_require__(1596);
+var visit = __nccwpck_require__(204);
+var identity = __nccwpck_require__(1127);
+var Node = __nccwpck_require__(6673);
+var toJS = __nccwpck_require__(4043);
+
+class Alias extends Node.NodeBase {
+    constructor(source) {
+        super(identity.ALIAS);
+        this.source = source;
+        Object.defineProperty(this, 'tag', {
+            set() {
+                throw new Error('Alias nodes cannot have tags');
+            }
+        });
+    }
+    /**
+     * Resolve the value of this alias within `doc`, finding the last
+     * instance of the `source` anchor before this node.
+     */
+    resolve(doc, ctx) {
+        if (ctx?.maxAliasCount === 0)
+            throw new ReferenceError('Alias resolution is disabled');
+        let nodes;
+        if (ctx?.aliasResolveCache) {
+            nodes = ctx.aliasResolveCache;
+        }
+        else {
+            nodes = [];
+            visit.visit(doc, {
+                Node: (_key, node) => {
+                    if (identity.isAlias(node) || identity.hasAnchor(node))
+                        nodes.push(node);
+                }
+            });
+            if (ctx)
+                ctx.aliasResolveCache = nodes;
+        }
+        let found = undefined;
+        for (const node of nodes) {
+            if (node === this)
+                break;
+            if (node.anchor === this.source)
+                found = node;
+        }
+        if (found && ctx) {
+            const { anchors, doc, maxAliasCount } = ctx;
+            let data = anchors.get(found);
+            if (!data) {
+                // Resolve anchors for Node.prototype.toJS()
+                toJS.toJS(found, null, ctx);
+                data = anchors.get(found);
+            }
+            /* istanbul ignore if */
+            if (data?.res === undefined) {
+                const msg = 'This should not happen: Alias anchor was not resolved?';
+                throw new ReferenceError(msg);
+            }
+            if (maxAliasCount >= 0) {
+                data.count += 1;
+                if (data.aliasCount === 0)
+                    data.aliasCount = getAliasCount(doc, found, anchors);
+                if (data.count * data.aliasCount > maxAliasCount) {
+                    const msg = 'Excessive alias count indicates a resource exhaustion attack';
+                    throw new ReferenceError(msg);
+                }
+            }
+        }
+        return found;
+    }
+    toJSON(_arg, ctx) {
+        if (!ctx)
+            return { source: this.source };
+        const source = this.resolve(ctx.doc, ctx);
+        if (!source) {
+            const msg = `Unresolved alias (the anchor must be set before the alias): ${this.source}`;
+            throw new ReferenceError(msg);
+        }
+        return ctx.anchors.get(source).res;
+    }
+    toString(ctx, _onComment, _onChompKeep) {
+        const src = `*${this.source}`;
+        if (ctx) {
+            anchors.anchorIsValid(this.source);
+            if (ctx.options.verifyAliasOrder && !ctx.anchors.has(this.source)) {
+                const msg = `Unresolved alias (the anchor must be set before the alias): ${this.source}`;
+                throw new Error(msg);
+            }
+            if (ctx.implicitKey)
+                return `${src} `;
+        }
+        return src;
+    }
+}
+function getAliasCount(doc, node, anchors) {
+    if (identity.isAlias(node)) {
+        const source = node.resolve(doc);
+        const anchor = anchors && source && anchors.get(source);
+        return anchor ? anchor.count * anchor.aliasCount : 0;
+    }
+    else if (identity.isCollection(node)) {
+        let count = 0;
+        for (const item of node.items) {
+            const c = getAliasCount(doc, item, anchors);
+            if (c > count)
+                count = c;
+        }
+        return count;
+    }
+    else if (identity.isPair(node)) {
+        const kc = getAliasCount(doc, node.key, anchors);
+        const vc = getAliasCount(doc, node.value, anchors);
+        return Math.max(kc, vc);
+    }
+    return 1;
+}
+
+exports.Alias = Alias;
+
+
+/***/ }),
+
+/***/ 101:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var createNode = __nccwpck_require__(2404);
+var identity = __nccwpck_require__(1127);
+var Node = __nccwpck_require__(6673);
+
+function collectionFromPath(schema, path, value) {
+    let v = value;
+    for (let i = path.length - 1; i >= 0; --i) {
+        const k = path[i];
+        if (typeof k === 'number' && Number.isInteger(k) && k >= 0) {
+            const a = [];
+            a[k] = v;
+            v = a;
+        }
+        else {
+            v = new Map([[k, v]]);
+        }
+    }
+    return createNode.createNode(v, undefined, {
+        aliasDuplicateObjects: false,
+        keepUndefined: false,
+        onAnchor: () => {
+            throw new Error('This should not happen, please report a bug.');
+        },
+        schema,
+        sourceObjects: new Map()
+    });
+}
+// Type guard is intentionally a little wrong so as to be more useful,
+// as it does not cover untypable empty non-string iterables (e.g. []).
+const isEmptyPath = (path) => path == null ||
+    (typeof path === 'object' && !!path[Symbol.iterator]().next().done);
+class Collection extends Node.NodeBase {
+    constructor(type, schema) {
+        super(type);
+        Object.defineProperty(this, 'schema', {
+            value: schema,
+            configurable: true,
+            enumerable: false,
+            writable: true
+        });
+    }
+    /**
+     * Create a copy of this collection.
+     *
+     * @param schema - If defined, overwrites the original's schema
+     */
+    clone(schema) {
+        const copy = Object.create(Object.getPrototypeOf(this), Object.getOwnPropertyDescriptors(this));
+        if (schema)
+            copy.schema = schema;
+        copy.items = copy.items.map(it => identity.isNode(it) || identity.isPair(it) ? it.clone(schema) : it);
+        if (this.range)
+            copy.range = this.range.slice();
+        return copy;
+    }
+    /**
+     * Adds a value to the collection. For `!!map` and `!!omap` the value must
+     * be a Pair instance or a `{ key, value }` object, which may not have a key
+     * that already exists in the map.
+     */
+    addIn(path, value) {
+        if (isEmptyPath(path))
+            this.add(value);
+        else {
+            const [key, ...rest] = path;
+            const node = this.get(key, true);
+            if (identity.isCollection(node))
+                node.addIn(rest, value);
+            else if (node === undefined && this.schema)
+                this.set(key, collectionFromPath(this.schema, rest, value));
+            else
+                throw new Error(`Expected YAML collection at ${key}. Remaining path: ${rest}`);
+        }
+    }
+    /**
+     * Removes a value from the collection.
+     * @returns `true` if the item was found and removed.
+     */
+    deleteIn(path) {
+        const [key, ...rest] = path;
+        if (rest.length === 0)
+            return this.delete(key);
+        const node = this.get(key, true);
+        if (identity.isCollection(node))
+            return node.deleteIn(rest);
+        else
+            throw new Error(`Expected YAML collection at ${key}. Remaining path: ${rest}`);
+    }
+    /**
+     * Returns item at `key`, or `undefined` if not found. By default unwraps
+     * scalar values from their surrounding node; to disable set `keepScalar` to
+     * `true` (collections are always returned intact).
+     */
+    getIn(path, keepScalar) {
+        const [key, ...rest] = path;
+        const node = this.get(key, true);
+        if (rest.length === 0)
+            return !keepScalar && identity.isScalar(node) ? node.value : node;
+        else
+            return identity.isCollection(node) ? node.getIn(rest, keepScalar) : undefined;
+    }
+    hasAllNullValues(allowScalar) {
+        return this.items.every(node => {
+            if (!identity.isPair(node))
+                return false;
+            const n = node.value;
+            return (n == null ||
+                (allowScalar &&
+                    identity.isScalar(n) &&
+                    n.value == null &&
+                    !n.commentBefore &&
+                    !n.comment &&
+                    !n.tag));
+        });
+    }
+    /**
+     * Checks if the collection includes a value with the key `key`.
+     */
+    hasIn(path) {
+        const [key, ...rest] = path;
+        if (rest.length === 0)
+            return this.has(key);
+        const node = this.get(key, true);
+        return identity.isCollection(node) ? node.hasIn(rest) : false;
+    }
+    /**
+     * Sets a value in this collection. For `!!set`, `value` needs to be a
+     * boolean to add/remove the item from the set.
+     */
+    setIn(path, value) {
+        const [key, ...rest] = path;
+        if (rest.length === 0) {
+            this.set(key, value);
+        }
+        else {
+            const node = this.get(key, true);
+            if (identity.isCollection(node))
+                node.setIn(rest, value);
+            else if (node === undefined && this.schema)
+                this.set(key, collectionFromPath(this.schema, rest, value));
+            else
+                throw new Error(`Expected YAML collection at ${key}. Remaining path: ${rest}`);
+        }
+    }
+}
+
+exports.Collection = Collection;
+exports.collectionFromPath = collectionFromPath;
+exports.isEmptyPath = isEmptyPath;
+
+
+/***/ }),
+
+/***/ 6673:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var applyReviver = __nccwpck_require__(3661);
+var identity = __nccwpck_require__(1127);
+var toJS = __nccwpck_require__(4043);
+
+class NodeBase {
+    constructor(type) {
+        Object.defineProperty(this, identity.NODE_TYPE, { value: type });
+    }
+    /** Create a copy of this node.  */
+    clone() {
+        const copy = Object.create(Object.getPrototypeOf(this), Object.getOwnPropertyDescriptors(this));
+        if (this.range)
+            copy.range = this.range.slice();
+        return copy;
+    }
+    /** A plain JavaScript representation of this node. */
+    toJS(doc, { mapAsMap, maxAliasCount, onAnchor, reviver } = {}) {
+        if (!identity.isDocument(doc))
+            throw new TypeError('A document argument is required');
+        const ctx = {
+            anchors: new Map(),
+            doc,
+            keep: true,
+            mapAsMap: mapAsMap === true,
+            mapKeyWarned: false,
+            maxAliasCount: typeof maxAliasCount === 'number' ? maxAliasCount : 100
+        };
+        const res = toJS.toJS(this, '', ctx);
+        if (typeof onAnchor === 'function')
+            for (const { count, res } of ctx.anchors.values())
+                onAnchor(res, count);
+        return typeof reviver === 'function'
+            ? applyReviver.applyReviver(reviver, { '': res }, '', res)
+            : res;
+    }
+}
+
+exports.NodeBase = NodeBase;
+
+
+/***/ }),
+
+/***/ 7165:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var createNode = __nccwpck_require__(2404);
+var stringifyPair = __nccwpck_require__(9748);
+var addPairToJSMap = __nccwpck_require__(7104);
+var identity = __nccwpck_require__(1127);
+
+function createPair(key, value, ctx) {
+    const k = createNode.createNode(key, undefined, ctx);
+    const v = createNode.createNode(value, undefined, ctx);
+    return new Pair(k, v);
+}
+class Pair {
+    constructor(key, value = null) {
+        Object.defineProperty(this, identity.NODE_TYPE, { value: identity.PAIR });
+        this.key = key;
+        this.value = value;
+    }
+    clone(schema) {
+        let { key, value } = this;
+        if (identity.isNode(key))
+            key = key.clone(schema);
+        if (identity.isNode(value))
+            value = value.clone(schema);
+        return new Pair(key, value);
+    }
+    toJSON(_, ctx) {
+        const pair = ctx?.mapAsMap ? new Map() : {};
+        return addPairToJSMap.addPairToJSMap(ctx, pair, this);
+    }
+    toString(ctx, onComment, onChompKeep) {
+        return ctx?.doc
+            ? stringifyPair.stringifyPair(this, ctx, onComment, onChompKeep)
+            : JSON.stringify(this);
+    }
+}
+
+exports.Pair = Pair;
+exports.createPair = createPair;
+
+
+/***/ }),
+
+/***/ 3301:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Node = __nccwpck_require__(6673);
+var toJS = __nccwpck_require__(4043);
+
+const isScalarValue = (value) => !value || (typeof value !== 'function' && typeof value !== 'object');
+class Scalar extends Node.NodeBase {
+    constructor(value) {
+        super(identity.SCALAR);
+        this.value = value;
+    }
+    toJSON(arg, ctx) {
+        return ctx?.keep ? this.value : toJS.toJS(this.value, arg, ctx);
+    }
+    toString() {
+        return String(this.value);
+    }
+}
+Scalar.BLOCK_FOLDED = 'BLOCK_FOLDED';
+Scalar.BLOCK_LITERAL = 'BLOCK_LITERAL';
+Scalar.PLAIN = 'PLAIN';
+Scalar.QUOTE_DOUBLE = 'QUOTE_DOUBLE';
+Scalar.QUOTE_SINGLE = 'QUOTE_SINGLE';
+
+exports.Scalar = Scalar;
+exports.isScalarValue = isScalarValue;
+
+
+/***/ }),
+
+/***/ 4454:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var stringifyCollection = __nccwpck_require__(1212);
+var addPairToJSMap = __nccwpck_require__(7104);
+var Collection = __nccwpck_require__(101);
+var identity = __nccwpck_require__(1127);
+var Pair = __nccwpck_require__(7165);
+var Scalar = __nccwpck_require__(3301);
+
+function findPair(items, key) {
+    const k = identity.isScalar(key) ? key.value : key;
+    for (const it of items) {
+        if (identity.isPair(it)) {
+            if (it.key === key || it.key === k)
+                return it;
+            if (identity.isScalar(it.key) && it.key.value === k)
+                return it;
+        }
+    }
+    return undefined;
+}
+class YAMLMap extends Collection.Collection {
+    static get tagName() {
+        return 'tag:yaml.org,2002:map';
+    }
+    constructor(schema) {
+        super(identity.MAP, schema);
+        this.items = [];
+    }
+    /**
+     * A generic collection parsing method that can be extended
+     * to other node classes that inherit from YAMLMap
+     */
+    static from(schema, obj, ctx) {
+        const { keepUndefined, replacer } = ctx;
+        const map = new this(schema);
+        const add = (key, value) => {
+            if (typeof replacer === 'function')
+                value = replacer.call(obj, key, value);
+            else if (Array.isArray(replacer) && !replacer.includes(key))
+                return;
+            if (value !== undefined || keepUndefined)
+                map.items.push(Pair.createPair(key, value, ctx));
+        };
+        if (obj instanceof Map) {
+            for (const [key, value] of obj)
+                add(key, value);
+        }
+        else if (obj && typeof obj === 'object') {
+            for (const key of Object.keys(obj))
+                add(key, obj[key]);
+        }
+        if (typeof schema.sortMapEntries === 'function') {
+            map.items.sort(schema.sortMapEntries);
+        }
+        return map;
+    }
+    /**
+     * Adds a value to the collection.
+     *
+     * @param overwrite - If not set `true`, using a key that is already in the
+     *   collection will throw. Otherwise, overwrites the previous value.
+     */
+    add(pair, overwrite) {
+        let _pair;
+        if (identity.isPair(pair))
+            _pair = pair;
+        else if (!pair || typeof pair !== 'object' || !('key' in pair)) {
+            // In TypeScript, this never happens.
+            _pair = new Pair.Pair(pair, pair?.value);
+        }
+        else
+            _pair = new Pair.Pair(pair.key, pair.value);
+        const prev = findPair(this.items, _pair.key);
+        const sortEntries = this.schema?.sortMapEntries;
+        if (prev) {
+            if (!overwrite)
+                throw new Error(`Key ${_pair.key} already set`);
+            // For scalars, keep the old node & its comments and anchors
+            if (identity.isScalar(prev.value) && Scalar.isScalarValue(_pair.value))
+                prev.value.value = _pair.value;
+            else
+                prev.value = _pair.value;
+        }
+        else if (sortEntries) {
+            const i = this.items.findIndex(item => sortEntries(_pair, item) < 0);
+            if (i === -1)
+                this.items.push(_pair);
+            else
+                this.items.splice(i, 0, _pair);
+        }
+        else {
+            this.items.push(_pair);
+        }
+    }
+    delete(key) {
+        const it = findPair(this.items, key);
+        if (!it)
+            return false;
+        const del = this.items.splice(this.items.indexOf(it), 1);
+        return del.length > 0;
+    }
+    get(key, keepScalar) {
+        const it = findPair(this.items, key);
+        const node = it?.value;
+        return (!keepScalar && identity.isScalar(node) ? node.value : node) ?? undefined;
+    }
+    has(key) {
+        return !!findPair(this.items, key);
+    }
+    set(key, value) {
+        this.add(new Pair.Pair(key, value), true);
+    }
+    /**
+     * @param ctx - Conversion context, originally set in Document#toJS()
+     * @param {Class} Type - If set, forces the returned collection type
+     * @returns Instance of Type, Map, or Object
+     */
+    toJSON(_, ctx, Type) {
+        const map = Type ? new Type() : ctx?.mapAsMap ? new Map() : {};
+        if (ctx?.onCreate)
+            ctx.onCreate(map);
+        for (const item of this.items)
+            addPairToJSMap.addPairToJSMap(ctx, map, item);
+        return map;
+    }
+    toString(ctx, onComment, onChompKeep) {
+        if (!ctx)
+            return JSON.stringify(this);
+        for (const item of this.items) {
+            if (!identity.isPair(item))
+                throw new Error(`Map items must all be pairs; found ${JSON.stringify(item)} instead`);
+        }
+        if (!ctx.allNullValues && this.hasAllNullValues(false))
+            ctx = Object.assign({}, ctx, { allNullValues: true });
+        return stringifyCollection.stringifyCollection(this, ctx, {
+            blockItemPrefix: '',
+            flowChars: { start: '{', end: '}' },
+            itemIndent: ctx.indent || '',
+            onChompKeep,
+            onComment
+        });
+    }
+}
+
+exports.YAMLMap = YAMLMap;
+exports.findPair = findPair;
+
+
+/***/ }),
+
+/***/ 2223:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var createNode = __nccwpck_require__(2404);
+var stringifyCollection = __nccwpck_require__(1212);
+var Collection = __nccwpck_require__(101);
+var identity = __nccwpck_require__(1127);
+var Scalar = __nccwpck_require__(3301);
+var toJS = __nccwpck_require__(4043);
+
+class YAMLSeq extends Collection.Collection {
+    static get tagName() {
+        return 'tag:yaml.org,2002:seq';
+    }
+    constructor(schema) {
+        super(identity.SEQ, schema);
+        this.items = [];
+    }
+    add(value) {
+        this.items.push(value);
+    }
+    /**
+     * Removes a value from the collection.
+     *
+     * `key` must contain a representation of an integer for this to succeed.
+     * It may be wrapped in a `Scalar`.
+     *
+     * @returns `true` if the item was found and removed.
+     */
+    delete(key) {
+        const idx = asItemIndex(key);
+        if (typeof idx !== 'number')
+            return false;
+        const del = this.items.splice(idx, 1);
+        return del.length > 0;
+    }
+    get(key, keepScalar) {
+        const idx = asItemIndex(key);
+        if (typeof idx !== 'number')
+            return undefined;
+        const it = this.items[idx];
+        return !keepScalar && identity.isScalar(it) ? it.value : it;
+    }
+    /**
+     * Checks if the collection includes a value with the key `key`.
+     *
+     * `key` must contain a representation of an integer for this to succeed.
+     * It may be wrapped in a `Scalar`.
+     */
+    has(key) {
+        const idx = asItemIndex(key);
+        return typeof idx === 'number' && idx < this.items.length;
+    }
+    /**
+     * Sets a value in this collection. For `!!set`, `value` needs to be a
+     * boolean to add/remove the item from the set.
+     *
+     * If `key` does not contain a representation of an integer, this will throw.
+     * It may be wrapped in a `Scalar`.
+     */
+    set(key, value) {
+        const idx = asItemIndex(key);
+        if (typeof idx !== 'number')
+            throw new Error(`Expected a valid index, not ${key}.`);
+        const prev = this.items[idx];
+        if (identity.isScalar(prev) && Scalar.isScalarValue(value))
+            prev.value = value;
+        else
+            this.items[idx] = value;
+    }
+    toJSON(_, ctx) {
+        const seq = [];
+        if (ctx?.onCreate)
+            ctx.onCreate(seq);
+        let i = 0;
+        for (const item of this.items)
+            seq.push(toJS.toJS(item, String(i++), ctx));
+        return seq;
+    }
+    toString(ctx, onComment, onChompKeep) {
+        if (!ctx)
+            return JSON.stringify(this);
+        return stringifyCollection.stringifyCollection(this, ctx, {
+            blockItemPrefix: '- ',
+            flowChars: { start: '[', end: ']' },
+            itemIndent: (ctx.indent || '') + '  ',
+            onChompKeep,
+            onComment
+        });
+    }
+    static from(schema, obj, ctx) {
+        const { replacer } = ctx;
+        const seq = new this(schema);
+        if (obj && Symbol.iterator in Object(obj)) {
+            let i = 0;
+            for (let it of obj) {
+                if (typeof replacer === 'function') {
+                    const key = obj instanceof Set ? it : String(i++);
+                    it = replacer.call(obj, key, it);
+                }
+                seq.items.push(createNode.createNode(it, undefined, ctx));
+            }
+        }
+        return seq;
+    }
+}
+function asItemIndex(key) {
+    let idx = identity.isScalar(key) ? key.value : key;
+    if (idx && typeof idx === 'string')
+        idx = Number(idx);
+    return typeof idx === 'number' && Number.isInteger(idx) && idx >= 0
+        ? idx
+        : null;
+}
+
+exports.YAMLSeq = YAMLSeq;
+
+
+/***/ }),
+
+/***/ 7104:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var log = __nccwpck_require__(7249);
+var merge = __nccwpck_require__(452);
+var stringify = __nccwpck_require__(2148);
+var identity = __nccwpck_require__(1127);
+var toJS = __nccwpck_require__(4043);
+
+function addPairToJSMap(ctx, map, { key, value }) {
+    if (identity.isNode(key) && key.addToJSMap)
+        key.addToJSMap(ctx, map, value);
+    // TODO: Should drop this special case for bare << handling
+    else if (merge.isMergeKey(ctx, key))
+        merge.addMergeToJSMap(ctx, map, value);
+    else {
+        const jsKey = toJS.toJS(key, '', ctx);
+        if (map instanceof Map) {
+            map.set(jsKey, toJS.toJS(value, jsKey, ctx));
+        }
+        else if (map instanceof Set) {
+            map.add(jsKey);
+        }
+        else {
+            const stringKey = stringifyKey(key, jsKey, ctx);
+            const jsValue = toJS.toJS(value, stringKey, ctx);
+            if (stringKey in map)
+                Object.defineProperty(map, stringKey, {
+                    value: jsValue,
+                    writable: true,
+                    enumerable: true,
+                    configurable: true
+                });
+            else
+                map[stringKey] = jsValue;
+        }
+    }
+    return map;
+}
+function stringifyKey(key, jsKey, ctx) {
+    if (jsKey === null)
+        return '';
+    // eslint-disable-next-line @typescript-eslint/no-base-to-string
+    if (typeof jsKey !== 'object')
+        return String(jsKey);
+    if (identity.isNode(key) && ctx?.doc) {
+        const strCtx = stringify.createStringifyContext(ctx.doc, {});
+        strCtx.anchors = new Set();
+        for (const node of ctx.anchors.keys())
+            strCtx.anchors.add(node.anchor);
+        strCtx.inFlow = true;
+        strCtx.inStringifyKey = true;
+        const strKey = key.toString(strCtx);
+        if (!ctx.mapKeyWarned) {
+            let jsonStr = JSON.stringify(strKey);
+            if (jsonStr.length > 40)
+                jsonStr = jsonStr.substring(0, 36) + '..."';
+            log.warn(ctx.doc.options.logLevel, `Keys with collection values will be stringified due to JS Object restrictions: ${jsonStr}. Set mapAsMap: true to use object keys.`);
+            ctx.mapKeyWarned = true;
+        }
+        return strKey;
+    }
+    return JSON.stringify(jsKey);
+}
+
+exports.addPairToJSMap = addPairToJSMap;
+
+
+/***/ }),
+
+/***/ 1127:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+const ALIAS = Symbol.for('yaml.alias');
+const DOC = Symbol.for('yaml.document');
+const MAP = Symbol.for('yaml.map');
+const PAIR = Symbol.for('yaml.pair');
+const SCALAR = Symbol.for('yaml.scalar');
+const SEQ = Symbol.for('yaml.seq');
+const NODE_TYPE = Symbol.for('yaml.node.type');
+const isAlias = (node) => !!node && typeof node === 'object' && node[NODE_TYPE] === ALIAS;
+const isDocument = (node) => !!node && typeof node === 'object' && node[NODE_TYPE] === DOC;
+const isMap = (node) => !!node && typeof node === 'object' && node[NODE_TYPE] === MAP;
+const isPair = (node) => !!node && typeof node === 'object' && node[NODE_TYPE] === PAIR;
+const isScalar = (node) => !!node && typeof node === 'object' && node[NODE_TYPE] === SCALAR;
+const isSeq = (node) => !!node && typeof node === 'object' && node[NODE_TYPE] === SEQ;
+function isCollection(node) {
+    if (node && typeof node === 'object')
+        switch (node[NODE_TYPE]) {
+            case MAP:
+            case SEQ:
+                return true;
+        }
+    return false;
+}
+function isNode(node) {
+    if (node && typeof node === 'object')
+        switch (node[NODE_TYPE]) {
+            case ALIAS:
+            case MAP:
+            case SCALAR:
+            case SEQ:
+                return true;
+        }
+    return false;
+}
+const hasAnchor = (node) => (isScalar(node) || isCollection(node)) && !!node.anchor;
+
+exports.ALIAS = ALIAS;
+exports.DOC = DOC;
+exports.MAP = MAP;
+exports.NODE_TYPE = NODE_TYPE;
+exports.PAIR = PAIR;
+exports.SCALAR = SCALAR;
+exports.SEQ = SEQ;
+exports.hasAnchor = hasAnchor;
+exports.isAlias = isAlias;
+exports.isCollection = isCollection;
+exports.isDocument = isDocument;
+exports.isMap = isMap;
+exports.isNode = isNode;
+exports.isPair = isPair;
+exports.isScalar = isScalar;
+exports.isSeq = isSeq;
+
+
+/***/ }),
+
+/***/ 4043:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+
+/**
+ * Recursively convert any node or its contents to native JavaScript
+ *
+ * @param value - The input value
+ * @param arg - If `value` defines a `toJSON()` method, use this
+ *   as its first argument
+ * @param ctx - Conversion context, originally set in Document#toJS(). If
+ *   `{ keep: true }` is not set, output should be suitable for JSON
+ *   stringification.
+ */
+function toJS(value, arg, ctx) {
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-return
+    if (Array.isArray(value))
+        return value.map((v, i) => toJS(v, String(i), ctx));
+    if (value && typeof value.toJSON === 'function') {
+        // eslint-disable-next-line @typescript-eslint/no-unsafe-call
+        if (!ctx || !identity.hasAnchor(value))
+            return value.toJSON(arg, ctx);
+        const data = { aliasCount: 0, count: 1, res: undefined };
+        ctx.anchors.set(value, data);
+        ctx.onCreate = res => {
+            data.res = res;
+            delete ctx.onCreate;
+        };
+        const res = value.toJSON(arg, ctx);
+        if (ctx.onCreate)
+            ctx.onCreate(res);
+        return res;
+    }
+    if (typeof value === 'bigint' && !ctx?.keep)
+        return Number(value);
+    return value;
+}
+
+exports.toJS = toJS;
+
+
+/***/ }),
+
+/***/ 110:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var resolveBlockScalar = __nccwpck_require__(8913);
+var resolveFlowScalar = __nccwpck_require__(6842);
+var errors = __nccwpck_require__(1464);
+var stringifyString = __nccwpck_require__(3069);
+
+function resolveAsScalar(token, strict = true, onError) {
+    if (token) {
+        const _onError = (pos, code, message) => {
+            const offset = typeof pos === 'number' ? pos : Array.isArray(pos) ? pos[0] : pos.offset;
+            if (onError)
+                onError(offset, code, message);
+            else
+                throw new errors.YAMLParseError([offset, offset + 1], code, message);
+        };
+        switch (token.type) {
+            case 'scalar':
+            case 'single-quoted-scalar':
+            case 'double-quoted-scalar':
+                return resolveFlowScalar.resolveFlowScalar(token, strict, _onError);
+            case 'block-scalar':
+                return resolveBlockScalar.resolveBlockScalar({ options: { strict } }, token, _onError);
+        }
+    }
+    return null;
+}
+/**
+ * Create a new scalar token with `value`
+ *
+ * Values that represent an actual string but may be parsed as a different type should use a `type` other than `'PLAIN'`,
+ * as this function does not support any schema operations and won't check for such conflicts.
+ *
+ * @param value The string representation of the value, which will have its content properly indented.
+ * @param context.end Comments and whitespace after the end of the value, or after the block scalar header. If undefined, a newline will be added.
+ * @param context.implicitKey Being within an implicit key may affect the resolved type of the token's value.
+ * @param context.indent The indent level of the token.
+ * @param context.inFlow Is this scalar within a flow collection? This may affect the resolved type of the token's value.
+ * @param context.offset The offset position of the token.
+ * @param context.type The preferred type of the scalar token. If undefined, the previous type of the `token` will be used, defaulting to `'PLAIN'`.
+ */
+function createScalarToken(value, context) {
+    const { implicitKey = false, indent, inFlow = false, offset = -1, type = 'PLAIN' } = context;
+    const source = stringifyString.stringifyString({ type, value }, {
+        implicitKey,
+        indent: indent > 0 ? ' '.repeat(indent) : '',
+        inFlow,
+        options: { blockQuote: true, lineWidth: -1 }
+    });
+    const end = context.end ?? [
+        { type: 'newline', offset: -1, indent, source: '\n' }
+    ];
+    switch (source[0]) {
+        case '|':
+        case '>': {
+            const he = source.indexOf('\n');
+            const head = source.substring(0, he);
+            const body = source.substring(he + 1) + '\n';
+            const props = [
+                { type: 'block-scalar-header', offset, indent, source: head }
+            ];
+            if (!addEndtoBlockProps(props, end))
+                props.push({ type: 'newline', offset: -1, indent, source: '\n' });
+            return { type: 'block-scalar', offset, indent, props, source: body };
+        }
+        case '"':
+            return { type: 'double-quoted-scalar', offset, indent, source, end };
+        case "'":
+            return { type: 'single-quoted-scalar', offset, indent, source, end };
+        default:
+            return { type: 'scalar', offset, indent, source, end };
+    }
+}
+/**
+ * Set the value of `token` to the given string `value`, overwriting any previous contents and type that it may have.
+ *
+ * Best efforts are made to retain any comments previously associated with the `token`,
+ * though all contents within a collection's `items` will be overwritten.
+ *
+ * Values that represent an actual string but may be parsed as a different type should use a `type` other than `'PLAIN'`,
+ * as this function does not support any schema operations and won't check for such conflicts.
+ *
+ * @param token Any token. If it does not include an `indent` value, the value will be stringified as if it were an implicit key.
+ * @param value The string representation of the value, which will have its content properly indented.
+ * @param context.afterKey In most cases, values after a key should have an additional level of indentation.
+ * @param context.implicitKey Being within an implicit key may affect the resolved type of the token's value.
+ * @param context.inFlow Being within a flow collection may affect the resolved type of the token's value.
+ * @param context.type The preferred type of the scalar token. If undefined, the previous type of the `token` will be used, defaulting to `'PLAIN'`.
+ */
+function setScalarValue(token, value, context = {}) {
+    let { afterKey = false, implicitKey = false, inFlow = false, type } = context;
+    let indent = 'indent' in token ? token.indent : null;
+    if (afterKey && typeof indent === 'number')
+        indent += 2;
+    if (!type)
+        switch (token.type) {
+            case 'single-quoted-scalar':
+                type = 'QUOTE_SINGLE';
+                break;
+            case 'double-quoted-scalar':
+                type = 'QUOTE_DOUBLE';
+                break;
+            case 'block-scalar': {
+                const header = token.props[0];
+                if (header.type !== 'block-scalar-header')
+                    throw new Error('Invalid block scalar header');
+                type = header.source[0] === '>' ? 'BLOCK_FOLDED' : 'BLOCK_LITERAL';
+                break;
+            }
+            default:
+                type = 'PLAIN';
+        }
+    const source = stringifyString.stringifyString({ type, value }, {
+        implicitKey: implicitKey || indent === null,
+        indent: indent !== null && indent > 0 ? ' '.repeat(indent) : '',
+        inFlow,
+        options: { blockQuote: true, lineWidth: -1 }
+    });
+    switch (source[0]) {
+        case '|':
+        case '>':
+            setBlockScalarValue(token, source);
+            break;
+        case '"':
+            setFlowScalarValue(token, source, 'double-quoted-scalar');
+            break;
+        case "'":
+            setFlowScalarValue(token, source, 'single-quoted-scalar');
+            break;
+        default:
+            setFlowScalarValue(token, source, 'scalar');
+    }
+}
+function setBlockScalarValue(token, source) {
+    const he = source.indexOf('\n');
+    const head = source.substring(0, he);
+    const body = source.substring(he + 1) + '\n';
+    if (token.type === 'block-scalar') {
+        const header = token.props[0];
+        if (header.type !== 'block-scalar-header')
+            throw new Error('Invalid block scalar header');
+        header.source = head;
+        token.source = body;
+    }
+    else {
+        const { offset } = token;
+        const indent = 'indent' in token ? token.indent : -1;
+        const props = [
+            { type: 'block-scalar-header', offset, indent, source: head }
+        ];
+        if (!addEndtoBlockProps(props, 'end' in token ? token.end : undefined))
+            props.push({ type: 'newline', offset: -1, indent, source: '\n' });
+        for (const key of Object.keys(token))
+            if (key !== 'type' && key !== 'offset')
+                delete token[key];
+        Object.assign(token, { type: 'block-scalar', indent, props, source: body });
+    }
+}
+/** @returns `true` if last token is a newline */
+function addEndtoBlockProps(props, end) {
+    if (end)
+        for (const st of end)
+            switch (st.type) {
+                case 'space':
+                case 'comment':
+                    props.push(st);
+                    break;
+                case 'newline':
+                    props.push(st);
+                    return true;
+            }
+    return false;
+}
+function setFlowScalarValue(token, source, type) {
+    switch (token.type) {
+        case 'scalar':
+        case 'double-quoted-scalar':
+        case 'single-quoted-scalar':
+            token.type = type;
+            token.source = source;
+            break;
+        case 'block-scalar': {
+            const end = token.props.slice(1);
+            let oa = source.length;
+            if (token.props[0].type === 'block-scalar-header')
+                oa -= token.props[0].source.length;
+            for (const tok of end)
+                tok.offset += oa;
+            delete token.props;
+            Object.assign(token, { type, source, end });
+            break;
+        }
+        case 'block-map':
+        case 'block-seq': {
+            const offset = token.offset + source.length;
+            const nl = { type: 'newline', offset, indent: token.indent, source: '\n' };
+            delete token.items;
+            Object.assign(token, { type, source, end: [nl] });
+            break;
+        }
+        default: {
+            const indent = 'indent' in token ? token.indent : -1;
+            const end = 'end' in token && Array.isArray(token.end)
+                ? token.end.filter(st => st.type === 'space' ||
+                    st.type === 'comment' ||
+                    st.type === 'newline')
+                : [];
+            for (const key of Object.keys(token))
+                if (key !== 'type' && key !== 'offset')
+                    delete token[key];
+            Object.assign(token, { type, indent, source, end });
+        }
+    }
+}
+
+exports.createScalarToken = createScalarToken;
+exports.resolveAsScalar = resolveAsScalar;
+exports.setScalarValue = setScalarValue;
+
+
+/***/ }),
+
+/***/ 1733:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+/**
+ * Stringify a CST document, token, or collection item
+ *
+ * Fair warning: This applies no validation whatsoever, and
+ * simply concatenates the sources in their logical order.
+ */
+const stringify = (cst) => 'type' in cst ? stringifyToken(cst) : stringifyItem(cst);
+function stringifyToken(token) {
+    switch (token.type) {
+        case 'block-scalar': {
+            let res = '';
+            for (const tok of token.props)
+                res += stringifyToken(tok);
+            return res + token.source;
+        }
+        case 'block-map':
+        case 'block-seq': {
+            let res = '';
+            for (const item of token.items)
+                res += stringifyItem(item);
+            return res;
+        }
+        case 'flow-collection': {
+            let res = token.start.source;
+            for (const item of token.items)
+                res += stringifyItem(item);
+            for (const st of token.end)
+                res += st.source;
+            return res;
+        }
+        case 'document': {
+            let res = stringifyItem(token);
+            if (token.end)
+                for (const st of token.end)
+                    res += st.source;
+            return res;
+        }
+        default: {
+            let res = token.source;
+            if ('end' in token && token.end)
+                for (const st of token.end)
+                    res += st.source;
+            return res;
+        }
+    }
+}
+function stringifyItem({ start, key, sep, value }) {
+    let res = '';
+    for (const st of start)
+        res += st.source;
+    if (key)
+        res += stringifyToken(key);
+    if (sep)
+        for (const st of sep)
+            res += st.source;
+    if (value)
+        res += stringifyToken(value);
+    return res;
+}
+
+exports.stringify = stringify;
+
+
+/***/ }),
+
+/***/ 7715:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+const BREAK = Symbol('break visit');
+const SKIP = Symbol('skip children');
+const REMOVE = Symbol('remove item');
+/**
+ * Apply a visitor to a CST document or item.
+ *
+ * Walks through the tree (depth-first) starting from the root, calling a
+ * `visitor` function with two arguments when entering each item:
+ *   - `item`: The current item, which included the following members:
+ *     - `start: SourceToken[]` – Source tokens before the key or value,
+ *       possibly including its anchor or tag.
+ *     - `key?: Token | null` – Set for pair values. May then be `null`, if
+ *       the key before the `:` separator is empty.
+ *     - `sep?: SourceToken[]` – Source tokens between the key and the value,
+ *       which should include the `:` map value indicator if `value` is set.
+ *     - `value?: Token` – The value of a sequence item, or of a map pair.
+ *   - `path`: The steps from the root to the current node, as an array of
+ *     `['key' | 'value', number]` tuples.
+ *
+ * The return value of the visitor may be used to control the traversal:
+ *   - `undefined` (default): Do nothing and continue
+ *   - `visit.SKIP`: Do not visit the children of this token, continue with
+ *      next sibling
+ *   - `visit.BREAK`: Terminate traversal completely
+ *   - `visit.REMOVE`: Remove the current item, then continue with the next one
+ *   - `number`: Set the index of the next step. This is useful especially if
+ *     the index of the current token has changed.
+ *   - `function`: Define the next visitor for this item. After the original
+ *     visitor is called on item entry, next visitors are called after handling
+ *     a non-empty `key` and when exiting the item.
+ */
+function visit(cst, visitor) {
+    if ('type' in cst && cst.type === 'document')
+        cst = { start: cst.start, value: cst.value };
+    _visit(Object.freeze([]), cst, visitor);
+}
+// Without the `as symbol` casts, TS declares these in the `visit`
+// namespace using `var`, but then complains about that because
+// `unique symbol` must be `const`.
+/** Terminate visit traversal completely */
+visit.BREAK = BREAK;
+/** Do not visit the children of the current item */
+visit.SKIP = SKIP;
+/** Remove the current item */
+visit.REMOVE = REMOVE;
+/** Find the item at `path` from `cst` as the root */
+visit.itemAtPath = (cst, path) => {
+    let item = cst;
+    for (const [field, index] of path) {
+        const tok = item?.[field];
+        if (tok && 'items' in tok) {
+            item = tok.items[index];
+        }
+        else
+            return undefined;
+    }
+    return item;
+};
+/**
+ * Get the immediate parent collection of the item at `path` from `cst` as the root.
+ *
+ * Throws an error if the collection is not found, which should never happen if the item itself exists.
+ */
+visit.parentCollection = (cst, path) => {
+    const parent = visit.itemAtPath(cst, path.slice(0, -1));
+    const field = path[path.length - 1][0];
+    const coll = parent?.[field];
+    if (coll && 'items' in coll)
+        return coll;
+    throw new Error('Parent collection not found');
+};
+function _visit(path, item, visitor) {
+    let ctrl = visitor(item, path);
+    if (typeof ctrl === 'symbol')
+        return ctrl;
+    for (const field of ['key', 'value']) {
+        const token = item[field];
+        if (token && 'items' in token) {
+            for (let i = 0; i < token.items.length; ++i) {
+                const ci = _visit(Object.freeze(path.concat([[field, i]])), token.items[i], visitor);
+                if (typeof ci === 'number')
+                    i = ci - 1;
+                else if (ci === BREAK)
+                    return BREAK;
+                else if (ci === REMOVE) {
+                    token.items.splice(i, 1);
+                    i -= 1;
+                }
+            }
+            if (typeof ctrl === 'function' && field === 'key')
+                ctrl = ctrl(item, path);
+        }
+    }
+    return typeof ctrl === 'function' ? ctrl(item, path) : ctrl;
+}
+
+exports.visit = visit;
+
+
+/***/ }),
+
+/***/ 3461:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var cstScalar = __nccwpck_require__(110);
+var cstStringify = __nccwpck_require__(1733);
+var cstVisit = __nccwpck_require__(7715);
+
+/** The byte order mark */
+const BOM = '\u{FEFF}';
+/** Start of doc-mode */
+const DOCUMENT = '\x02'; // C0: Start of Text
+/** Unexpected end of flow-mode */
+const FLOW_END = '\x18'; // C0: Cancel
+/** Next token is a scalar value */
+const SCALAR = '\x1f'; // C0: Unit Separator
+/** @returns `true` if `token` is a flow or block collection */
+const isCollection = (token) => !!token && 'items' in token;
+/** @returns `true` if `token` is a flow or block scalar; not an alias */
+const isScalar = (token) => !!token &&
+    (token.type === 'scalar' ||
+        token.type === 'single-quoted-scalar' ||
+        token.type === 'double-quoted-scalar' ||
+        token.type === 'block-scalar');
+/* istanbul ignore next */
+/** Get a printable representation of a lexer token */
+function prettyToken(token) {
+    switch (token) {
+        case BOM:
+            return '<BOM>';
+        case DOCUMENT:
+            return '<DOC>';
+        case FLOW_END:
+            return '<FLOW_END>';
+        case SCALAR:
+            return '<SCALAR>';
+        default:
+            return JSON.stringify(token);
+    }
+}
+/** Identify the type of a lexer token. May return `null` for unknown tokens. */
+function tokenType(source) {
+    switch (source) {
+        case BOM:
+            return 'byte-order-mark';
+        case DOCUMENT:
+            return 'doc-mode';
+        case FLOW_END:
+            return 'flow-error-end';
+        case SCALAR:
+            return 'scalar';
+        case '---':
+            return 'doc-start';
+        case '...':
+            return 'doc-end';
+        case '':
+        case '\n':
+        case '\r\n':
+            return 'newline';
+        case '-':
+            return 'seq-item-ind';
+        case '?':
+            return 'explicit-key-ind';
+        case ':':
+            return 'map-value-ind';
+        case '{':
+            return 'flow-map-start';
+        case '}':
+            return 'flow-map-end';
+        case '[':
+            return 'flow-seq-start';
+        case ']':
+            return 'flow-seq-end';
+        case ',':
+            return 'comma';
+    }
+    switch (source[0]) {
+        case ' ':
+        case '\t':
+            return 'space';
+        case '#':
+            return 'comment';
+        case '%':
+            return 'directive-line';
+        case '*':
+            return 'alias';
+        case '&':
+            return 'anchor';
+        case '!':
+            return 'tag';
+        case "'":
+            return 'single-quoted-scalar';
+        case '"':
+            return 'double-quoted-scalar';
+        case '|':
+        case '>':
+            return 'block-scalar-header';
+    }
+    return null;
+}
+
+exports.createScalarToken = cstScalar.createScalarToken;
+exports.resolveAsScalar = cstScalar.resolveAsScalar;
+exports.setScalarValue = cstScalar.setScalarValue;
+exports.stringify = cstStringify.stringify;
+exports.visit = cstVisit.visit;
+exports.BOM = BOM;
+exports.DOCUMENT = DOCUMENT;
+exports.FLOW_END = FLOW_END;
+exports.SCALAR = SCALAR;
+exports.isCollection = isCollection;
+exports.isScalar = isScalar;
+exports.prettyToken = prettyToken;
+exports.tokenType = tokenType;
+
+
+/***/ }),
+
+/***/ 361:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var cst = __nccwpck_require__(3461);
+
+/*
+START -> stream
+
+stream
+  directive -> line-end -> stream
+  indent + line-end -> stream
+  [else] -> line-start
+
+line-end
+  comment -> line-end
+  newline -> .
+  input-end -> END
+
+line-start
+  doc-start -> doc
+  doc-end -> stream
+  [else] -> indent -> block-start
+
+block-start
+  seq-item-start -> block-start
+  explicit-key-start -> block-start
+  map-value-start -> block-start
+  [else] -> doc
+
+doc
+  line-end -> line-start
+  spaces -> doc
+  anchor -> doc
+  tag -> doc
+  flow-start -> flow -> doc
+  flow-end -> error -> doc
+  seq-item-start -> error -> doc
+  explicit-key-start -> error -> doc
+  map-value-start -> doc
+  alias -> doc
+  quote-start -> quoted-scalar -> doc
+  block-scalar-header -> line-end -> block-scalar(min) -> line-start
+  [else] -> plain-scalar(false, min) -> doc
+
+flow
+  line-end -> flow
+  spaces -> flow
+  anchor -> flow
+  tag -> flow
+  flow-start -> flow -> flow
+  flow-end -> .
+  seq-item-start -> error -> flow
+  explicit-key-start -> flow
+  map-value-start -> flow
+  alias -> flow
+  quote-start -> quoted-scalar -> flow
+  comma -> flow
+  [else] -> plain-scalar(true, 0) -> flow
+
+quoted-scalar
+  quote-end -> .
+  [else] -> quoted-scalar
+
+block-scalar(min)
+  newline + peek(indent < min) -> .
+  [else] -> block-scalar(min)
+
+plain-scalar(is-flow, min)
+  scalar-end(is-flow) -> .
+  peek(newline + (indent < min)) -> .
+  [else] -> plain-scalar(min)
+*/
+function isEmpty(ch) {
+    switch (ch) {
+        case undefined:
+        case ' ':
+        case '\n':
+        case '\r':
+        case '\t':
+            return true;
+        default:
+            return false;
+    }
+}
+const hexDigits = new Set('0123456789ABCDEFabcdef');
+const tagChars = new Set("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-#;/?:@&=+$_.!~*'()");
+const flowIndicatorChars = new Set(',[]{}');
+const invalidAnchorChars = new Set(' ,[]{}\n\r\t');
+const isNotAnchorChar = (ch) => !ch || invalidAnchorChars.has(ch);
+/**
+ * Splits an input string into lexical tokens, i.e. smaller strings that are
+ * easily identifiable by `tokens.tokenType()`.
+ *
+ * Lexing starts always in a "stream" context. Incomplete input may be buffered
+ * until a complete token can be emitted.
+ *
+ * In addition to slices of the original input, the following control characters
+ * may also be emitted:
+ *
+ * - `\x02` (Start of Text): A document starts with the next token
+ * - `\x18` (Cancel): Unexpected end of flow-mode (indicates an error)
+ * - `\x1f` (Unit Separator): Next token is a scalar value
+ * - `\u{FEFF}` (Byte order mark): Emitted separately outside documents
+ */
+class Lexer {
+    constructor() {
+        /**
+         * Flag indicating whether the end of the current buffer marks the end of
+         * all input
+         */
+        this.atEnd = false;
+        /**
+         * Explicit indent set in block scalar header, as an offset from the current
+         * minimum indent, so e.g. set to 1 from a header `|2+`. Set to -1 if not
+         * explicitly set.
+         */
+        this.blockScalarIndent = -1;
+        /**
+         * Block scalars that include a + (keep) chomping indicator in their header
+         * include trailing empty lines, which are otherwise excluded from the
+         * scalar's contents.
+         */
+        this.blockScalarKeep = false;
+        /** Current input */
+        this.buffer = '';
+        /**
+         * Flag noting whether the map value indicator : can immediately follow this
+         * node within a flow context.
+         */
+        this.flowKey = false;
+        /** Count of surrounding flow collection levels. */
+        this.flowLevel = 0;
+        /**
+         * Minimum level of indentation required for next lines to be parsed as a
+         * part of the current scalar value.
+         */
+        this.indentNext = 0;
+        /** Indentation level of the current line. */
+        this.indentValue = 0;
+        /** Position of the next \n character. */
+        this.lineEndPos = null;
+        /** Stores the state of the lexer if reaching the end of incpomplete input */
+        this.next = null;
+        /** A pointer to `buffer`; the current position of the lexer. */
+        this.pos = 0;
+    }
+    /**
+     * Generate YAML tokens from the `source` string. If `incomplete`,
+     * a part of the last line may be left as a buffer for the next call.
+     *
+     * @returns A generator of lexical tokens
+     */
+    *lex(source, incomplete = false) {
+        if (source) {
+            if (typeof source !== 'string')
+                throw TypeError('source is not a string');
+            this.buffer = this.buffer ? this.buffer + source : source;
+            this.lineEndPos = null;
+        }
+        this.atEnd = !incomplete;
+        let next = this.next ?? 'stream';
+        while (next && (incomplete || this.hasChars(1)))
+            next = yield* this.parseNext(next);
+    }
+    atLineEnd() {
+        let i = this.pos;
+        let ch = this.buffer[i];
+        while (ch === ' ' || ch === '\t')
+            ch = this.buffer[++i];
+        if (!ch || ch === '#' || ch === '\n')
+            return true;
+        if (ch === '\r')
+            return this.buffer[i + 1] === '\n';
+        return false;
+    }
+    charAt(n) {
+        return this.buffer[this.pos + n];
+    }
+    continueScalar(offset) {
+        let ch = this.buffer[offset];
+        if (this.indentNext > 0) {
+            let indent = 0;
+            while (ch === ' ')
+                ch = this.buffer[++indent + offset];
+            if (ch === '\r') {
+                const next = this.buffer[indent + offset + 1];
+                if (next === '\n' || (!next && !this.atEnd))
+                    return offset + indent + 1;
+            }
+            return ch === '\n' || indent >= this.indentNext || (!ch && !this.atEnd)
+                ? offset + indent
+                : -1;
+        }
+        if (ch === '-' || ch === '.') {
+            const dt = this.buffer.substr(offset, 3);
+            if ((dt === '---' || dt === '...') && isEmpty(this.buffer[offset + 3]))
+                return -1;
+        }
+        return offset;
+    }
+    getLine() {
+        let end = this.lineEndPos;
+        if (typeof end !== 'number' || (end !== -1 && end < this.pos)) {
+            end = this.buffer.indexOf('\n', this.pos);
+            this.lineEndPos = end;
+        }
+        if (end === -1)
+            return this.atEnd ? this.buffer.substring(this.pos) : null;
+        if (this.buffer[end - 1] === '\r')
+            end -= 1;
+        return this.buffer.substring(this.pos, end);
+    }
+    hasChars(n) {
+        return this.pos + n <= this.buffer.length;
+    }
+    setNext(state) {
+        this.buffer = this.buffer.substring(this.pos);
+        this.pos = 0;
+        this.lineEndPos = null;
+        this.next = state;
+        return null;
+    }
+    peek(n) {
+        return this.buffer.substr(this.pos, n);
+    }
+    *parseNext(next) {
+        switch (next) {
+            case 'stream':
+                return yield* this.parseStream();
+            case 'line-start':
+                return yield* this.parseLineStart();
+            case 'block-start':
+                return yield* this.parseBlockStart();
+            case 'doc':
+                return yield* this.parseDocument();
+            case 'flow':
+                return yield* this.parseFlowCollection();
+            case 'quoted-scalar':
+                return yield* this.parseQuotedScalar();
+            case 'block-scalar':
+                return yield* this.parseBlockScalar();
+            case 'plain-scalar':
+                return yield* this.parsePlainScalar();
+        }
+    }
+    *parseStream() {
+        let line = this.getLine();
+        if (line === null)
+            return this.setNext('stream');
+        if (line[0] === cst.BOM) {
+            yield* this.pushCount(1);
+            line = line.substring(1);
+        }
+        if (line[0] === '%') {
+            let dirEnd = line.length;
+            let cs = line.indexOf('#');
+            while (cs !== -1) {
+                const ch = line[cs - 1];
+                if (ch === ' ' || ch === '\t') {
+                    dirEnd = cs - 1;
+                    break;
+                }
+                else {
+                    cs = line.indexOf('#', cs + 1);
+                }
+            }
+            while (true) {
+                const ch = line[dirEnd - 1];
+                if (ch === ' ' || ch === '\t')
+                    dirEnd -= 1;
+                else
+                    break;
+            }
+            const n = (yield* this.pushCount(dirEnd)) + (yield* this.pushSpaces(true));
+            yield* this.pushCount(line.length - n); // possible comment
+            this.pushNewline();
+            return 'stream';
+        }
+        if (this.atLineEnd()) {
+            const sp = yield* this.pushSpaces(true);
+            yield* this.pushCount(line.length - sp);
+            yield* this.pushNewline();
+            return 'stream';
+        }
+        yield cst.DOCUMENT;
+        return yield* this.parseLineStart();
+    }
+    *parseLineStart() {
+        const ch = this.charAt(0);
+        if (!ch && !this.atEnd)
+            return this.setNext('line-start');
+        if (ch === '-' || ch === '.') {
+            if (!this.atEnd && !this.hasChars(4))
+                return this.setNext('line-start');
+            const s = this.peek(3);
+            if ((s === '---' || s === '...') && isEmpty(this.charAt(3))) {
+                yield* this.pushCount(3);
+                this.indentValue = 0;
+                this.indentNext = 0;
+                return s === '---' ? 'doc' : 'stream';
+            }
+        }
+        this.indentValue = yield* this.pushSpaces(false);
+        if (this.indentNext > this.indentValue && !isEmpty(this.charAt(1)))
+            this.indentNext = this.indentValue;
+        return yield* this.parseBlockStart();
+    }
+    *parseBlockStart() {
+        const [ch0, ch1] = this.peek(2);
+        if (!ch1 && !this.atEnd)
+            return this.setNext('block-start');
+        if ((ch0 === '-' || ch0 === '?' || ch0 === ':') && isEmpty(ch1)) {
+            const n = (yield* this.pushCount(1)) + (yield* this.pushSpaces(true));
+            this.indentNext = this.indentValue + 1;
+            this.indentValue += n;
+            return 'block-start';
+        }
+        return 'doc';
+    }
+    *parseDocument() {
+        yield* this.pushSpaces(true);
+        const line = this.getLine();
+        if (line === null)
+            return this.setNext('doc');
+        let n = yield* this.pushIndicators();
+        switch (line[n]) {
+            case '#':
+                yield* this.pushCount(line.length - n);
+            // fallthrough
+            case undefined:
+                yield* this.pushNewline();
+                return yield* this.parseLineStart();
+            case '{':
+            case '[':
+                yield* this.pushCount(1);
+                this.flowKey = false;
+                this.flowLevel = 1;
+                return 'flow';
+            case '}':
+            case ']':
+                // this is an error
+                yield* this.pushCount(1);
+                return 'doc';
+            case '*':
+                yield* this.pushUntil(isNotAnchorChar);
+                return 'doc';
+            case '"':
+            case "'":
+                return yield* this.parseQuotedScalar();
+            case '|':
+            case '>':
+                n += yield* this.parseBlockScalarHeader();
+                n += yield* this.pushSpaces(true);
+                yield* this.pushCount(line.length - n);
+                yield* this.pushNewline();
+                return yield* this.parseBlockScalar();
+            default:
+                return yield* this.parsePlainScalar();
+        }
+    }
+    *parseFlowCollection() {
+        let nl, sp;
+        let indent = -1;
+        do {
+            nl = yield* this.pushNewline();
+            if (nl > 0) {
+                sp = yield* this.pushSpaces(false);
+                this.indentValue = indent = sp;
+            }
+            else {
+                sp = 0;
+            }
+            sp += yield* this.pushSpaces(true);
+        } while (nl + sp > 0);
+        const line = this.getLine();
+        if (line === null)
+            return this.setNext('flow');
+        if ((indent !== -1 && indent < this.indentNext && line[0] !== '#') ||
+            (indent === 0 &&
+                (line.startsWith('---') || line.startsWith('...')) &&
+                isEmpty(line[3]))) {
+            // Allowing for the terminal ] or } at the same (rather than greater)
+            // indent level as the initial [ or { is technically invalid, but
+            // failing here would be surprising to users.
+            const atFlowEndMarker = indent === this.indentNext - 1 &&
+                this.flowLevel === 1 &&
+                (line[0] === ']' || line[0] === '}');
+            if (!atFlowEndMarker) {
+                // this is an error
+                this.flowLevel = 0;
+                yield cst.FLOW_END;
+                return yield* this.parseLineStart();
+            }
+        }
+        let n = 0;
+        while (line[n] === ',') {
+            n += yield* this.pushCount(1);
+            n += yield* this.pushSpaces(true);
+            this.flowKey = false;
+        }
+        n += yield* this.pushIndicators();
+        switch (line[n]) {
+            case undefined:
+                return 'flow';
+            case '#':
+                yield* this.pushCount(line.length - n);
+                return 'flow';
+            case '{':
+            case '[':
+                yield* this.pushCount(1);
+                this.flowKey = false;
+                this.flowLevel += 1;
+                return 'flow';
+            case '}':
+            case ']':
+                yield* this.pushCount(1);
+                this.flowKey = true;
+                this.flowLevel -= 1;
+                return this.flowLevel ? 'flow' : 'doc';
+            case '*':
+                yield* this.pushUntil(isNotAnchorChar);
+                return 'flow';
+            case '"':
+            case "'":
+                this.flowKey = true;
+                return yield* this.parseQuotedScalar();
+            case ':': {
+                const next = this.charAt(1);
+                if (this.flowKey || isEmpty(next) || next === ',') {
+                    this.flowKey = false;
+                    yield* this.pushCount(1);
+                    yield* this.pushSpaces(true);
+                    return 'flow';
+                }
+            }
+            // fallthrough
+            default:
+                this.flowKey = false;
+                return yield* this.parsePlainScalar();
+        }
+    }
+    *parseQuotedScalar() {
+        const quote = this.charAt(0);
+        let end = this.buffer.indexOf(quote, this.pos + 1);
+        if (quote === "'") {
+            while (end !== -1 && this.buffer[end + 1] === "'")
+                end = this.buffer.indexOf("'", end + 2);
+        }
+        else {
+            // double-quote
+            while (end !== -1) {
+                let n = 0;
+                while (this.buffer[end - 1 - n] === '\\')
+                    n += 1;
+                if (n % 2 === 0)
+                    break;
+                end = this.buffer.indexOf('"', end + 1);
+            }
+        }
+        // Only looking for newlines within the quotes
+        const qb = this.buffer.substring(0, end);
+        let nl = qb.indexOf('\n', this.pos);
+        if (nl !== -1) {
+            while (nl !== -1) {
+                const cs = this.continueScalar(nl + 1);
+                if (cs === -1)
+                    break;
+                nl = qb.indexOf('\n', cs);
+            }
+            if (nl !== -1) {
+                // this is an error caused by an unexpected unindent
+                end = nl - (qb[nl - 1] === '\r' ? 2 : 1);
+            }
+        }
+        if (end === -1) {
+            if (!this.atEnd)
+                return this.setNext('quoted-scalar');
+            end = this.buffer.length;
+        }
+        yield* this.pushToIndex(end + 1, false);
+        return this.flowLevel ? 'flow' : 'doc';
+    }
+    *parseBlockScalarHeader() {
+        this.blockScalarIndent = -1;
+        this.blockScalarKeep = false;
+        let i = this.pos;
+        while (true) {
+            const ch = this.buffer[++i];
+            if (ch === '+')
+                this.blockScalarKeep = true;
+            else if (ch > '0' && ch <= '9')
+                this.blockScalarIndent = Number(ch) - 1;
+            else if (ch !== '-')
+                break;
+        }
+        return yield* this.pushUntil(ch => isEmpty(ch) || ch === '#');
+    }
+    *parseBlockScalar() {
+        let nl = this.pos - 1; // may be -1 if this.pos === 0
+        let indent = 0;
+        let ch;
+        loop: for (let i = this.pos; (ch = this.buffer[i]); ++i) {
+            switch (ch) {
+                case ' ':
+                    indent += 1;
+                    break;
+                case '\n':
+                    nl = i;
+                    indent = 0;
+                    break;
+                case '\r': {
+                    const next = this.buffer[i + 1];
+                    if (!next && !this.atEnd)
+                        return this.setNext('block-scalar');
+                    if (next === '\n')
+                        break;
+                } // fallthrough
+                default:
+                    break loop;
+            }
+        }
+        if (!ch && !this.atEnd)
+            return this.setNext('block-scalar');
+        if (indent >= this.indentNext) {
+            if (this.blockScalarIndent === -1)
+                this.indentNext = indent;
+            else {
+                this.indentNext =
+                    this.blockScalarIndent + (this.indentNext === 0 ? 1 : this.indentNext);
+            }
+            do {
+                const cs = this.continueScalar(nl + 1);
+                if (cs === -1)
+                    break;
+                nl = this.buffer.indexOf('\n', cs);
+            } while (nl !== -1);
+            if (nl === -1) {
+                if (!this.atEnd)
+                    return this.setNext('block-scalar');
+                nl = this.buffer.length;
+            }
+        }
+        // Trailing insufficiently indented tabs are invalid.
+        // To catch that during parsing, we include them in the block scalar value.
+        let i = nl + 1;
+        ch = this.buffer[i];
+        while (ch === ' ')
+            ch = this.buffer[++i];
+        if (ch === '\t') {
+            while (ch === '\t' || ch === ' ' || ch === '\r' || ch === '\n')
+                ch = this.buffer[++i];
+            nl = i - 1;
+        }
+        else if (!this.blockScalarKeep) {
+            do {
+                let i = nl - 1;
+                let ch = this.buffer[i];
+                if (ch === '\r')
+                    ch = this.buffer[--i];
+                const lastChar = i; // Drop the line if last char not more indented
+                while (ch === ' ')
+                    ch = this.buffer[--i];
+                if (ch === '\n' && i >= this.pos && i + 1 + indent > lastChar)
+                    nl = i;
+                else
+                    break;
+            } while (true);
+        }
+        yield cst.SCALAR;
+        yield* this.pushToIndex(nl + 1, true);
+        return yield* this.parseLineStart();
+    }
+    *parsePlainScalar() {
+        const inFlow = this.flowLevel > 0;
+        let end = this.pos - 1;
+        let i = this.pos - 1;
+        let ch;
+        while ((ch = this.buffer[++i])) {
+            if (ch === ':') {
+                const next = this.buffer[i + 1];
+                if (isEmpty(next) || (inFlow && flowIndicatorChars.has(next)))
+                    break;
+                end = i;
+            }
+            else if (isEmpty(ch)) {
+                let next = this.buffer[i + 1];
+                if (ch === '\r') {
+                    if (next === '\n') {
+                        i += 1;
+                        ch = '\n';
+                        next = this.buffer[i + 1];
+                    }
+                    else
+                        end = i;
+                }
+                if (next === '#' || (inFlow && flowIndicatorChars.has(next)))
+                    break;
+                if (ch === '\n') {
+                    const cs = this.continueScalar(i + 1);
+                    if (cs === -1)
+                        break;
+                    i = Math.max(i, cs - 2); // to advance, but still account for ' #'
+                }
+            }
+            else {
+                if (inFlow && flowIndicatorChars.has(ch))
+                    break;
+                end = i;
+            }
+        }
+        if (!ch && !this.atEnd)
+            return this.setNext('plain-scalar');
+        yield cst.SCALAR;
+        yield* this.pushToIndex(end + 1, true);
+        return inFlow ? 'flow' : 'doc';
+    }
+    *pushCount(n) {
+        if (n > 0) {
+            yield this.buffer.substr(this.pos, n);
+            this.pos += n;
+            return n;
+        }
+        return 0;
+    }
+    *pushToIndex(i, allowEmpty) {
+        const s = this.buffer.slice(this.pos, i);
+        if (s) {
+            yield s;
+            this.pos += s.length;
+            return s.length;
+        }
+        else if (allowEmpty)
+            yield '';
+        return 0;
+    }
+    *pushIndicators() {
+        let n = 0;
+        loop: while (true) {
+            switch (this.charAt(0)) {
+                case '!':
+                    n += yield* this.pushTag();
+                    n += yield* this.pushSpaces(true);
+                    continue loop;
+                case '&':
+                    n += yield* this.pushUntil(isNotAnchorChar);
+                    n += yield* this.pushSpaces(true);
+                    continue loop;
+                case '-': // this is an error
+                case '?': // this is an error outside flow collections
+                case ':': {
+                    const inFlow = this.flowLevel > 0;
+                    const ch1 = this.charAt(1);
+                    if (isEmpty(ch1) || (inFlow && flowIndicatorChars.has(ch1))) {
+                        if (!inFlow)
+                            this.indentNext = this.indentValue + 1;
+                        else if (this.flowKey)
+                            this.flowKey = false;
+                        n += yield* this.pushCount(1);
+                        n += yield* this.pushSpaces(true);
+                        continue loop;
+                    }
+                }
+            }
+            break loop;
+        }
+        return n;
+    }
+    *pushTag() {
+        if (this.charAt(1) === '<') {
+            let i = this.pos + 2;
+            let ch = this.buffer[i];
+            while (!isEmpty(ch) && ch !== '>')
+                ch = this.buffer[++i];
+            return yield* this.pushToIndex(ch === '>' ? i + 1 : i, false);
+        }
+        else {
+            let i = this.pos + 1;
+            let ch = this.buffer[i];
+            while (ch) {
+                if (tagChars.has(ch))
+                    ch = this.buffer[++i];
+                else if (ch === '%' &&
+                    hexDigits.has(this.buffer[i + 1]) &&
+                    hexDigits.has(this.buffer[i + 2])) {
+                    ch = this.buffer[(i += 3)];
+                }
+                else
+                    break;
+            }
+            return yield* this.pushToIndex(i, false);
+        }
+    }
+    *pushNewline() {
+        const ch = this.buffer[this.pos];
+        if (ch === '\n')
+            return yield* this.pushCount(1);
+        else if (ch === '\r' && this.charAt(1) === '\n')
+            return yield* this.pushCount(2);
+        else
+            return 0;
+    }
+    *pushSpaces(allowTabs) {
+        let i = this.pos - 1;
+        let ch;
+        do {
+            ch = this.buffer[++i];
+        } while (ch === ' ' || (allowTabs && ch === '\t'));
+        const n = i - this.pos;
+        if (n > 0) {
+            yield this.buffer.substr(this.pos, n);
+            this.pos = i;
+        }
+        return n;
+    }
+    *pushUntil(test) {
+        let i = this.pos;
+        let ch = this.buffer[i];
+        while (!test(ch))
+            ch = this.buffer[++i];
+        return yield* this.pushToIndex(i, false);
+    }
+}
+
+exports.Lexer = Lexer;
+
+
+/***/ }),
+
+/***/ 6628:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+/**
+ * Tracks newlines during parsing in order to provide an efficient API for
+ * determining the one-indexed `{ line, col }` position for any offset
+ * within the input.
+ */
+class LineCounter {
+    constructor() {
+        this.lineStarts = [];
+        /**
+         * Should be called in ascending order. Otherwise, call
+         * `lineCounter.lineStarts.sort()` before calling `linePos()`.
+         */
+        this.addNewLine = (offset) => this.lineStarts.push(offset);
+        /**
+         * Performs a binary search and returns the 1-indexed { line, col }
+         * position of `offset`. If `line === 0`, `addNewLine` has never been
+         * called or `offset` is before the first known newline.
+         */
+        this.linePos = (offset) => {
+            let low = 0;
+            let high = this.lineStarts.length;
+            while (low < high) {
+                const mid = (low + high) >> 1; // Math.floor((low + high) / 2)
+                if (this.lineStarts[mid] < offset)
+                    low = mid + 1;
+                else
+                    high = mid;
+            }
+            if (this.lineStarts[low] === offset)
+                return { line: low + 1, col: 1 };
+            if (low === 0)
+                return { line: 0, col: offset };
+            const start = this.lineStarts[low - 1];
+            return { line: low, col: offset - start + 1 };
+        };
+    }
+}
+
+exports.LineCounter = LineCounter;
+
+
+/***/ }),
+
+/***/ 3456:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var node_process = __nccwpck_require__(932);
+var cst = __nccwpck_require__(3461);
+var lexer = __nccwpck_require__(361);
+
+function includesToken(list, type) {
+    for (let i = 0; i < list.length; ++i)
+        if (list[i].type === type)
+            return true;
+    return false;
+}
+function findNonEmptyIndex(list) {
+    for (let i = 0; i < list.length; ++i) {
+        switch (list[i].type) {
+            case 'space':
+            case 'comment':
+            case 'newline':
+                break;
+            default:
+                return i;
+        }
+    }
+    return -1;
+}
+function isFlowToken(token) {
+    switch (token?.type) {
+        case 'alias':
+        case 'scalar':
+        case 'single-quoted-scalar':
+        case 'double-quoted-scalar':
+        case 'flow-collection':
+            return true;
+        default:
+            return false;
+    }
+}
+function getPrevProps(parent) {
+    switch (parent.type) {
+        case 'document':
+            return parent.start;
+        case 'block-map': {
+            const it = parent.items[parent.items.length - 1];
+            return it.sep ?? it.start;
+        }
+        case 'block-seq':
+            return parent.items[parent.items.length - 1].start;
+        /* istanbul ignore next should not happen */
+        default:
+            return [];
+    }
+}
+/** Note: May modify input array */
+function getFirstKeyStartProps(prev) {
+    if (prev.length === 0)
+        return [];
+    let i = prev.length;
+    loop: while (--i >= 0) {
+        switch (prev[i].type) {
+            case 'doc-start':
+            case 'explicit-key-ind':
+            case 'map-value-ind':
+            case 'seq-item-ind':
+            case 'newline':
+                break loop;
+        }
+    }
+    while (prev[++i]?.type === 'space') {
+        /* loop */
+    }
+    return prev.splice(i, prev.length);
+}
+function arrayPushArray(target, source) {
+    // May exhaust call stack with large `source` array
+    if (source.length < 1e5)
+        Array.prototype.push.apply(target, source);
+    else
+        for (let i = 0; i < source.length; ++i)
+            target.push(source[i]);
+}
+function fixFlowSeqItems(fc) {
+    if (fc.start.type === 'flow-seq-start') {
+        for (const it of fc.items) {
+            if (it.sep &&
+                !it.value &&
+                !includesToken(it.start, 'explicit-key-ind') &&
+                !includesToken(it.sep, 'map-value-ind')) {
+                if (it.key)
+                    it.value = it.key;
+                delete it.key;
+                if (isFlowToken(it.value)) {
+                    if (it.value.end)
+                        arrayPushArray(it.value.end, it.sep);
+                    else
+                        it.value.end = it.sep;
+                }
+                else
+                    arrayPushArray(it.start, it.sep);
+                delete it.sep;
+            }
+        }
+    }
+}
+/**
+ * A YAML concrete syntax tree (CST) parser
+ *
+ * ```ts
+ * const src: string = ...
+ * for (const token of new Parser().parse(src)) {
+ *   // token: Token
+ * }
+ * ```
+ *
+ * To use the parser with a user-provided lexer:
+ *
+ * ```ts
+ * function* parse(source: string, lexer: Lexer) {
+ *   const parser = new Parser()
+ *   for (const lexeme of lexer.lex(source))
+ *     yield* parser.next(lexeme)
+ *   yield* parser.end()
+ * }
+ *
+ * const src: string = ...
+ * const lexer = new Lexer()
+ * for (const token of parse(src, lexer)) {
+ *   // token: Token
+ * }
+ * ```
+ */
+class Parser {
+    /**
+     * @param onNewLine - If defined, called separately with the start position of
+     *   each new line (in `parse()`, including the start of input).
+     */
+    constructor(onNewLine) {
+        /** If true, space and sequence indicators count as indentation */
+        this.atNewLine = true;
+        /** If true, next token is a scalar value */
+        this.atScalar = false;
+        /** Current indentation level */
+        this.indent = 0;
+        /** Current offset since the start of parsing */
+        this.offset = 0;
+        /** On the same line with a block map key */
+        this.onKeyLine = false;
+        /** Top indicates the node that's currently being built */
+        this.stack = [];
+        /** The source of the current token, set in parse() */
+        this.source = '';
+        /** The type of the current token, set in parse() */
+        this.type = '';
+        // Must be defined after `next()`
+        this.lexer = new lexer.Lexer();
+        this.onNewLine = onNewLine;
+    }
+    /**
+     * Parse `source` as a YAML stream.
+     * If `incomplete`, a part of the last line may be left as a buffer for the next call.
+     *
+     * Errors are not thrown, but yielded as `{ type: 'error', message }` tokens.
+     *
+     * @returns A generator of tokens representing each directive, document, and other structure.
+     */
+    *parse(source, incomplete = false) {
+        if (this.onNewLine && this.offset === 0)
+            this.onNewLine(0);
+        for (const lexeme of this.lexer.lex(source, incomplete))
+            yield* this.next(lexeme);
+        if (!incomplete)
+            yield* this.end();
+    }
+    /**
+     * Advance the parser by the `source` of one lexical token.
+     */
+    *next(source) {
+        this.source = source;
+        if (node_process.env.LOG_TOKENS)
+            console.log('|', cst.prettyToken(source));
+        if (this.atScalar) {
+            this.atScalar = false;
+            yield* this.step();
+            this.offset += source.length;
+            return;
+        }
+        const type = cst.tokenType(source);
+        if (!type) {
+            const message = `Not a YAML token: ${source}`;
+            yield* this.pop({ type: 'error', offset: this.offset, message, source });
+            this.offset += source.length;
+        }
+        else if (type === 'scalar') {
+            this.atNewLine = false;
+            this.atScalar = true;
+            this.type = 'scalar';
+        }
+        else {
+            this.type = type;
+            yield* this.step();
+            switch (type) {
+                case 'newline':
+                    this.atNewLine = true;
+                    this.indent = 0;
+                    if (this.onNewLine)
+                        this.onNewLine(this.offset + source.length);
+                    break;
+                case 'space':
+                    if (this.atNewLine && source[0] === ' ')
+                        this.indent += source.length;
+                    break;
+                case 'explicit-key-ind':
+                case 'map-value-ind':
+                case 'seq-item-ind':
+                    if (this.atNewLine)
+                        this.indent += source.length;
+                    break;
+                case 'doc-mode':
+                case 'flow-error-end':
+                    return;
+                default:
+                    this.atNewLine = false;
+            }
+            this.offset += source.length;
+        }
+    }
+    /** Call at end of input to push out any remaining constructions */
+    *end() {
+        while (this.stack.length > 0)
+            yield* this.pop();
+    }
+    get sourceToken() {
+        const st = {
+            type: this.type,
+            offset: this.offset,
+            indent: this.indent,
+            source: this.source
+        };
+        return st;
+    }
+    *step() {
+        const top = this.peek(1);
+        if (this.type === 'doc-end' && top?.type !== 'doc-end') {
+            while (this.stack.length > 0)
+                yield* this.pop();
+            this.stack.push({
+                type: 'doc-end',
+                offset: this.offset,
+                source: this.source
+            });
+            return;
+        }
+        if (!top)
+            return yield* this.stream();
+        switch (top.type) {
+            case 'document':
+                return yield* this.document(top);
+            case 'alias':
+            case 'scalar':
+            case 'single-quoted-scalar':
+            case 'double-quoted-scalar':
+                return yield* this.scalar(top);
+            case 'block-scalar':
+                return yield* this.blockScalar(top);
+            case 'block-map':
+                return yield* this.blockMap(top);
+            case 'block-seq':
+                return yield* this.blockSequence(top);
+            case 'flow-collection':
+                return yield* this.flowCollection(top);
+            case 'doc-end':
+                return yield* this.documentEnd(top);
+        }
+        /* istanbul ignore next should not happen */
+        yield* this.pop();
+    }
+    peek(n) {
+        return this.stack[this.stack.length - n];
+    }
+    *pop(error) {
+        const token = error ?? this.stack.pop();
+        /* istanbul ignore if should not happen */
+        if (!token) {
+            const message = 'Tried to pop an empty stack';
+            yield { type: 'error', offset: this.offset, source: '', message };
+        }
+        else if (this.stack.length === 0) {
+            yield token;
+        }
+        else {
+            const top = this.peek(1);
+            if (token.type === 'block-scalar') {
+                // Block scalars use their parent rather than header indent
+                token.indent = 'indent' in top ? top.indent : 0;
+            }
+            else if (token.type === 'flow-collection' && top.type === 'document') {
+                // Ignore all indent for top-level flow collections
+                token.indent = 0;
+            }
+            if (token.type === 'flow-collection')
+                fixFlowSeqItems(token);
+            switch (top.type) {
+                case 'document':
+                    top.value = token;
+                    break;
+                case 'block-scalar':
+                    top.props.push(token); // error
+                    break;
+                case 'block-map': {
+                    const it = top.items[top.items.length - 1];
+                    if (it.value) {
+                        top.items.push({ start: [], key: token, sep: [] });
+                        this.onKeyLine = true;
+                        return;
+                    }
+                    else if (it.sep) {
+                        it.value = token;
+                    }
+                    else {
+                        Object.assign(it, { key: token, sep: [] });
+                        this.onKeyLine = !it.explicitKey;
+                        return;
+                    }
+                    break;
+                }
+                case 'block-seq': {
+                    const it = top.items[top.items.length - 1];
+                    if (it.value)
+                        top.items.push({ start: [], value: token });
+                    else
+                        it.value = token;
+                    break;
+                }
+                case 'flow-collection': {
+                    const it = top.items[top.items.length - 1];
+                    if (!it || it.value)
+                        top.items.push({ start: [], key: token, sep: [] });
+                    else if (it.sep)
+                        it.value = token;
+                    else
+                        Object.assign(it, { key: token, sep: [] });
+                    return;
+                }
+                /* istanbul ignore next should not happen */
+                default:
+                    yield* this.pop();
+                    yield* this.pop(token);
+            }
+            if ((top.type === 'document' ||
+                top.type === 'block-map' ||
+                top.type === 'block-seq') &&
+                (token.type === 'block-map' || token.type === 'block-seq')) {
+                const last = token.items[token.items.length - 1];
+                if (last &&
+                    !last.sep &&
+                    !last.value &&
+                    last.start.length > 0 &&
+                    findNonEmptyIndex(last.start) === -1 &&
+                    (token.indent === 0 ||
+                        last.start.every(st => st.type !== 'comment' || st.indent < token.indent))) {
+                    if (top.type === 'document')
+                        top.end = last.start;
+                    else
+                        top.items.push({ start: last.start });
+                    token.items.splice(-1, 1);
+                }
+            }
+        }
+    }
+    *stream() {
+        switch (this.type) {
+            case 'directive-line':
+                yield { type: 'directive', offset: this.offset, source: this.source };
+                return;
+            case 'byte-order-mark':
+            case 'space':
+            case 'comment':
+            case 'newline':
+                yield this.sourceToken;
+                return;
+            case 'doc-mode':
+            case 'doc-start': {
+                const doc = {
+                    type: 'document',
+                    offset: this.offset,
+                    start: []
+                };
+                if (this.type === 'doc-start')
+                    doc.start.push(this.sourceToken);
+                this.stack.push(doc);
+                return;
+            }
+        }
+        yield {
+            type: 'error',
+            offset: this.offset,
+            message: `Unexpected ${this.type} token in YAML stream`,
+            source: this.source
+        };
+    }
+    *document(doc) {
+        if (doc.value)
+            return yield* this.lineEnd(doc);
+        switch (this.type) {
+            case 'doc-start': {
+                if (findNonEmptyIndex(doc.start) !== -1) {
+                    yield* this.pop();
+                    yield* this.step();
+                }
+                else
+                    doc.start.push(this.sourceToken);
+                return;
+            }
+            case 'anchor':
+            case 'tag':
+            case 'space':
+            case 'comment':
+            case 'newline':
+                doc.start.push(this.sourceToken);
+                return;
+        }
+        const bv = this.startBlockValue(doc);
+        if (bv)
+            this.stack.push(bv);
+        else {
+            yield {
+                type: 'error',
+                offset: this.offset,
+                message: `Unexpected ${this.type} token in YAML document`,
+                source: this.source
+            };
+        }
+    }
+    *scalar(scalar) {
+        if (this.type === 'map-value-ind') {
+            const prev = getPrevProps(this.peek(2));
+            const start = getFirstKeyStartProps(prev);
+            let sep;
+            if (scalar.end) {
+                sep = scalar.end;
+                sep.push(this.sourceToken);
+                delete scalar.end;
+            }
+            else
+                sep = [this.sourceToken];
+            const map = {
+                type: 'block-map',
+                offset: scalar.offset,
+                indent: scalar.indent,
+                items: [{ start, key: scalar, sep }]
+            };
+            this.onKeyLine = true;
+            this.stack[this.stack.length - 1] = map;
+        }
+        else
+            yield* this.lineEnd(scalar);
+    }
+    *blockScalar(scalar) {
+        switch (this.type) {
+            case 'space':
+            case 'comment':
+            case 'newline':
+                scalar.props.push(this.sourceToken);
+                return;
+            case 'scalar':
+                scalar.source = this.source;
+                // block-scalar source includes trailing newline
+                this.atNewLine = true;
+                this.indent = 0;
+                if (this.onNewLine) {
+                    let nl = this.source.indexOf('\n') + 1;
+                    while (nl !== 0) {
+                        this.onNewLine(this.offset + nl);
+                        nl = this.source.indexOf('\n', nl) + 1;
+                    }
+                }
+                yield* this.pop();
+                break;
+            /* istanbul ignore next should not happen */
+            default:
+                yield* this.pop();
+                yield* this.step();
+        }
+    }
+    *blockMap(map) {
+        const it = map.items[map.items.length - 1];
+        // it.sep is true-ish if pair already has key or : separator
+        switch (this.type) {
+            case 'newline':
+                this.onKeyLine = false;
+                if (it.value) {
+                    const end = 'end' in it.value ? it.value.end : undefined;
+                    const last = Array.isArray(end) ? end[end.length - 1] : undefined;
+                    if (last?.type === 'comment')
+                        end?.push(this.sourceToken);
+                    else
+                        map.items.push({ start: [this.sourceToken] });
+                }
+                else if (it.sep) {
+                    it.sep.push(this.sourceToken);
+                }
+                else {
+                    it.start.push(this.sourceToken);
+                }
+                return;
+            case 'space':
+            case 'comment':
+                if (it.value) {
+                    map.items.push({ start: [this.sourceToken] });
+                }
+                else if (it.sep) {
+                    it.sep.push(this.sourceToken);
+                }
+                else {
+                    if (this.atIndentedComment(it.start, map.indent)) {
+                        const prev = map.items[map.items.length - 2];
+                        const end = prev?.value?.end;
+                        if (Array.isArray(end)) {
+                            arrayPushArray(end, it.start);
+                            end.push(this.sourceToken);
+                            map.items.pop();
+                            return;
+                        }
+                    }
+                    it.start.push(this.sourceToken);
+                }
+                return;
+        }
+        if (this.indent >= map.indent) {
+            const atMapIndent = !this.onKeyLine && this.indent === map.indent;
+            const atNextItem = atMapIndent &&
+                (it.sep || it.explicitKey) &&
+                this.type !== 'seq-item-ind';
+            // For empty nodes, assign newline-separated not indented empty tokens to following node
+            let start = [];
+            if (atNextItem && it.sep && !it.value) {
+                const nl = [];
+                for (let i = 0; i < it.sep.length; ++i) {
+                    const st = it.sep[i];
+                    switch (st.type) {
+                        case 'newline':
+                            nl.push(i);
+                            break;
+                        case 'space':
+                            break;
+                        case 'comment':
+                            if (st.indent > map.indent)
+                                nl.length = 0;
+                            break;
+                        default:
+                            nl.length = 0;
+                    }
+                }
+                if (nl.length >= 2)
+                    start = it.sep.splice(nl[1]);
+            }
+            switch (this.type) {
+                case 'anchor':
+                case 'tag':
+                    if (atNextItem || it.value) {
+                        start.push(this.sourceToken);
+                        map.items.push({ start });
+                        this.onKeyLine = true;
+                    }
+                    else if (it.sep) {
+                        it.sep.push(this.sourceToken);
+                    }
+                    else {
+                        it.start.push(this.sourceToken);
+                    }
+                    return;
+                case 'explicit-key-ind':
+                    if (!it.sep && !it.explicitKey) {
+                        it.start.push(this.sourceToken);
+                        it.explicitKey = true;
+                    }
+                    else if (atNextItem || it.value) {
+                        start.push(this.sourceToken);
+                        map.items.push({ start, explicitKey: true });
+                    }
+                    else {
+                        this.stack.push({
+                            type: 'block-map',
+                            offset: this.offset,
+                            indent: this.indent,
+                            items: [{ start: [this.sourceToken], explicitKey: true }]
+                        });
+                    }
+                    this.onKeyLine = true;
+                    return;
+                case 'map-value-ind':
+                    if (it.explicitKey) {
+                        if (!it.sep) {
+                            if (includesToken(it.start, 'newline')) {
+                                Object.assign(it, { key: null, sep: [this.sourceToken] });
+                            }
+                            else {
+                                const start = getFirstKeyStartProps(it.start);
+                                this.stack.push({
+                                    type: 'block-map',
+                                    offset: this.offset,
+                                    indent: this.indent,
+                                    items: [{ start, key: null, sep: [this.sourceToken] }]
+                                });
+                            }
+                        }
+                        else if (it.value) {
+                            map.items.push({ start: [], key: null, sep: [this.sourceToken] });
+                        }
+                        else if (includesToken(it.sep, 'map-value-ind')) {
+                            this.stack.push({
+                                type: 'block-map',
+                                offset: this.offset,
+                                indent: this.indent,
+                                items: [{ start, key: null, sep: [this.sourceToken] }]
+                            });
+                        }
+                        else if (isFlowToken(it.key) &&
+                            !includesToken(it.sep, 'newline')) {
+                            const start = getFirstKeyStartProps(it.start);
+                            const key = it.key;
+                            const sep = it.sep;
+                            sep.push(this.sourceToken);
+                            // @ts-expect-error type guard is wrong here
+                            delete it.key;
+                            // @ts-expect-error type guard is wrong here
+                            delete it.sep;
+                            this.stack.push({
+                                type: 'block-map',
+                                offset: this.offset,
+                                indent: this.indent,
+                                items: [{ start, key, sep }]
+                            });
+                        }
+                        else if (start.length > 0) {
+                            // Not actually at next item
+                            it.sep = it.sep.concat(start, this.sourceToken);
+                        }
+                        else {
+                            it.sep.push(this.sourceToken);
+                        }
+                    }
+                    else {
+                        if (!it.sep) {
+                            Object.assign(it, { key: null, sep: [this.sourceToken] });
+                        }
+                        else if (it.value || atNextItem) {
+                            map.items.push({ start, key: null, sep: [this.sourceToken] });
+                        }
+                        else if (includesToken(it.sep, 'map-value-ind')) {
+                            this.stack.push({
+                                type: 'block-map',
+                                offset: this.offset,
+                                indent: this.indent,
+                                items: [{ start: [], key: null, sep: [this.sourceToken] }]
+                            });
+                        }
+                        else {
+                            it.sep.push(this.sourceToken);
+                        }
+                    }
+                    this.onKeyLine = true;
+                    return;
+                case 'alias':
+                case 'scalar':
+                case 'single-quoted-scalar':
+                case 'double-quoted-scalar': {
+                    const fs = this.flowScalar(this.type);
+                    if (atNextItem || it.value) {
+                        map.items.push({ start, key: fs, sep: [] });
+                        this.onKeyLine = true;
+                    }
+                    else if (it.sep) {
+                        this.stack.push(fs);
+                    }
+                    else {
+                        Object.assign(it, { key: fs, sep: [] });
+                        this.onKeyLine = true;
+                    }
+                    return;
+                }
+                default: {
+                    const bv = this.startBlockValue(map);
+                    if (bv) {
+                        if (bv.type === 'block-seq') {
+                            if (!it.explicitKey &&
+                                it.sep &&
+                                !includesToken(it.sep, 'newline')) {
+                                yield* this.pop({
+                                    type: 'error',
+                                    offset: this.offset,
+                                    message: 'Unexpected block-seq-ind on same line with key',
+                                    source: this.source
+                                });
+                                return;
+                            }
+                        }
+                        else if (atMapIndent) {
+                            map.items.push({ start });
+                        }
+                        this.stack.push(bv);
+                        return;
+                    }
+                }
+            }
+        }
+        yield* this.pop();
+        yield* this.step();
+    }
+    *blockSequence(seq) {
+        const it = seq.items[seq.items.length - 1];
+        switch (this.type) {
+            case 'newline':
+                if (it.value) {
+                    const end = 'end' in it.value ? it.value.end : undefined;
+                    const last = Array.isArray(end) ? end[end.length - 1] : undefined;
+                    if (last?.type === 'comment')
+                        end?.push(this.sourceToken);
+                    else
+                        seq.items.push({ start: [this.sourceToken] });
+                }
+                else
+                    it.start.push(this.sourceToken);
+                return;
+            case 'space':
+            case 'comment':
+                if (it.value)
+                    seq.items.push({ start: [this.sourceToken] });
+                else {
+                    if (this.atIndentedComment(it.start, seq.indent)) {
+                        const prev = seq.items[seq.items.length - 2];
+                        const end = prev?.value?.end;
+                        if (Array.isArray(end)) {
+                            arrayPushArray(end, it.start);
+                            end.push(this.sourceToken);
+                            seq.items.pop();
+                            return;
+                        }
+                    }
+                    it.start.push(this.sourceToken);
+                }
+                return;
+            case 'anchor':
+            case 'tag':
+                if (it.value || this.indent <= seq.indent)
+                    break;
+                it.start.push(this.sourceToken);
+                return;
+            case 'seq-item-ind':
+                if (this.indent !== seq.indent)
+                    break;
+                if (it.value || includesToken(it.start, 'seq-item-ind'))
+                    seq.items.push({ start: [this.sourceToken] });
+                else
+                    it.start.push(this.sourceToken);
+                return;
+        }
+        if (this.indent > seq.indent) {
+            const bv = this.startBlockValue(seq);
+            if (bv) {
+                this.stack.push(bv);
+                return;
+            }
+        }
+        yield* this.pop();
+        yield* this.step();
+    }
+    *flowCollection(fc) {
+        const it = fc.items[fc.items.length - 1];
+        if (this.type === 'flow-error-end') {
+            let top;
+            do {
+                yield* this.pop();
+                top = this.peek(1);
+            } while (top?.type === 'flow-collection');
+        }
+        else if (fc.end.length === 0) {
+            switch (this.type) {
+                case 'comma':
+                case 'explicit-key-ind':
+                    if (!it || it.sep)
+                        fc.items.push({ start: [this.sourceToken] });
+                    else
+                        it.start.push(this.sourceToken);
+                    return;
+                case 'map-value-ind':
+                    if (!it || it.value)
+                        fc.items.push({ start: [], key: null, sep: [this.sourceToken] });
+                    else if (it.sep)
+                        it.sep.push(this.sourceToken);
+                    else
+                        Object.assign(it, { key: null, sep: [this.sourceToken] });
+                    return;
+                case 'space':
+                case 'comment':
+                case 'newline':
+                case 'anchor':
+                case 'tag':
+                    if (!it || it.value)
+                        fc.items.push({ start: [this.sourceToken] });
+                    else if (it.sep)
+                        it.sep.push(this.sourceToken);
+                    else
+                        it.start.push(this.sourceToken);
+                    return;
+                case 'alias':
+                case 'scalar':
+                case 'single-quoted-scalar':
+                case 'double-quoted-scalar': {
+                    const fs = this.flowScalar(this.type);
+                    if (!it || it.value)
+                        fc.items.push({ start: [], key: fs, sep: [] });
+                    else if (it.sep)
+                        this.stack.push(fs);
+                    else
+                        Object.assign(it, { key: fs, sep: [] });
+                    return;
+                }
+                case 'flow-map-end':
+                case 'flow-seq-end':
+                    fc.end.push(this.sourceToken);
+                    return;
+            }
+            const bv = this.startBlockValue(fc);
+            /* istanbul ignore else should not happen */
+            if (bv)
+                this.stack.push(bv);
+            else {
+                yield* this.pop();
+                yield* this.step();
+            }
+        }
+        else {
+            const parent = this.peek(2);
+            if (parent.type === 'block-map' &&
+                ((this.type === 'map-value-ind' && parent.indent === fc.indent) ||
+                    (this.type === 'newline' &&
+                        !parent.items[parent.items.length - 1].sep))) {
+                yield* this.pop();
+                yield* this.step();
+            }
+            else if (this.type === 'map-value-ind' &&
+                parent.type !== 'flow-collection') {
+                const prev = getPrevProps(parent);
+                const start = getFirstKeyStartProps(prev);
+                fixFlowSeqItems(fc);
+                const sep = fc.end.splice(1, fc.end.length);
+                sep.push(this.sourceToken);
+                const map = {
+                    type: 'block-map',
+                    offset: fc.offset,
+                    indent: fc.indent,
+                    items: [{ start, key: fc, sep }]
+                };
+                this.onKeyLine = true;
+                this.stack[this.stack.length - 1] = map;
+            }
+            else {
+                yield* this.lineEnd(fc);
+            }
+        }
+    }
+    flowScalar(type) {
+        if (this.onNewLine) {
+            let nl = this.source.indexOf('\n') + 1;
+            while (nl !== 0) {
+                this.onNewLine(this.offset + nl);
+                nl = this.source.indexOf('\n', nl) + 1;
+            }
+        }
+        return {
+            type,
+            offset: this.offset,
+            indent: this.indent,
+            source: this.source
+        };
+    }
+    startBlockValue(parent) {
+        switch (this.type) {
+            case 'alias':
+            case 'scalar':
+            case 'single-quoted-scalar':
+            case 'double-quoted-scalar':
+                return this.flowScalar(this.type);
+            case 'block-scalar-header':
+                return {
+                    type: 'block-scalar',
+                    offset: this.offset,
+                    indent: this.indent,
+                    props: [this.sourceToken],
+                    source: ''
+                };
+            case 'flow-map-start':
+            case 'flow-seq-start':
+                return {
+                    type: 'flow-collection',
+                    offset: this.offset,
+                    indent: this.indent,
+                    start: this.sourceToken,
+                    items: [],
+                    end: []
+                };
+            case 'seq-item-ind':
+                return {
+                    type: 'block-seq',
+                    offset: this.offset,
+                    indent: this.indent,
+                    items: [{ start: [this.sourceToken] }]
+                };
+            case 'explicit-key-ind': {
+                this.onKeyLine = true;
+                const prev = getPrevProps(parent);
+                const start = getFirstKeyStartProps(prev);
+                start.push(this.sourceToken);
+                return {
+                    type: 'block-map',
+                    offset: this.offset,
+                    indent: this.indent,
+                    items: [{ start, explicitKey: true }]
+                };
+            }
+            case 'map-value-ind': {
+                this.onKeyLine = true;
+                const prev = getPrevProps(parent);
+                const start = getFirstKeyStartProps(prev);
+                return {
+                    type: 'block-map',
+                    offset: this.offset,
+                    indent: this.indent,
+                    items: [{ start, key: null, sep: [this.sourceToken] }]
+                };
+            }
+        }
+        return null;
+    }
+    atIndentedComment(start, indent) {
+        if (this.type !== 'comment')
+            return false;
+        if (this.indent <= indent)
+            return false;
+        return start.every(st => st.type === 'newline' || st.type === 'space');
+    }
+    *documentEnd(docEnd) {
+        if (this.type !== 'doc-mode') {
+            if (docEnd.end)
+                docEnd.end.push(this.sourceToken);
+            else
+                docEnd.end = [this.sourceToken];
+            if (this.type === 'newline')
+                yield* this.pop();
+        }
+    }
+    *lineEnd(token) {
+        switch (this.type) {
+            case 'comma':
+            case 'doc-start':
+            case 'doc-end':
+            case 'flow-seq-end':
+            case 'flow-map-end':
+            case 'map-value-ind':
+                yield* this.pop();
+                yield* this.step();
+                break;
+            case 'newline':
+                this.onKeyLine = false;
+            // fallthrough
+            case 'space':
+            case 'comment':
+            default:
+                // all other values are errors
+                if (token.end)
+                    token.end.push(this.sourceToken);
+                else
+                    token.end = [this.sourceToken];
+                if (this.type === 'newline')
+                    yield* this.pop();
+        }
+    }
+}
+
+exports.Parser = Parser;
+
+
+/***/ }),
+
+/***/ 4047:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var composer = __nccwpck_require__(9984);
+var Document = __nccwpck_require__(3021);
+var errors = __nccwpck_require__(1464);
+var log = __nccwpck_require__(7249);
+var identity = __nccwpck_require__(1127);
+var lineCounter = __nccwpck_require__(6628);
+var parser = __nccwpck_require__(3456);
+
+function parseOptions(options) {
+    const prettyErrors = options.prettyErrors !== false;
+    const lineCounter$1 = options.lineCounter || (prettyErrors && new lineCounter.LineCounter()) || null;
+    return { lineCounter: lineCounter$1, prettyErrors };
+}
+/**
+ * Parse the input as a stream of YAML documents.
+ *
+ * Documents should be separated from each other by `...` or `---` marker lines.
+ *
+ * @returns If an empty `docs` array is returned, it will be of type
+ *   EmptyStream and contain additional stream information. In
+ *   TypeScript, you should use `'empty' in docs` as a type guard for it.
+ */
+function parseAllDocuments(source, options = {}) {
+    const { lineCounter, prettyErrors } = parseOptions(options);
+    const parser$1 = new parser.Parser(lineCounter?.addNewLine);
+    const composer$1 = new composer.Composer(options);
+    const docs = Array.from(composer$1.compose(parser$1.parse(source)));
+    if (prettyErrors && lineCounter)
+        for (const doc of docs) {
+            doc.errors.forEach(errors.prettifyError(source, lineCounter));
+            doc.warnings.forEach(errors.prettifyError(source, lineCounter));
+        }
+    if (docs.length > 0)
+        return docs;
+    return Object.assign([], { empty: true }, composer$1.streamInfo());
+}
+/** Parse an input string into a single YAML.Document */
+function parseDocument(source, options = {}) {
+    const { lineCounter, prettyErrors } = parseOptions(options);
+    const parser$1 = new parser.Parser(lineCounter?.addNewLine);
+    const composer$1 = new composer.Composer(options);
+    // `doc` is always set by compose.end(true) at the very latest
+    let doc = null;
+    for (const _doc of composer$1.compose(parser$1.parse(source), true, source.length)) {
+        if (!doc)
+            doc = _doc;
+        else if (doc.options.logLevel !== 'silent') {
+            doc.errors.push(new errors.YAMLParseError(_doc.range.slice(0, 2), 'MULTIPLE_DOCS', 'Source contains multiple documents; please use YAML.parseAllDocuments()'));
+            break;
+        }
+    }
+    if (prettyErrors && lineCounter) {
+        doc.errors.forEach(errors.prettifyError(source, lineCounter));
+        doc.warnings.forEach(errors.prettifyError(source, lineCounter));
+    }
+    return doc;
+}
+function parse(src, reviver, options) {
+    let _reviver = undefined;
+    if (typeof reviver === 'function') {
+        _reviver = reviver;
+    }
+    else if (options === undefined && reviver && typeof reviver === 'object') {
+        options = reviver;
+    }
+    const doc = parseDocument(src, options);
+    if (!doc)
+        return null;
+    doc.warnings.forEach(warning => log.warn(doc.options.logLevel, warning));
+    if (doc.errors.length > 0) {
+        if (doc.options.logLevel !== 'silent')
+            throw doc.errors[0];
+        else
+            doc.errors = [];
+    }
+    return doc.toJS(Object.assign({ reviver: _reviver }, options));
+}
+function stringify(value, replacer, options) {
+    let _replacer = null;
+    if (typeof replacer === 'function' || Array.isArray(replacer)) {
+        _replacer = replacer;
+    }
+    else if (options === undefined && replacer) {
+        options = replacer;
+    }
+    if (typeof options === 'string')
+        options = options.length;
+    if (typeof options === 'number') {
+        const indent = Math.round(options);
+        options = indent < 1 ? undefined : indent > 8 ? { indent: 8 } : { indent };
+    }
+    if (value === undefined) {
+        const { keepUndefined } = options ?? replacer ?? {};
+        if (!keepUndefined)
+            return undefined;
+    }
+    if (identity.isDocument(value) && !_replacer)
+        return value.toString(options);
+    return new Document.Document(value, _replacer, options).toString(options);
+}
+
+exports.parse = parse;
+exports.parseAllDocuments = parseAllDocuments;
+exports.parseDocument = parseDocument;
+exports.stringify = stringify;
+
+
+/***/ }),
+
+/***/ 5840:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var map = __nccwpck_require__(7451);
+var seq = __nccwpck_require__(1706);
+var string = __nccwpck_require__(6464);
+var tags = __nccwpck_require__(18);
+
+const sortMapEntriesByKey = (a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
+class Schema {
+    constructor({ compat, customTags, merge, resolveKnownTags, schema, sortMapEntries, toStringDefaults }) {
+        this.compat = Array.isArray(compat)
+            ? tags.getTags(compat, 'compat')
+            : compat
+                ? tags.getTags(null, compat)
+                : null;
+        this.name = (typeof schema === 'string' && schema) || 'core';
+        this.knownTags = resolveKnownTags ? tags.coreKnownTags : {};
+        this.tags = tags.getTags(customTags, this.name, merge);
+        this.toStringOptions = toStringDefaults ?? null;
+        Object.defineProperty(this, identity.MAP, { value: map.map });
+        Object.defineProperty(this, identity.SCALAR, { value: string.string });
+        Object.defineProperty(this, identity.SEQ, { value: seq.seq });
+        // Used by createMap()
+        this.sortMapEntries =
+            typeof sortMapEntries === 'function'
+                ? sortMapEntries
+                : sortMapEntries === true
+                    ? sortMapEntriesByKey
+                    : null;
+    }
+    clone() {
+        const copy = Object.create(Schema.prototype, Object.getOwnPropertyDescriptors(this));
+        copy.tags = this.tags.slice();
+        return copy;
+    }
+}
+
+exports.Schema = Schema;
+
+
+/***/ }),
+
+/***/ 7451:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var YAMLMap = __nccwpck_require__(4454);
+
+const map = {
+    collection: 'map',
+    default: true,
+    nodeClass: YAMLMap.YAMLMap,
+    tag: 'tag:yaml.org,2002:map',
+    resolve(map, onError) {
+        if (!identity.isMap(map))
+            onError('Expected a mapping for this tag');
+        return map;
+    },
+    createNode: (schema, obj, ctx) => YAMLMap.YAMLMap.from(schema, obj, ctx)
+};
+
+exports.map = map;
+
+
+/***/ }),
+
+/***/ 3632:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+
+const nullTag = {
+    identify: value => value == null,
+    createNode: () => new Scalar.Scalar(null),
+    default: true,
+    tag: 'tag:yaml.org,2002:null',
+    test: /^(?:~|[Nn]ull|NULL)?$/,
+    resolve: () => new Scalar.Scalar(null),
+    stringify: ({ source }, ctx) => typeof source === 'string' && nullTag.test.test(source)
+        ? source
+        : ctx.options.nullStr
+};
+
+exports.nullTag = nullTag;
+
+
+/***/ }),
+
+/***/ 1706:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var YAMLSeq = __nccwpck_require__(2223);
+
+const seq = {
+    collection: 'seq',
+    default: true,
+    nodeClass: YAMLSeq.YAMLSeq,
+    tag: 'tag:yaml.org,2002:seq',
+    resolve(seq, onError) {
+        if (!identity.isSeq(seq))
+            onError('Expected a sequence for this tag');
+        return seq;
+    },
+    createNode: (schema, obj, ctx) => YAMLSeq.YAMLSeq.from(schema, obj, ctx)
+};
+
+exports.seq = seq;
+
+
+/***/ }),
+
+/***/ 6464:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var stringifyString = __nccwpck_require__(3069);
+
+const string = {
+    identify: value => typeof value === 'string',
+    default: true,
+    tag: 'tag:yaml.org,2002:str',
+    resolve: str => str,
+    stringify(item, ctx, onComment, onChompKeep) {
+        ctx = Object.assign({ actualString: true }, ctx);
+        return stringifyString.stringifyString(item, ctx, onComment, onChompKeep);
+    }
+};
+
+exports.string = string;
+
+
+/***/ }),
+
+/***/ 3959:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+
+const boolTag = {
+    identify: value => typeof value === 'boolean',
+    default: true,
+    tag: 'tag:yaml.org,2002:bool',
+    test: /^(?:[Tt]rue|TRUE|[Ff]alse|FALSE)$/,
+    resolve: str => new Scalar.Scalar(str[0] === 't' || str[0] === 'T'),
+    stringify({ source, value }, ctx) {
+        if (source && boolTag.test.test(source)) {
+            const sv = source[0] === 't' || source[0] === 'T';
+            if (value === sv)
+                return source;
+        }
+        return value ? ctx.options.trueStr : ctx.options.falseStr;
+    }
+};
+
+exports.boolTag = boolTag;
+
+
+/***/ }),
+
+/***/ 8405:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+var stringifyNumber = __nccwpck_require__(8689);
+
+const floatNaN = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    test: /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$/,
+    resolve: str => str.slice(-3).toLowerCase() === 'nan'
+        ? NaN
+        : str[0] === '-'
+            ? Number.NEGATIVE_INFINITY
+            : Number.POSITIVE_INFINITY,
+    stringify: stringifyNumber.stringifyNumber
+};
+const floatExp = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    format: 'EXP',
+    test: /^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$/,
+    resolve: str => parseFloat(str),
+    stringify(node) {
+        const num = Number(node.value);
+        return isFinite(num) ? num.toExponential() : stringifyNumber.stringifyNumber(node);
+    }
+};
+const float = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    test: /^[-+]?(?:\.[0-9]+|[0-9]+\.[0-9]*)$/,
+    resolve(str) {
+        const node = new Scalar.Scalar(parseFloat(str));
+        const dot = str.indexOf('.');
+        if (dot !== -1 && str[str.length - 1] === '0')
+            node.minFractionDigits = str.length - dot - 1;
+        return node;
+    },
+    stringify: stringifyNumber.stringifyNumber
+};
+
+exports.float = float;
+exports.floatExp = floatExp;
+exports.floatNaN = floatNaN;
+
+
+/***/ }),
+
+/***/ 9874:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var stringifyNumber = __nccwpck_require__(8689);
+
+const intIdentify = (value) => typeof value === 'bigint' || Number.isInteger(value);
+const intResolve = (str, offset, radix, { intAsBigInt }) => (intAsBigInt ? BigInt(str) : parseInt(str.substring(offset), radix));
+function intStringify(node, radix, prefix) {
+    const { value } = node;
+    if (intIdentify(value) && value >= 0)
+        return prefix + value.toString(radix);
+    return stringifyNumber.stringifyNumber(node);
+}
+const intOct = {
+    identify: value => intIdentify(value) && value >= 0,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    format: 'OCT',
+    test: /^0o[0-7]+$/,
+    resolve: (str, _onError, opt) => intResolve(str, 2, 8, opt),
+    stringify: node => intStringify(node, 8, '0o')
+};
+const int = {
+    identify: intIdentify,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    test: /^[-+]?[0-9]+$/,
+    resolve: (str, _onError, opt) => intResolve(str, 0, 10, opt),
+    stringify: stringifyNumber.stringifyNumber
+};
+const intHex = {
+    identify: value => intIdentify(value) && value >= 0,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    format: 'HEX',
+    test: /^0x[0-9a-fA-F]+$/,
+    resolve: (str, _onError, opt) => intResolve(str, 2, 16, opt),
+    stringify: node => intStringify(node, 16, '0x')
+};
+
+exports.int = int;
+exports.intHex = intHex;
+exports.intOct = intOct;
+
+
+/***/ }),
+
+/***/ 896:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var map = __nccwpck_require__(7451);
+var _null = __nccwpck_require__(3632);
+var seq = __nccwpck_require__(1706);
+var string = __nccwpck_require__(6464);
+var bool = __nccwpck_require__(3959);
+var float = __nccwpck_require__(8405);
+var int = __nccwpck_require__(9874);
+
+const schema = [
+    map.map,
+    seq.seq,
+    string.string,
+    _null.nullTag,
+    bool.boolTag,
+    int.intOct,
+    int.int,
+    int.intHex,
+    float.floatNaN,
+    float.floatExp,
+    float.float
+];
+
+exports.schema = schema;
+
+
+/***/ }),
+
+/***/ 3559:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+var map = __nccwpck_require__(7451);
+var seq = __nccwpck_require__(1706);
+
+function intIdentify(value) {
+    return typeof value === 'bigint' || Number.isInteger(value);
+}
+const stringifyJSON = ({ value }) => JSON.stringify(value);
+const jsonScalars = [
+    {
+        identify: value => typeof value === 'string',
+        default: true,
+        tag: 'tag:yaml.org,2002:str',
+        resolve: str => str,
+        stringify: stringifyJSON
+    },
+    {
+        identify: value => value == null,
+        createNode: () => new Scalar.Scalar(null),
+        default: true,
+        tag: 'tag:yaml.org,2002:null',
+        test: /^null$/,
+        resolve: () => null,
+        stringify: stringifyJSON
+    },
+    {
+        identify: value => typeof value === 'boolean',
+        default: true,
+        tag: 'tag:yaml.org,2002:bool',
+        test: /^true$|^false$/,
+        resolve: str => str === 'true',
+        stringify: stringifyJSON
+    },
+    {
+        identify: intIdentify,
+        default: true,
+        tag: 'tag:yaml.org,2002:int',
+        test: /^-?(?:0|[1-9][0-9]*)$/,
+        resolve: (str, _onError, { intAsBigInt }) => intAsBigInt ? BigInt(str) : parseInt(str, 10),
+        stringify: ({ value }) => intIdentify(value) ? value.toString() : JSON.stringify(value)
+    },
+    {
+        identify: value => typeof value === 'number',
+        default: true,
+        tag: 'tag:yaml.org,2002:float',
+        test: /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?$/,
+        resolve: str => parseFloat(str),
+        stringify: stringifyJSON
+    }
+];
+const jsonError = {
+    default: true,
+    tag: '',
+    test: /^/,
+    resolve(str, onError) {
+        onError(`Unresolved plain scalar ${JSON.stringify(str)}`);
+        return str;
+    }
+};
+const schema = [map.map, seq.seq].concat(jsonScalars, jsonError);
+
+exports.schema = schema;
+
+
+/***/ }),
+
+/***/ 18:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var map = __nccwpck_require__(7451);
+var _null = __nccwpck_require__(3632);
+var seq = __nccwpck_require__(1706);
+var string = __nccwpck_require__(6464);
+var bool = __nccwpck_require__(3959);
+var float = __nccwpck_require__(8405);
+var int = __nccwpck_require__(9874);
+var schema = __nccwpck_require__(896);
+var schema$1 = __nccwpck_require__(3559);
+var binary = __nccwpck_require__(6083);
+var merge = __nccwpck_require__(452);
+var omap = __nccwpck_require__(303);
+var pairs = __nccwpck_require__(8385);
+var schema$2 = __nccwpck_require__(5913);
+var set = __nccwpck_require__(1528);
+var timestamp = __nccwpck_require__(6752);
+
+const schemas = new Map([
+    ['core', schema.schema],
+    ['failsafe', [map.map, seq.seq, string.string]],
+    ['json', schema$1.schema],
+    ['yaml11', schema$2.schema],
+    ['yaml-1.1', schema$2.schema]
+]);
+const tagsByName = {
+    binary: binary.binary,
+    bool: bool.boolTag,
+    float: float.float,
+    floatExp: float.floatExp,
+    floatNaN: float.floatNaN,
+    floatTime: timestamp.floatTime,
+    int: int.int,
+    intHex: int.intHex,
+    intOct: int.intOct,
+    intTime: timestamp.intTime,
+    map: map.map,
+    merge: merge.merge,
+    null: _null.nullTag,
+    omap: omap.omap,
+    pairs: pairs.pairs,
+    seq: seq.seq,
+    set: set.set,
+    timestamp: timestamp.timestamp
+};
+const coreKnownTags = {
+    'tag:yaml.org,2002:binary': binary.binary,
+    'tag:yaml.org,2002:merge': merge.merge,
+    'tag:yaml.org,2002:omap': omap.omap,
+    'tag:yaml.org,2002:pairs': pairs.pairs,
+    'tag:yaml.org,2002:set': set.set,
+    'tag:yaml.org,2002:timestamp': timestamp.timestamp
+};
+function getTags(customTags, schemaName, addMergeTag) {
+    const schemaTags = schemas.get(schemaName);
+    if (schemaTags && !customTags) {
+        return addMergeTag && !schemaTags.includes(merge.merge)
+            ? schemaTags.concat(merge.merge)
+            : schemaTags.slice();
+    }
+    let tags = schemaTags;
+    if (!tags) {
+        if (Array.isArray(customTags))
+            tags = [];
+        else {
+            const keys = Array.from(schemas.keys())
+                .filter(key => key !== 'yaml11')
+                .map(key => JSON.stringify(key))
+                .join(', ');
+            throw new Error(`Unknown schema "${schemaName}"; use one of ${keys} or define customTags array`);
+        }
+    }
+    if (Array.isArray(customTags)) {
+        for (const tag of customTags)
+            tags = tags.concat(tag);
+    }
+    else if (typeof customTags === 'function') {
+        tags = customTags(tags.slice());
+    }
+    if (addMergeTag)
+        tags = tags.concat(merge.merge);
+    return tags.reduce((tags, tag) => {
+        const tagObj = typeof tag === 'string' ? tagsByName[tag] : tag;
+        if (!tagObj) {
+            const tagName = JSON.stringify(tag);
+            const keys = Object.keys(tagsByName)
+                .map(key => JSON.stringify(key))
+                .join(', ');
+            throw new Error(`Unknown custom tag ${tagName}; use one of ${keys}`);
+        }
+        if (!tags.includes(tagObj))
+            tags.push(tagObj);
+        return tags;
+    }, []);
+}
+
+exports.coreKnownTags = coreKnownTags;
+exports.getTags = getTags;
+
+
+/***/ }),
+
+/***/ 6083:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var node_buffer = __nccwpck_require__(181);
+var Scalar = __nccwpck_require__(3301);
+var stringifyString = __nccwpck_require__(3069);
+
+const binary = {
+    identify: value => value instanceof Uint8Array, // Buffer inherits from Uint8Array
+    default: false,
+    tag: 'tag:yaml.org,2002:binary',
+    /**
+     * Returns a Buffer in node and an Uint8Array in browsers
+     *
+     * To use the resulting buffer as an image, you'll want to do something like:
+     *
+     *   const blob = new Blob([buffer], { type: 'image/jpeg' })
+     *   document.querySelector('#photo').src = URL.createObjectURL(blob)
+     */
+    resolve(src, onError) {
+        if (typeof node_buffer.Buffer === 'function') {
+            return node_buffer.Buffer.from(src, 'base64');
+        }
+        else if (typeof atob === 'function') {
+            // On IE 11, atob() can't handle newlines
+            const str = atob(src.replace(/[\n\r]/g, ''));
+            const buffer = new Uint8Array(str.length);
+            for (let i = 0; i < str.length; ++i)
+                buffer[i] = str.charCodeAt(i);
+            return buffer;
+        }
+        else {
+            onError('This environment does not support reading binary tags; either Buffer or atob is required');
+            return src;
+        }
+    },
+    stringify({ comment, type, value }, ctx, onComment, onChompKeep) {
+        if (!value)
+            return '';
+        const buf = value; // checked earlier by binary.identify()
+        let str;
+        if (typeof node_buffer.Buffer === 'function') {
+            str =
+                buf instanceof node_buffer.Buffer
+                    ? buf.toString('base64')
+                    : node_buffer.Buffer.from(buf.buffer).toString('base64');
+        }
+        else if (typeof btoa === 'function') {
+            let s = '';
+            for (let i = 0; i < buf.length; ++i)
+                s += String.fromCharCode(buf[i]);
+            str = btoa(s);
+        }
+        else {
+            throw new Error('This environment does not support writing binary tags; either Buffer or btoa is required');
+        }
+        type ?? (type = Scalar.Scalar.BLOCK_LITERAL);
+        if (type !== Scalar.Scalar.QUOTE_DOUBLE) {
+            const lineWidth = Math.max(ctx.options.lineWidth - ctx.indent.length, ctx.options.minContentWidth);
+            const n = Math.ceil(str.length / lineWidth);
+            const lines = new Array(n);
+            for (let i = 0, o = 0; i < n; ++i, o += lineWidth) {
+                lines[i] = str.substr(o, lineWidth);
+            }
+            str = lines.join(type === Scalar.Scalar.BLOCK_LITERAL ? '\n' : ' ');
+        }
+        return stringifyString.stringifyString({ comment, type, value: str }, ctx, onComment, onChompKeep);
+    }
+};
+
+exports.binary = binary;
+
+
+/***/ }),
+
+/***/ 8398:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+
+function boolStringify({ value, source }, ctx) {
+    const boolObj = value ? trueTag : falseTag;
+    if (source && boolObj.test.test(source))
+        return source;
+    return value ? ctx.options.trueStr : ctx.options.falseStr;
+}
+const trueTag = {
+    identify: value => value === true,
+    default: true,
+    tag: 'tag:yaml.org,2002:bool',
+    test: /^(?:Y|y|[Yy]es|YES|[Tt]rue|TRUE|[Oo]n|ON)$/,
+    resolve: () => new Scalar.Scalar(true),
+    stringify: boolStringify
+};
+const falseTag = {
+    identify: value => value === false,
+    default: true,
+    tag: 'tag:yaml.org,2002:bool',
+    test: /^(?:N|n|[Nn]o|NO|[Ff]alse|FALSE|[Oo]ff|OFF)$/,
+    resolve: () => new Scalar.Scalar(false),
+    stringify: boolStringify
+};
+
+exports.falseTag = falseTag;
+exports.trueTag = trueTag;
+
+
+/***/ }),
+
+/***/ 5782:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+var stringifyNumber = __nccwpck_require__(8689);
+
+const floatNaN = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    test: /^(?:[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$/,
+    resolve: (str) => str.slice(-3).toLowerCase() === 'nan'
+        ? NaN
+        : str[0] === '-'
+            ? Number.NEGATIVE_INFINITY
+            : Number.POSITIVE_INFINITY,
+    stringify: stringifyNumber.stringifyNumber
+};
+const floatExp = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    format: 'EXP',
+    test: /^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$/,
+    resolve: (str) => parseFloat(str.replace(/_/g, '')),
+    stringify(node) {
+        const num = Number(node.value);
+        return isFinite(num) ? num.toExponential() : stringifyNumber.stringifyNumber(node);
+    }
+};
+const float = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    test: /^[-+]?(?:[0-9][0-9_]*)?\.[0-9_]*$/,
+    resolve(str) {
+        const node = new Scalar.Scalar(parseFloat(str.replace(/_/g, '')));
+        const dot = str.indexOf('.');
+        if (dot !== -1) {
+            const f = str.substring(dot + 1).replace(/_/g, '');
+            if (f[f.length - 1] === '0')
+                node.minFractionDigits = f.length;
+        }
+        return node;
+    },
+    stringify: stringifyNumber.stringifyNumber
+};
+
+exports.float = float;
+exports.floatExp = floatExp;
+exports.floatNaN = floatNaN;
+
+
+/***/ }),
+
+/***/ 873:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var stringifyNumber = __nccwpck_require__(8689);
+
+const intIdentify = (value) => typeof value === 'bigint' || Number.isInteger(value);
+function intResolve(str, offset, radix, { intAsBigInt }) {
+    const sign = str[0];
+    if (sign === '-' || sign === '+')
+        offset += 1;
+    str = str.substring(offset).replace(/_/g, '');
+    if (intAsBigInt) {
+        switch (radix) {
+            case 2:
+                str = `0b${str}`;
+                break;
+            case 8:
+                str = `0o${str}`;
+                break;
+            case 16:
+                str = `0x${str}`;
+                break;
+        }
+        const n = BigInt(str);
+        return sign === '-' ? BigInt(-1) * n : n;
+    }
+    const n = parseInt(str, radix);
+    return sign === '-' ? -1 * n : n;
+}
+function intStringify(node, radix, prefix) {
+    const { value } = node;
+    if (intIdentify(value)) {
+        const str = value.toString(radix);
+        return value < 0 ? '-' + prefix + str.substr(1) : prefix + str;
+    }
+    return stringifyNumber.stringifyNumber(node);
+}
+const intBin = {
+    identify: intIdentify,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    format: 'BIN',
+    test: /^[-+]?0b[0-1_]+$/,
+    resolve: (str, _onError, opt) => intResolve(str, 2, 2, opt),
+    stringify: node => intStringify(node, 2, '0b')
+};
+const intOct = {
+    identify: intIdentify,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    format: 'OCT',
+    test: /^[-+]?0[0-7_]+$/,
+    resolve: (str, _onError, opt) => intResolve(str, 1, 8, opt),
+    stringify: node => intStringify(node, 8, '0')
+};
+const int = {
+    identify: intIdentify,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    test: /^[-+]?[0-9][0-9_]*$/,
+    resolve: (str, _onError, opt) => intResolve(str, 0, 10, opt),
+    stringify: stringifyNumber.stringifyNumber
+};
+const intHex = {
+    identify: intIdentify,
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    format: 'HEX',
+    test: /^[-+]?0x[0-9a-fA-F_]+$/,
+    resolve: (str, _onError, opt) => intResolve(str, 2, 16, opt),
+    stringify: node => intStringify(node, 16, '0x')
+};
+
+exports.int = int;
+exports.intBin = intBin;
+exports.intHex = intHex;
+exports.intOct = intOct;
+
+
+/***/ }),
+
+/***/ 452:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Scalar = __nccwpck_require__(3301);
+
+// If the value associated with a merge key is a single mapping node, each of
+// its key/value pairs is inserted into the current mapping, unless the key
+// already exists in it. If the value associated with the merge key is a
+// sequence, then this sequence is expected to contain mapping nodes and each
+// of these nodes is merged in turn according to its order in the sequence.
+// Keys in mapping nodes earlier in the sequence override keys specified in
+// later mapping nodes. -- http://yaml.org/type/merge.html
+const MERGE_KEY = '<<';
+const merge = {
+    identify: value => value === MERGE_KEY ||
+        (typeof value === 'symbol' && value.description === MERGE_KEY),
+    default: 'key',
+    tag: 'tag:yaml.org,2002:merge',
+    test: /^<<$/,
+    resolve: () => Object.assign(new Scalar.Scalar(Symbol(MERGE_KEY)), {
+        addToJSMap: addMergeToJSMap
+    }),
+    stringify: () => MERGE_KEY
+};
+const isMergeKey = (ctx, key) => (merge.identify(key) ||
+    (identity.isScalar(key) &&
+        (!key.type || key.type === Scalar.Scalar.PLAIN) &&
+        merge.identify(key.value))) &&
+    ctx?.doc.schema.tags.some(tag => tag.tag === merge.tag && tag.default);
+function addMergeToJSMap(ctx, map, value) {
+    const source = resolveAliasValue(ctx, value);
+    if (identity.isSeq(source))
+        for (const it of source.items)
+            mergeValue(ctx, map, it);
+    else if (Array.isArray(source))
+        for (const it of source)
+            mergeValue(ctx, map, it);
+    else
+        mergeValue(ctx, map, source);
+}
+function mergeValue(ctx, map, value) {
+    const source = resolveAliasValue(ctx, value);
+    if (!identity.isMap(source))
+        throw new Error('Merge sources must be maps or map aliases');
+    const srcMap = source.toJSON(null, ctx, Map);
+    for (const [key, value] of srcMap) {
+        if (map instanceof Map) {
+            if (!map.has(key))
+                map.set(key, value);
+        }
+        else if (map instanceof Set) {
+            map.add(key);
+        }
+        else if (!Object.prototype.hasOwnProperty.call(map, key)) {
+            Object.defineProperty(map, key, {
+                value,
+                writable: true,
+                enumerable: true,
+                configurable: true
+            });
+        }
+    }
+    return map;
+}
+function resolveAliasValue(ctx, value) {
+    return ctx && identity.isAlias(value) ? value.resolve(ctx.doc, ctx) : value;
+}
+
+exports.addMergeToJSMap = addMergeToJSMap;
+exports.isMergeKey = isMergeKey;
+exports.merge = merge;
+
+
+/***/ }),
+
+/***/ 303:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var toJS = __nccwpck_require__(4043);
+var YAMLMap = __nccwpck_require__(4454);
+var YAMLSeq = __nccwpck_require__(2223);
+var pairs = __nccwpck_require__(8385);
+
+class YAMLOMap extends YAMLSeq.YAMLSeq {
+    constructor() {
+        super();
+        this.add = YAMLMap.YAMLMap.prototype.add.bind(this);
+        this.delete = YAMLMap.YAMLMap.prototype.delete.bind(this);
+        this.get = YAMLMap.YAMLMap.prototype.get.bind(this);
+        this.has = YAMLMap.YAMLMap.prototype.has.bind(this);
+        this.set = YAMLMap.YAMLMap.prototype.set.bind(this);
+        this.tag = YAMLOMap.tag;
+    }
+    /**
+     * If `ctx` is given, the return type is actually `Map<unknown, unknown>`,
+     * but TypeScript won't allow widening the signature of a child method.
+     */
+    toJSON(_, ctx) {
+        if (!ctx)
+            return super.toJSON(_);
+        const map = new Map();
+        if (ctx?.onCreate)
+            ctx.onCreate(map);
+        for (const pair of this.items) {
+            let key, value;
+            if (identity.isPair(pair)) {
+                key = toJS.toJS(pair.key, '', ctx);
+                value = toJS.toJS(pair.value, key, ctx);
+            }
+            else {
+                key = toJS.toJS(pair, '', ctx);
+            }
+            if (map.has(key))
+                throw new Error('Ordered maps must not include duplicate keys');
+            map.set(key, value);
+        }
+        return map;
+    }
+    static from(schema, iterable, ctx) {
+        const pairs$1 = pairs.createPairs(schema, iterable, ctx);
+        const omap = new this();
+        omap.items = pairs$1.items;
+        return omap;
+    }
+}
+YAMLOMap.tag = 'tag:yaml.org,2002:omap';
+const omap = {
+    collection: 'seq',
+    identify: value => value instanceof Map,
+    nodeClass: YAMLOMap,
+    default: false,
+    tag: 'tag:yaml.org,2002:omap',
+    resolve(seq, onError) {
+        const pairs$1 = pairs.resolvePairs(seq, onError);
+        const seenKeys = [];
+        for (const { key } of pairs$1.items) {
+            if (identity.isScalar(key)) {
+                if (seenKeys.includes(key.value)) {
+                    onError(`Ordered maps must not include duplicate keys: ${key.value}`);
+                }
+                else {
+                    seenKeys.push(key.value);
+                }
+            }
+        }
+        return Object.assign(new YAMLOMap(), pairs$1);
+    },
+    createNode: (schema, iterable, ctx) => YAMLOMap.from(schema, iterable, ctx)
+};
+
+exports.YAMLOMap = YAMLOMap;
+exports.omap = omap;
+
+
+/***/ }),
+
+/***/ 8385:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Pair = __nccwpck_require__(7165);
+var Scalar = __nccwpck_require__(3301);
+var YAMLSeq = __nccwpck_require__(2223);
+
+function resolvePairs(seq, onError) {
+    if (identity.isSeq(seq)) {
+        for (let i = 0; i < seq.items.length; ++i) {
+            let item = seq.items[i];
+            if (identity.isPair(item))
+                continue;
+            else if (identity.isMap(item)) {
+                if (item.items.length > 1)
+                    onError('Each pair must have its own sequence indicator');
+                const pair = item.items[0] || new Pair.Pair(new Scalar.Scalar(null));
+                if (item.commentBefore)
+                    pair.key.commentBefore = pair.key.commentBefore
+                        ? `${item.commentBefore}\n${pair.key.commentBefore}`
+                        : item.commentBefore;
+                if (item.comment) {
+                    const cn = pair.value ?? pair.key;
+                    cn.comment = cn.comment
+                        ? `${item.comment}\n${cn.comment}`
+                        : item.comment;
+                }
+                item = pair;
+            }
+            seq.items[i] = identity.isPair(item) ? item : new Pair.Pair(item);
+        }
+    }
+    else
+        onError('Expected a sequence for this tag');
+    return seq;
+}
+function createPairs(schema, iterable, ctx) {
+    const { replacer } = ctx;
+    const pairs = new YAMLSeq.YAMLSeq(schema);
+    pairs.tag = 'tag:yaml.org,2002:pairs';
+    let i = 0;
+    if (iterable && Symbol.iterator in Object(iterable))
+        for (let it of iterable) {
+            if (typeof replacer === 'function')
+                it = replacer.call(iterable, String(i++), it);
+            let key, value;
+            if (Array.isArray(it)) {
+                if (it.length === 2) {
+                    key = it[0];
+                    value = it[1];
+                }
+                else
+                    throw new TypeError(`Expected [key, value] tuple: ${it}`);
+            }
+            else if (it && it instanceof Object) {
+                const keys = Object.keys(it);
+                if (keys.length === 1) {
+                    key = keys[0];
+                    value = it[key];
+                }
+                else {
+                    throw new TypeError(`Expected tuple with one key, not ${keys.length} keys`);
+                }
+            }
+            else {
+                key = it;
+            }
+            pairs.items.push(Pair.createPair(key, value, ctx));
+        }
+    return pairs;
+}
+const pairs = {
+    collection: 'seq',
+    default: false,
+    tag: 'tag:yaml.org,2002:pairs',
+    resolve: resolvePairs,
+    createNode: createPairs
+};
+
+exports.createPairs = createPairs;
+exports.pairs = pairs;
+exports.resolvePairs = resolvePairs;
+
+
+/***/ }),
+
+/***/ 5913:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var map = __nccwpck_require__(7451);
+var _null = __nccwpck_require__(3632);
+var seq = __nccwpck_require__(1706);
+var string = __nccwpck_require__(6464);
+var binary = __nccwpck_require__(6083);
+var bool = __nccwpck_require__(8398);
+var float = __nccwpck_require__(5782);
+var int = __nccwpck_require__(873);
+var merge = __nccwpck_require__(452);
+var omap = __nccwpck_require__(303);
+var pairs = __nccwpck_require__(8385);
+var set = __nccwpck_require__(1528);
+var timestamp = __nccwpck_require__(6752);
+
+const schema = [
+    map.map,
+    seq.seq,
+    string.string,
+    _null.nullTag,
+    bool.trueTag,
+    bool.falseTag,
+    int.intBin,
+    int.intOct,
+    int.int,
+    int.intHex,
+    float.floatNaN,
+    float.floatExp,
+    float.float,
+    binary.binary,
+    merge.merge,
+    omap.omap,
+    pairs.pairs,
+    set.set,
+    timestamp.intTime,
+    timestamp.floatTime,
+    timestamp.timestamp
+];
+
+exports.schema = schema;
+
+
+/***/ }),
+
+/***/ 1528:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Pair = __nccwpck_require__(7165);
+var YAMLMap = __nccwpck_require__(4454);
+
+class YAMLSet extends YAMLMap.YAMLMap {
+    constructor(schema) {
+        super(schema);
+        this.tag = YAMLSet.tag;
+    }
+    add(key) {
+        let pair;
+        if (identity.isPair(key))
+            pair = key;
+        else if (key &&
+            typeof key === 'object' &&
+            'key' in key &&
+            'value' in key &&
+            key.value === null)
+            pair = new Pair.Pair(key.key, null);
+        else
+            pair = new Pair.Pair(key, null);
+        const prev = YAMLMap.findPair(this.items, pair.key);
+        if (!prev)
+            this.items.push(pair);
+    }
+    /**
+     * If `keepPair` is `true`, returns the Pair matching `key`.
+     * Otherwise, returns the value of that Pair's key.
+     */
+    get(key, keepPair) {
+        const pair = YAMLMap.findPair(this.items, key);
+        return !keepPair && identity.isPair(pair)
+            ? identity.isScalar(pair.key)
+                ? pair.key.value
+                : pair.key
+            : pair;
+    }
+    set(key, value) {
+        if (typeof value !== 'boolean')
+            throw new Error(`Expected boolean value for set(key, value) in a YAML set, not ${typeof value}`);
+        const prev = YAMLMap.findPair(this.items, key);
+        if (prev && !value) {
+            this.items.splice(this.items.indexOf(prev), 1);
+        }
+        else if (!prev && value) {
+            this.items.push(new Pair.Pair(key));
+        }
+    }
+    toJSON(_, ctx) {
+        return super.toJSON(_, ctx, Set);
+    }
+    toString(ctx, onComment, onChompKeep) {
+        if (!ctx)
+            return JSON.stringify(this);
+        if (this.hasAllNullValues(true))
+            return super.toString(Object.assign({}, ctx, { allNullValues: true }), onComment, onChompKeep);
+        else
+            throw new Error('Set items must all have null values');
+    }
+    static from(schema, iterable, ctx) {
+        const { replacer } = ctx;
+        const set = new this(schema);
+        if (iterable && Symbol.iterator in Object(iterable))
+            for (let value of iterable) {
+                if (typeof replacer === 'function')
+                    value = replacer.call(iterable, value, value);
+                set.items.push(Pair.createPair(value, null, ctx));
+            }
+        return set;
+    }
+}
+YAMLSet.tag = 'tag:yaml.org,2002:set';
+const set = {
+    collection: 'map',
+    identify: value => value instanceof Set,
+    nodeClass: YAMLSet,
+    default: false,
+    tag: 'tag:yaml.org,2002:set',
+    createNode: (schema, iterable, ctx) => YAMLSet.from(schema, iterable, ctx),
+    resolve(map, onError) {
+        if (identity.isMap(map)) {
+            if (map.hasAllNullValues(true))
+                return Object.assign(new YAMLSet(), map);
+            else
+                onError('Set items must all have null values');
+        }
+        else
+            onError('Expected a mapping for this tag');
+        return map;
+    }
+};
+
+exports.YAMLSet = YAMLSet;
+exports.set = set;
+
+
+/***/ }),
+
+/***/ 6752:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var stringifyNumber = __nccwpck_require__(8689);
+
+/** Internal types handle bigint as number, because TS can't figure it out. */
+function parseSexagesimal(str, asBigInt) {
+    const sign = str[0];
+    const parts = sign === '-' || sign === '+' ? str.substring(1) : str;
+    const num = (n) => asBigInt ? BigInt(n) : Number(n);
+    const res = parts
+        .replace(/_/g, '')
+        .split(':')
+        .reduce((res, p) => res * num(60) + num(p), num(0));
+    return (sign === '-' ? num(-1) * res : res);
+}
+/**
+ * hhhh:mm:ss.sss
+ *
+ * Internal types handle bigint as number, because TS can't figure it out.
+ */
+function stringifySexagesimal(node) {
+    let { value } = node;
+    let num = (n) => n;
+    if (typeof value === 'bigint')
+        num = n => BigInt(n);
+    else if (isNaN(value) || !isFinite(value))
+        return stringifyNumber.stringifyNumber(node);
+    let sign = '';
+    if (value < 0) {
+        sign = '-';
+        value *= num(-1);
+    }
+    const _60 = num(60);
+    const parts = [value % _60]; // seconds, including ms
+    if (value < 60) {
+        parts.unshift(0); // at least one : is required
+    }
+    else {
+        value = (value - parts[0]) / _60;
+        parts.unshift(value % _60); // minutes
+        if (value >= 60) {
+            value = (value - parts[0]) / _60;
+            parts.unshift(value); // hours
+        }
+    }
+    return (sign +
+        parts
+            .map(n => String(n).padStart(2, '0'))
+            .join(':')
+            .replace(/000000\d*$/, '') // % 60 may introduce error
+    );
+}
+const intTime = {
+    identify: value => typeof value === 'bigint' || Number.isInteger(value),
+    default: true,
+    tag: 'tag:yaml.org,2002:int',
+    format: 'TIME',
+    test: /^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+$/,
+    resolve: (str, _onError, { intAsBigInt }) => parseSexagesimal(str, intAsBigInt),
+    stringify: stringifySexagesimal
+};
+const floatTime = {
+    identify: value => typeof value === 'number',
+    default: true,
+    tag: 'tag:yaml.org,2002:float',
+    format: 'TIME',
+    test: /^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*$/,
+    resolve: str => parseSexagesimal(str, false),
+    stringify: stringifySexagesimal
+};
+const timestamp = {
+    identify: value => value instanceof Date,
+    default: true,
+    tag: 'tag:yaml.org,2002:timestamp',
+    // If the time zone is omitted, the timestamp is assumed to be specified in UTC. The time part
+    // may be omitted altogether, resulting in a date format. In such a case, the time part is
+    // assumed to be 00:00:00Z (start of day, UTC).
+    test: RegExp('^([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})' + // YYYY-Mm-Dd
+        '(?:' + // time is optional
+        '(?:t|T|[ \\t]+)' + // t | T | whitespace
+        '([0-9]{1,2}):([0-9]{1,2}):([0-9]{1,2}(\\.[0-9]+)?)' + // Hh:Mm:Ss(.ss)?
+        '(?:[ \\t]*(Z|[-+][012]?[0-9](?::[0-9]{2})?))?' + // Z | +5 | -03:30
+        ')?$'),
+    resolve(str) {
+        const match = str.match(timestamp.test);
+        if (!match)
+            throw new Error('!!timestamp expects a date, starting with yyyy-mm-dd');
+        const [, year, month, day, hour, minute, second] = match.map(Number);
+        const millisec = match[7] ? Number((match[7] + '00').substr(1, 3)) : 0;
+        let date = Date.UTC(year, month - 1, day, hour || 0, minute || 0, second || 0, millisec);
+        const tz = match[8];
+        if (tz && tz !== 'Z') {
+            let d = parseSexagesimal(tz, false);
+            if (Math.abs(d) < 30)
+                d *= 60;
+            date -= 60000 * d;
+        }
+        return new Date(date);
+    },
+    stringify: ({ value }) => value?.toISOString().replace(/(T00:00:00)?\.000Z$/, '') ?? ''
+};
+
+exports.floatTime = floatTime;
+exports.intTime = intTime;
+exports.timestamp = timestamp;
+
+
+/***/ }),
+
+/***/ 4475:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+const FOLD_FLOW = 'flow';
+const FOLD_BLOCK = 'block';
+const FOLD_QUOTED = 'quoted';
+/**
+ * Tries to keep input at up to `lineWidth` characters, splitting only on spaces
+ * not followed by newlines or spaces unless `mode` is `'quoted'`. Lines are
+ * terminated with `\n` and started with `indent`.
+ */
+function foldFlowLines(text, indent, mode = 'flow', { indentAtStart, lineWidth = 80, minContentWidth = 20, onFold, onOverflow } = {}) {
+    if (!lineWidth || lineWidth < 0)
+        return text;
+    if (lineWidth < minContentWidth)
+        minContentWidth = 0;
+    const endStep = Math.max(1 + minContentWidth, 1 + lineWidth - indent.length);
+    if (text.length <= endStep)
+        return text;
+    const folds = [];
+    const escapedFolds = {};
+    let end = lineWidth - indent.length;
+    if (typeof indentAtStart === 'number') {
+        if (indentAtStart > lineWidth - Math.max(2, minContentWidth))
+            folds.push(0);
+        else
+            end = lineWidth - indentAtStart;
+    }
+    let split = undefined;
+    let prev = undefined;
+    let overflow = false;
+    let i = -1;
+    let escStart = -1;
+    let escEnd = -1;
+    if (mode === FOLD_BLOCK) {
+        i = consumeMoreIndentedLines(text, i, indent.length);
+        if (i !== -1)
+            end = i + endStep;
+    }
+    for (let ch; (ch = text[(i += 1)]);) {
+        if (mode === FOLD_QUOTED && ch === '\\') {
+            escStart = i;
+            switch (text[i + 1]) {
+                case 'x':
+                    i += 3;
+                    break;
+                case 'u':
+                    i += 5;
+                    break;
+                case 'U':
+                    i += 9;
+                    break;
+                default:
+                    i += 1;
+            }
+            escEnd = i;
+        }
+        if (ch === '\n') {
+            if (mode === FOLD_BLOCK)
+                i = consumeMoreIndentedLines(text, i, indent.length);
+            end = i + indent.length + endStep;
+            split = undefined;
+        }
+        else {
+            if (ch === ' ' &&
+                prev &&
+                prev !== ' ' &&
+                prev !== '\n' &&
+                prev !== '\t') {
+                // space surrounded by non-space can be replaced with newline + indent
+                const next = text[i + 1];
+                if (next && next !== ' ' && next !== '\n' && next !== '\t')
+                    split = i;
+            }
+            if (i >= end) {
+                if (split) {
+                    folds.push(split);
+                    end = split + endStep;
+                    split = undefined;
+                }
+                else if (mode === FOLD_QUOTED) {
+                    // white-space collected at end may stretch past lineWidth
+                    while (prev === ' ' || prev === '\t') {
+                        prev = ch;
+                        ch = text[(i += 1)];
+                        overflow = true;
+                    }
+                    // Account for newline escape, but don't break preceding escape
+                    const j = i > escEnd + 1 ? i - 2 : escStart - 1;
+                    // Bail out if lineWidth & minContentWidth are shorter than an escape string
+                    if (escapedFolds[j])
+                        return text;
+                    folds.push(j);
+                    escapedFolds[j] = true;
+                    end = j + endStep;
+                    split = undefined;
+                }
+                else {
+                    overflow = true;
+                }
+            }
+        }
+        prev = ch;
+    }
+    if (overflow && onOverflow)
+        onOverflow();
+    if (folds.length === 0)
+        return text;
+    if (onFold)
+        onFold();
+    let res = text.slice(0, folds[0]);
+    for (let i = 0; i < folds.length; ++i) {
+        const fold = folds[i];
+        const end = folds[i + 1] || text.length;
+        if (fold === 0)
+            res = `\n${indent}${text.slice(0, end)}`;
+        else {
+            if (mode === FOLD_QUOTED && escapedFolds[fold])
+                res += `${text[fold]}\\`;
+            res += `\n${indent}${text.slice(fold + 1, end)}`;
+        }
+    }
+    return res;
+}
+/**
+ * Presumes `i + 1` is at the start of a line
+ * @returns index of last newline in more-indented block
+ */
+function consumeMoreIndentedLines(text, i, indent) {
+    let end = i;
+    let start = i + 1;
+    let ch = text[start];
+    while (ch === ' ' || ch === '\t') {
+        if (i < start + indent) {
+            ch = text[++i];
+        }
+        else {
+            do {
+                ch = text[++i];
+            } while (ch && ch !== '\n');
+            end = i;
+            start = i + 1;
+            ch = text[start];
+        }
+    }
+    return end;
+}
+
+exports.FOLD_BLOCK = FOLD_BLOCK;
+exports.FOLD_FLOW = FOLD_FLOW;
+exports.FOLD_QUOTED = FOLD_QUOTED;
+exports.foldFlowLines = foldFlowLines;
+
+
+/***/ }),
+
+/***/ 2148:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var anchors = __nccwpck_require__(1596);
+var identity = __nccwpck_require__(1127);
+var stringifyComment = __nccwpck_require__(9799);
+var stringifyString = __nccwpck_require__(3069);
+
+function createStringifyContext(doc, options) {
+    const opt = Object.assign({
+        blockQuote: true,
+        commentString: stringifyComment.stringifyComment,
+        defaultKeyType: null,
+        defaultStringType: 'PLAIN',
+        directives: null,
+        doubleQuotedAsJSON: false,
+        doubleQuotedMinMultiLineLength: 40,
+        falseStr: 'false',
+        flowCollectionPadding: true,
+        indentSeq: true,
+        lineWidth: 80,
+        minContentWidth: 20,
+        nullStr: 'null',
+        simpleKeys: false,
+        singleQuote: null,
+        trailingComma: false,
+        trueStr: 'true',
+        verifyAliasOrder: true
+    }, doc.schema.toStringOptions, options);
+    let inFlow;
+    switch (opt.collectionStyle) {
+        case 'block':
+            inFlow = false;
+            break;
+        case 'flow':
+            inFlow = true;
+            break;
+        default:
+            inFlow = null;
+    }
+    return {
+        anchors: new Set(),
+        doc,
+        flowCollectionPadding: opt.flowCollectionPadding ? ' ' : '',
+        indent: '',
+        indentStep: typeof opt.indent === 'number' ? ' '.repeat(opt.indent) : '  ',
+        inFlow,
+        options: opt
+    };
+}
+function getTagObject(tags, item) {
+    if (item.tag) {
+        const match = tags.filter(t => t.tag === item.tag);
+        if (match.length > 0)
+            return match.find(t => t.format === item.format) ?? match[0];
+    }
+    let tagObj = undefined;
+    let obj;
+    if (identity.isScalar(item)) {
+        obj = item.value;
+        let match = tags.filter(t => t.identify?.(obj));
+        if (match.length > 1) {
+            const testMatch = match.filter(t => t.test);
+            if (testMatch.length > 0)
+                match = testMatch;
+        }
+        tagObj =
+            match.find(t => t.format === item.format) ?? match.find(t => !t.format);
+    }
+    else {
+        obj = item;
+        tagObj = tags.find(t => t.nodeClass && obj instanceof t.nodeClass);
+    }
+    if (!tagObj) {
+        const name = obj?.constructor?.name ?? (obj === null ? 'null' : typeof obj);
+        throw new Error(`Tag not resolved for ${name} value`);
+    }
+    return tagObj;
+}
+// needs to be called before value stringifier to allow for circular anchor refs
+function stringifyProps(node, tagObj, { anchors: anchors$1, doc }) {
+    if (!doc.directives)
+        return '';
+    const props = [];
+    const anchor = (identity.isScalar(node) || identity.isCollection(node)) && node.anchor;
+    if (anchor && anchors.anchorIsValid(anchor)) {
+        anchors$1.add(anchor);
+        props.push(`&${anchor}`);
+    }
+    const tag = node.tag ?? (tagObj.default ? null : tagObj.tag);
+    if (tag)
+        props.push(doc.directives.tagString(tag));
+    return props.join(' ');
+}
+function stringify(item, ctx, onComment, onChompKeep) {
+    if (identity.isPair(item))
+        return item.toString(ctx, onComment, onChompKeep);
+    if (identity.isAlias(item)) {
+        if (ctx.doc.directives)
+            return item.toString(ctx);
+        if (ctx.resolvedAliases?.has(item)) {
+            throw new TypeError(`Cannot stringify circular structure without alias nodes`);
+        }
+        else {
+            if (ctx.resolvedAliases)
+                ctx.resolvedAliases.add(item);
+            else
+                ctx.resolvedAliases = new Set([item]);
+            item = item.resolve(ctx.doc);
+        }
+    }
+    let tagObj = undefined;
+    const node = identity.isNode(item)
+        ? item
+        : ctx.doc.createNode(item, { onTagObj: o => (tagObj = o) });
+    tagObj ?? (tagObj = getTagObject(ctx.doc.schema.tags, node));
+    const props = stringifyProps(node, tagObj, ctx);
+    if (props.length > 0)
+        ctx.indentAtStart = (ctx.indentAtStart ?? 0) + props.length + 1;
+    const str = typeof tagObj.stringify === 'function'
+        ? tagObj.stringify(node, ctx, onComment, onChompKeep)
+        : identity.isScalar(node)
+            ? stringifyString.stringifyString(node, ctx, onComment, onChompKeep)
+            : node.toString(ctx, onComment, onChompKeep);
+    if (!props)
+        return str;
+    return identity.isScalar(node) || str[0] === '{' || str[0] === '['
+        ? `${props} ${str}`
+        : `${props}\n${ctx.indent}${str}`;
+}
+
+exports.createStringifyContext = createStringifyContext;
+exports.stringify = stringify;
+
+
+/***/ }),
+
+/***/ 1212:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var stringify = __nccwpck_require__(2148);
+var stringifyComment = __nccwpck_require__(9799);
+
+function stringifyCollection(collection, ctx, options) {
+    const flow = ctx.inFlow ?? collection.flow;
+    const stringify = flow ? stringifyFlowCollection : stringifyBlockCollection;
+    return stringify(collection, ctx, options);
+}
+function stringifyBlockCollection({ comment, items }, ctx, { blockItemPrefix, flowChars, itemIndent, onChompKeep, onComment }) {
+    const { indent, options: { commentString } } = ctx;
+    const itemCtx = Object.assign({}, ctx, { indent: itemIndent, type: null });
+    let chompKeep = false; // flag for the preceding node's status
+    const lines = [];
+    for (let i = 0; i < items.length; ++i) {
+        const item = items[i];
+        let comment = null;
+        if (identity.isNode(item)) {
+            if (!chompKeep && item.spaceBefore)
+                lines.push('');
+            addCommentBefore(ctx, lines, item.commentBefore, chompKeep);
+            if (item.comment)
+                comment = item.comment;
+        }
+        else if (identity.isPair(item)) {
+            const ik = identity.isNode(item.key) ? item.key : null;
+            if (ik) {
+                if (!chompKeep && ik.spaceBefore)
+                    lines.push('');
+                addCommentBefore(ctx, lines, ik.commentBefore, chompKeep);
+            }
+        }
+        chompKeep = false;
+        let str = stringify.stringify(item, itemCtx, () => (comment = null), () => (chompKeep = true));
+        if (comment)
+            str += stringifyComment.lineComment(str, itemIndent, commentString(comment));
+        if (chompKeep && comment)
+            chompKeep = false;
+        lines.push(blockItemPrefix + str);
+    }
+    let str;
+    if (lines.length === 0) {
+        str = flowChars.start + flowChars.end;
+    }
+    else {
+        str = lines[0];
+        for (let i = 1; i < lines.length; ++i) {
+            const line = lines[i];
+            str += line ? `\n${indent}${line}` : '\n';
+        }
+    }
+    if (comment) {
+        str += '\n' + stringifyComment.indentComment(commentString(comment), indent);
+        if (onComment)
+            onComment();
+    }
+    else if (chompKeep && onChompKeep)
+        onChompKeep();
+    return str;
+}
+function stringifyFlowCollection({ items }, ctx, { flowChars, itemIndent }) {
+    const { indent, indentStep, flowCollectionPadding: fcPadding, options: { commentString } } = ctx;
+    itemIndent += indentStep;
+    const itemCtx = Object.assign({}, ctx, {
+        indent: itemIndent,
+        inFlow: true,
+        type: null
+    });
+    let reqNewline = false;
+    let linesAtValue = 0;
+    const lines = [];
+    for (let i = 0; i < items.length; ++i) {
+        const item = items[i];
+        let comment = null;
+        if (identity.isNode(item)) {
+            if (item.spaceBefore)
+                lines.push('');
+            addCommentBefore(ctx, lines, item.commentBefore, false);
+            if (item.comment)
+                comment = item.comment;
+        }
+        else if (identity.isPair(item)) {
+            const ik = identity.isNode(item.key) ? item.key : null;
+            if (ik) {
+                if (ik.spaceBefore)
+                    lines.push('');
+                addCommentBefore(ctx, lines, ik.commentBefore, false);
+                if (ik.comment)
+                    reqNewline = true;
+            }
+            const iv = identity.isNode(item.value) ? item.value : null;
+            if (iv) {
+                if (iv.comment)
+                    comment = iv.comment;
+                if (iv.commentBefore)
+                    reqNewline = true;
+            }
+            else if (item.value == null && ik?.comment) {
+                comment = ik.comment;
+            }
+        }
+        if (comment)
+            reqNewline = true;
+        let str = stringify.stringify(item, itemCtx, () => (comment = null));
+        reqNewline || (reqNewline = lines.length > linesAtValue || str.includes('\n'));
+        if (i < items.length - 1) {
+            str += ',';
+        }
+        else if (ctx.options.trailingComma) {
+            if (ctx.options.lineWidth > 0) {
+                reqNewline || (reqNewline = lines.reduce((sum, line) => sum + line.length + 2, 2) +
+                    (str.length + 2) >
+                    ctx.options.lineWidth);
+            }
+            if (reqNewline) {
+                str += ',';
+            }
+        }
+        if (comment)
+            str += stringifyComment.lineComment(str, itemIndent, commentString(comment));
+        lines.push(str);
+        linesAtValue = lines.length;
+    }
+    const { start, end } = flowChars;
+    if (lines.length === 0) {
+        return start + end;
+    }
+    else {
+        if (!reqNewline) {
+            const len = lines.reduce((sum, line) => sum + line.length + 2, 2);
+            reqNewline = ctx.options.lineWidth > 0 && len > ctx.options.lineWidth;
+        }
+        if (reqNewline) {
+            let str = start;
+            for (const line of lines)
+                str += line ? `\n${indentStep}${indent}${line}` : '\n';
+            return `${str}\n${indent}${end}`;
+        }
+        else {
+            return `${start}${fcPadding}${lines.join(' ')}${fcPadding}${end}`;
+        }
+    }
+}
+function addCommentBefore({ indent, options: { commentString } }, lines, comment, chompKeep) {
+    if (comment && chompKeep)
+        comment = comment.replace(/^\n+/, '');
+    if (comment) {
+        const ic = stringifyComment.indentComment(commentString(comment), indent);
+        lines.push(ic.trimStart()); // Avoid double indent on first line
+    }
+}
+
+exports.stringifyCollection = stringifyCollection;
+
+
+/***/ }),
+
+/***/ 9799:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+/**
+ * Stringifies a comment.
+ *
+ * Empty comment lines are left empty,
+ * lines consisting of a single space are replaced by `#`,
+ * and all other lines are prefixed with a `#`.
+ */
+const stringifyComment = (str) => str.replace(/^(?!$)(?: $)?/gm, '#');
+function indentComment(comment, indent) {
+    if (/^\n+$/.test(comment))
+        return comment.substring(1);
+    return indent ? comment.replace(/^(?! *$)/gm, indent) : comment;
+}
+const lineComment = (str, indent, comment) => str.endsWith('\n')
+    ? indentComment(comment, indent)
+    : comment.includes('\n')
+        ? '\n' + indentComment(comment, indent)
+        : (str.endsWith(' ') ? '' : ' ') + comment;
+
+exports.indentComment = indentComment;
+exports.lineComment = lineComment;
+exports.stringifyComment = stringifyComment;
+
+
+/***/ }),
+
+/***/ 6829:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var stringify = __nccwpck_require__(2148);
+var stringifyComment = __nccwpck_require__(9799);
+
+function stringifyDocument(doc, options) {
+    const lines = [];
+    let hasDirectives = options.directives === true;
+    if (options.directives !== false && doc.directives) {
+        const dir = doc.directives.toString(doc);
+        if (dir) {
+            lines.push(dir);
+            hasDirectives = true;
+        }
+        else if (doc.directives.docStart)
+            hasDirectives = true;
+    }
+    if (hasDirectives)
+        lines.push('---');
+    const ctx = stringify.createStringifyContext(doc, options);
+    const { commentString } = ctx.options;
+    if (doc.commentBefore) {
+        if (lines.length !== 1)
+            lines.unshift('');
+        const cs = commentString(doc.commentBefore);
+        lines.unshift(stringifyComment.indentComment(cs, ''));
+    }
+    let chompKeep = false;
+    let contentComment = null;
+    if (doc.contents) {
+        if (identity.isNode(doc.contents)) {
+            if (doc.contents.spaceBefore && hasDirectives)
+                lines.push('');
+            if (doc.contents.commentBefore) {
+                const cs = commentString(doc.contents.commentBefore);
+                lines.push(stringifyComment.indentComment(cs, ''));
+            }
+            // top-level block scalars need to be indented if followed by a comment
+            ctx.forceBlockIndent = !!doc.comment;
+            contentComment = doc.contents.comment;
+        }
+        const onChompKeep = contentComment ? undefined : () => (chompKeep = true);
+        let body = stringify.stringify(doc.contents, ctx, () => (contentComment = null), onChompKeep);
+        if (contentComment)
+            body += stringifyComment.lineComment(body, '', commentString(contentComment));
+        if ((body[0] === '|' || body[0] === '>') &&
+            lines[lines.length - 1] === '---') {
+            // Top-level block scalars with a preceding doc marker ought to use the
+            // same line for their header.
+            lines[lines.length - 1] = `--- ${body}`;
+        }
+        else
+            lines.push(body);
+    }
+    else {
+        lines.push(stringify.stringify(doc.contents, ctx));
+    }
+    if (doc.directives?.docEnd) {
+        if (doc.comment) {
+            const cs = commentString(doc.comment);
+            if (cs.includes('\n')) {
+                lines.push('...');
+                lines.push(stringifyComment.indentComment(cs, ''));
+            }
+            else {
+                lines.push(`... ${cs}`);
+            }
+        }
+        else {
+            lines.push('...');
+        }
+    }
+    else {
+        let dc = doc.comment;
+        if (dc && chompKeep)
+            dc = dc.replace(/^\n+/, '');
+        if (dc) {
+            if ((!chompKeep || contentComment) && lines[lines.length - 1] !== '')
+                lines.push('');
+            lines.push(stringifyComment.indentComment(commentString(dc), ''));
+        }
+    }
+    return lines.join('\n') + '\n';
+}
+
+exports.stringifyDocument = stringifyDocument;
+
+
+/***/ }),
+
+/***/ 8689:
+/***/ ((__unused_webpack_module, exports) => {
+
+
+
+function stringifyNumber({ format, minFractionDigits, tag, value }) {
+    if (typeof value === 'bigint')
+        return String(value);
+    const num = typeof value === 'number' ? value : Number(value);
+    if (!isFinite(num))
+        return isNaN(num) ? '.nan' : num < 0 ? '-.inf' : '.inf';
+    let n = Object.is(value, -0) ? '-0' : JSON.stringify(value);
+    if (!format &&
+        minFractionDigits &&
+        (!tag || tag === 'tag:yaml.org,2002:float') &&
+        /^-?\d/.test(n) &&
+        !n.includes('e')) {
+        let i = n.indexOf('.');
+        if (i < 0) {
+            i = n.length;
+            n += '.';
+        }
+        let d = minFractionDigits - (n.length - i - 1);
+        while (d-- > 0)
+            n += '0';
+    }
+    return n;
+}
+
+exports.stringifyNumber = stringifyNumber;
+
+
+/***/ }),
+
+/***/ 9748:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+var Scalar = __nccwpck_require__(3301);
+var stringify = __nccwpck_require__(2148);
+var stringifyComment = __nccwpck_require__(9799);
+
+function stringifyPair({ key, value }, ctx, onComment, onChompKeep) {
+    const { allNullValues, doc, indent, indentStep, options: { commentString, indentSeq, simpleKeys } } = ctx;
+    let keyComment = (identity.isNode(key) && key.comment) || null;
+    if (simpleKeys) {
+        if (keyComment) {
+            throw new Error('With simple keys, key nodes cannot have comments');
+        }
+        if (identity.isCollection(key) || (!identity.isNode(key) && typeof key === 'object')) {
+            const msg = 'With simple keys, collection cannot be used as a key value';
+            throw new Error(msg);
+        }
+    }
+    let explicitKey = !simpleKeys &&
+        (!key ||
+            (keyComment && value == null && !ctx.inFlow) ||
+            identity.isCollection(key) ||
+            (identity.isScalar(key)
+                ? key.type === Scalar.Scalar.BLOCK_FOLDED || key.type === Scalar.Scalar.BLOCK_LITERAL
+                : typeof key === 'object'));
+    ctx = Object.assign({}, ctx, {
+        allNullValues: false,
+        implicitKey: !explicitKey && (simpleKeys || !allNullValues),
+        indent: indent + indentStep
+    });
+    let keyCommentDone = false;
+    let chompKeep = false;
+    let str = stringify.stringify(key, ctx, () => (keyCommentDone = true), () => (chompKeep = true));
+    if (!explicitKey && !ctx.inFlow && str.length > 1024) {
+        if (simpleKeys)
+            throw new Error('With simple keys, single line scalar must not span more than 1024 characters');
+        explicitKey = true;
+    }
+    if (ctx.inFlow) {
+        if (allNullValues || value == null) {
+            if (keyCommentDone && onComment)
+                onComment();
+            return str === '' ? '?' : explicitKey ? `? ${str}` : str;
+        }
+    }
+    else if ((allNullValues && !simpleKeys) || (value == null && explicitKey)) {
+        str = `? ${str}`;
+        if (keyComment && !keyCommentDone) {
+            str += stringifyComment.lineComment(str, ctx.indent, commentString(keyComment));
+        }
+        else if (chompKeep && onChompKeep)
+            onChompKeep();
+        return str;
+    }
+    if (keyCommentDone)
+        keyComment = null;
+    if (explicitKey) {
+        if (keyComment)
+            str += stringifyComment.lineComment(str, ctx.indent, commentString(keyComment));
+        str = `? ${str}\n${indent}:`;
+    }
+    else {
+        str = `${str}:`;
+        if (keyComment)
+            str += stringifyComment.lineComment(str, ctx.indent, commentString(keyComment));
+    }
+    let vsb, vcb, valueComment;
+    if (identity.isNode(value)) {
+        vsb = !!value.spaceBefore;
+        vcb = value.commentBefore;
+        valueComment = value.comment;
+    }
+    else {
+        vsb = false;
+        vcb = null;
+        valueComment = null;
+        if (value && typeof value === 'object')
+            value = doc.createNode(value);
+    }
+    ctx.implicitKey = false;
+    if (!explicitKey && !keyComment && identity.isScalar(value))
+        ctx.indentAtStart = str.length + 1;
+    chompKeep = false;
+    if (!indentSeq &&
+        indentStep.length >= 2 &&
+        !ctx.inFlow &&
+        !explicitKey &&
+        identity.isSeq(value) &&
+        !value.flow &&
+        !value.tag &&
+        !value.anchor) {
+        // If indentSeq === false, consider '- ' as part of indentation where possible
+        ctx.indent = ctx.indent.substring(2);
+    }
+    let valueCommentDone = false;
+    const valueStr = stringify.stringify(value, ctx, () => (valueCommentDone = true), () => (chompKeep = true));
+    let ws = ' ';
+    if (keyComment || vsb || vcb) {
+        ws = vsb ? '\n' : '';
+        if (vcb) {
+            const cs = commentString(vcb);
+            ws += `\n${stringifyComment.indentComment(cs, ctx.indent)}`;
+        }
+        if (valueStr === '' && !ctx.inFlow) {
+            if (ws === '\n' && valueComment)
+                ws = '\n\n';
+        }
+        else {
+            ws += `\n${ctx.indent}`;
+        }
+    }
+    else if (!explicitKey && identity.isCollection(value)) {
+        const vs0 = valueStr[0];
+        const nl0 = valueStr.indexOf('\n');
+        const hasNewline = nl0 !== -1;
+        const flow = ctx.inFlow ?? value.flow ?? value.items.length === 0;
+        if (hasNewline || !flow) {
+            let hasPropsLine = false;
+            if (hasNewline && (vs0 === '&' || vs0 === '!')) {
+                let sp0 = valueStr.indexOf(' ');
+                if (vs0 === '&' &&
+                    sp0 !== -1 &&
+                    sp0 < nl0 &&
+                    valueStr[sp0 + 1] === '!') {
+                    sp0 = valueStr.indexOf(' ', sp0 + 1);
+                }
+                if (sp0 === -1 || nl0 < sp0)
+                    hasPropsLine = true;
+            }
+            if (!hasPropsLine)
+                ws = `\n${ctx.indent}`;
+        }
+    }
+    else if (valueStr === '' || valueStr[0] === '\n') {
+        ws = '';
+    }
+    str += ws + valueStr;
+    if (ctx.inFlow) {
+        if (valueCommentDone && onComment)
+            onComment();
+    }
+    else if (valueComment && !valueCommentDone) {
+        str += stringifyComment.lineComment(str, ctx.indent, commentString(valueComment));
+    }
+    else if (chompKeep && onChompKeep) {
+        onChompKeep();
+    }
+    return str;
+}
+
+exports.stringifyPair = stringifyPair;
+
+
+/***/ }),
+
+/***/ 3069:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var Scalar = __nccwpck_require__(3301);
+var foldFlowLines = __nccwpck_require__(4475);
+
+const getFoldOptions = (ctx, isBlock) => ({
+    indentAtStart: isBlock ? ctx.indent.length : ctx.indentAtStart,
+    lineWidth: ctx.options.lineWidth,
+    minContentWidth: ctx.options.minContentWidth
+});
+// Also checks for lines starting with %, as parsing the output as YAML 1.1 will
+// presume that's starting a new document.
+const containsDocumentMarker = (str) => /^(%|---|\.\.\.)/m.test(str);
+function lineLengthOverLimit(str, lineWidth, indentLength) {
+    if (!lineWidth || lineWidth < 0)
+        return false;
+    const limit = lineWidth - indentLength;
+    const strLen = str.length;
+    if (strLen <= limit)
+        return false;
+    for (let i = 0, start = 0; i < strLen; ++i) {
+        if (str[i] === '\n') {
+            if (i - start > limit)
+                return true;
+            start = i + 1;
+            if (strLen - start <= limit)
+                return false;
+        }
+    }
+    return true;
+}
+function doubleQuotedString(value, ctx) {
+    const json = JSON.stringify(value);
+    if (ctx.options.doubleQuotedAsJSON)
+        return json;
+    const { implicitKey } = ctx;
+    const minMultiLineLength = ctx.options.doubleQuotedMinMultiLineLength;
+    const indent = ctx.indent || (containsDocumentMarker(value) ? '  ' : '');
+    let str = '';
+    let start = 0;
+    for (let i = 0, ch = json[i]; ch; ch = json[++i]) {
+        if (ch === ' ' && json[i + 1] === '\\' && json[i + 2] === 'n') {
+            // space before newline needs to be escaped to not be folded
+            str += json.slice(start, i) + '\\ ';
+            i += 1;
+            start = i;
+            ch = '\\';
+        }
+        if (ch === '\\')
+            switch (json[i + 1]) {
+                case 'u':
+                    {
+                        str += json.slice(start, i);
+                        const code = json.substr(i + 2, 4);
+                        switch (code) {
+                            case '0000':
+                                str += '\\0';
+                                break;
+                            case '0007':
+                                str += '\\a';
+                                break;
+                            case '000b':
+                                str += '\\v';
+                                break;
+                            case '001b':
+                                str += '\\e';
+                                break;
+                            case '0085':
+                                str += '\\N';
+                                break;
+                            case '00a0':
+                                str += '\\_';
+                                break;
+                            case '2028':
+                                str += '\\L';
+                                break;
+                            case '2029':
+                                str += '\\P';
+                                break;
+                            default:
+                                if (code.substr(0, 2) === '00')
+                                    str += '\\x' + code.substr(2);
+                                else
+                                    str += json.substr(i, 6);
+                        }
+                        i += 5;
+                        start = i + 1;
+                    }
+                    break;
+                case 'n':
+                    if (implicitKey ||
+                        json[i + 2] === '"' ||
+                        json.length < minMultiLineLength) {
+                        i += 1;
+                    }
+                    else {
+                        // folding will eat first newline
+                        str += json.slice(start, i) + '\n\n';
+                        while (json[i + 2] === '\\' &&
+                            json[i + 3] === 'n' &&
+                            json[i + 4] !== '"') {
+                            str += '\n';
+                            i += 2;
+                        }
+                        str += indent;
+                        // space after newline needs to be escaped to not be folded
+                        if (json[i + 2] === ' ')
+                            str += '\\';
+                        i += 1;
+                        start = i + 1;
+                    }
+                    break;
+                default:
+                    i += 1;
+            }
+    }
+    str = start ? str + json.slice(start) : json;
+    return implicitKey
+        ? str
+        : foldFlowLines.foldFlowLines(str, indent, foldFlowLines.FOLD_QUOTED, getFoldOptions(ctx, false));
+}
+function singleQuotedString(value, ctx) {
+    if (ctx.options.singleQuote === false ||
+        (ctx.implicitKey && value.includes('\n')) ||
+        /[ \t]\n|\n[ \t]/.test(value) // single quoted string can't have leading or trailing whitespace around newline
+    )
+        return doubleQuotedString(value, ctx);
+    const indent = ctx.indent || (containsDocumentMarker(value) ? '  ' : '');
+    const res = "'" + value.replace(/'/g, "''").replace(/\n+/g, `$&\n${indent}`) + "'";
+    return ctx.implicitKey
+        ? res
+        : foldFlowLines.foldFlowLines(res, indent, foldFlowLines.FOLD_FLOW, getFoldOptions(ctx, false));
+}
+function quotedString(value, ctx) {
+    const { singleQuote } = ctx.options;
+    let qs;
+    if (singleQuote === false)
+        qs = doubleQuotedString;
+    else {
+        const hasDouble = value.includes('"');
+        const hasSingle = value.includes("'");
+        if (hasDouble && !hasSingle)
+            qs = singleQuotedString;
+        else if (hasSingle && !hasDouble)
+            qs = doubleQuotedString;
+        else
+            qs = singleQuote ? singleQuotedString : doubleQuotedString;
+    }
+    return qs(value, ctx);
+}
+// The negative lookbehind avoids a polynomial search,
+// but isn't supported yet on Safari: https://caniuse.com/js-regexp-lookbehind
+let blockEndNewlines;
+try {
+    blockEndNewlines = new RegExp('(^|(?<!\n))\n+(?!\n|$)', 'g');
+}
+catch {
+    blockEndNewlines = /\n+(?!\n|$)/g;
+}
+function blockString({ comment, type, value }, ctx, onComment, onChompKeep) {
+    const { blockQuote, commentString, lineWidth } = ctx.options;
+    // 1. Block can't end in whitespace unless the last line is non-empty.
+    // 2. Strings consisting of only whitespace are best rendered explicitly.
+    if (!blockQuote || /\n[\t ]+$/.test(value)) {
+        return quotedString(value, ctx);
+    }
+    const indent = ctx.indent ||
+        (ctx.forceBlockIndent || containsDocumentMarker(value) ? '  ' : '');
+    const literal = blockQuote === 'literal'
+        ? true
+        : blockQuote === 'folded' || type === Scalar.Scalar.BLOCK_FOLDED
+            ? false
+            : type === Scalar.Scalar.BLOCK_LITERAL
+                ? true
+                : !lineLengthOverLimit(value, lineWidth, indent.length);
+    if (!value)
+        return literal ? '|\n' : '>\n';
+    // determine chomping from whitespace at value end
+    let chomp;
+    let endStart;
+    for (endStart = value.length; endStart > 0; --endStart) {
+        const ch = value[endStart - 1];
+        if (ch !== '\n' && ch !== '\t' && ch !== ' ')
+            break;
+    }
+    let end = value.substring(endStart);
+    const endNlPos = end.indexOf('\n');
+    if (endNlPos === -1) {
+        chomp = '-'; // strip
+    }
+    else if (value === end || endNlPos !== end.length - 1) {
+        chomp = '+'; // keep
+        if (onChompKeep)
+            onChompKeep();
+    }
+    else {
+        chomp = ''; // clip
+    }
+    if (end) {
+        value = value.slice(0, -end.length);
+        if (end[end.length - 1] === '\n')
+            end = end.slice(0, -1);
+        end = end.replace(blockEndNewlines, `$&${indent}`);
+    }
+    // determine indent indicator from whitespace at value start
+    let startWithSpace = false;
+    let startEnd;
+    let startNlPos = -1;
+    for (startEnd = 0; startEnd < value.length; ++startEnd) {
+        const ch = value[startEnd];
+        if (ch === ' ')
+            startWithSpace = true;
+        else if (ch === '\n')
+            startNlPos = startEnd;
+        else
+            break;
+    }
+    let start = value.substring(0, startNlPos < startEnd ? startNlPos + 1 : startEnd);
+    if (start) {
+        value = value.substring(start.length);
+        start = start.replace(/\n+/g, `$&${indent}`);
+    }
+    const indentSize = indent ? '2' : '1'; // root is at -1
+    // Leading | or > is added later
+    let header = (startWithSpace ? indentSize : '') + chomp;
+    if (comment) {
+        header += ' ' + commentString(comment.replace(/ ?[\r\n]+/g, ' '));
+        if (onComment)
+            onComment();
+    }
+    if (!literal) {
+        const foldedValue = value
+            .replace(/\n+/g, '\n$&')
+            .replace(/(?:^|\n)([\t ].*)(?:([\n\t ]*)\n(?![\n\t ]))?/g, '$1$2') // more-indented lines aren't folded
+            //                ^ more-ind. ^ empty     ^ capture next empty lines only at end of indent
+            .replace(/\n+/g, `$&${indent}`);
+        let literalFallback = false;
+        const foldOptions = getFoldOptions(ctx, true);
+        if (blockQuote !== 'folded' && type !== Scalar.Scalar.BLOCK_FOLDED) {
+            foldOptions.onOverflow = () => {
+                literalFallback = true;
+            };
+        }
+        const body = foldFlowLines.foldFlowLines(`${start}${foldedValue}${end}`, indent, foldFlowLines.FOLD_BLOCK, foldOptions);
+        if (!literalFallback)
+            return `>${header}\n${indent}${body}`;
+    }
+    value = value.replace(/\n+/g, `$&${indent}`);
+    return `|${header}\n${indent}${start}${value}${end}`;
+}
+function plainString(item, ctx, onComment, onChompKeep) {
+    const { type, value } = item;
+    const { actualString, implicitKey, indent, indentStep, inFlow } = ctx;
+    if ((implicitKey && value.includes('\n')) ||
+        (inFlow && /[[\]{},]/.test(value))) {
+        return quotedString(value, ctx);
+    }
+    if (/^[\n\t ,[\]{}#&*!|>'"%@`]|^[?-]$|^[?-][ \t]|[\n:][ \t]|[ \t]\n|[\n\t ]#|[\n\t :]$/.test(value)) {
+        // not allowed:
+        // - '-' or '?'
+        // - start with an indicator character (except [?:-]) or /[?-] /
+        // - '\n ', ': ' or ' \n' anywhere
+        // - '#' not preceded by a non-space char
+        // - end with ' ' or ':'
+        return implicitKey || inFlow || !value.includes('\n')
+            ? quotedString(value, ctx)
+            : blockString(item, ctx, onComment, onChompKeep);
+    }
+    if (!implicitKey &&
+        !inFlow &&
+        type !== Scalar.Scalar.PLAIN &&
+        value.includes('\n')) {
+        // Where allowed & type not set explicitly, prefer block style for multiline strings
+        return blockString(item, ctx, onComment, onChompKeep);
+    }
+    if (containsDocumentMarker(value)) {
+        if (indent === '') {
+            ctx.forceBlockIndent = true;
+            return blockString(item, ctx, onComment, onChompKeep);
+        }
+        else if (implicitKey && indent === indentStep) {
+            return quotedString(value, ctx);
+        }
+    }
+    const str = value.replace(/\n+/g, `$&\n${indent}`);
+    // Verify that output will be parsed as a string, as e.g. plain numbers and
+    // booleans get parsed with those types in v1.2 (e.g. '42', 'true' & '0.9e-3'),
+    // and others in v1.1.
+    if (actualString) {
+        const test = (tag) => tag.default && tag.tag !== 'tag:yaml.org,2002:str' && tag.test?.test(str);
+        const { compat, tags } = ctx.doc.schema;
+        if (tags.some(test) || compat?.some(test))
+            return quotedString(value, ctx);
+    }
+    return implicitKey
+        ? str
+        : foldFlowLines.foldFlowLines(str, indent, foldFlowLines.FOLD_FLOW, getFoldOptions(ctx, false));
+}
+function stringifyString(item, ctx, onComment, onChompKeep) {
+    const { implicitKey, inFlow } = ctx;
+    const ss = typeof item.value === 'string'
+        ? item
+        : Object.assign({}, item, { value: String(item.value) });
+    let { type } = item;
+    if (type !== Scalar.Scalar.QUOTE_DOUBLE) {
+        // force double quotes on control characters & unpaired surrogates
+        if (/[\x00-\x08\x0b-\x1f\x7f-\x9f\u{D800}-\u{DFFF}]/u.test(ss.value))
+            type = Scalar.Scalar.QUOTE_DOUBLE;
+    }
+    const _stringify = (_type) => {
+        switch (_type) {
+            case Scalar.Scalar.BLOCK_FOLDED:
+            case Scalar.Scalar.BLOCK_LITERAL:
+                return implicitKey || inFlow
+                    ? quotedString(ss.value, ctx) // blocks are not valid inside flow containers
+                    : blockString(ss, ctx, onComment, onChompKeep);
+            case Scalar.Scalar.QUOTE_DOUBLE:
+                return doubleQuotedString(ss.value, ctx);
+            case Scalar.Scalar.QUOTE_SINGLE:
+                return singleQuotedString(ss.value, ctx);
+            case Scalar.Scalar.PLAIN:
+                return plainString(ss, ctx, onComment, onChompKeep);
+            default:
+                return null;
+        }
+    };
+    let res = _stringify(type);
+    if (res === null) {
+        const { defaultKeyType, defaultStringType } = ctx.options;
+        const t = (implicitKey && defaultKeyType) || defaultStringType;
+        res = _stringify(t);
+        if (res === null)
+            throw new Error(`Unsupported default string type ${t}`);
+    }
+    return res;
+}
+
+exports.stringifyString = stringifyString;
+
+
+/***/ }),
+
+/***/ 204:
+/***/ ((__unused_webpack_module, exports, __nccwpck_require__) => {
+
+
+
+var identity = __nccwpck_require__(1127);
+
+const BREAK = Symbol('break visit');
+const SKIP = Symbol('skip children');
+const REMOVE = Symbol('remove node');
+/**
+ * Apply a visitor to an AST node or document.
+ *
+ * Walks through the tree (depth-first) starting from `node`, calling a
+ * `visitor` function with three arguments:
+ *   - `key`: For sequence values and map `Pair`, the node's index in the
+ *     collection. Within a `Pair`, `'key'` or `'value'`, correspondingly.
+ *     `null` for the root node.
+ *   - `node`: The current node.
+ *   - `path`: The ancestry of the current node.
+ *
+ * The return value of the visitor may be used to control the traversal:
+ *   - `undefined` (default): Do nothing and continue
+ *   - `visit.SKIP`: Do not visit the children of this node, continue with next
+ *     sibling
+ *   - `visit.BREAK`: Terminate traversal completely
+ *   - `visit.REMOVE`: Remove the current node, then continue with the next one
+ *   - `Node`: Replace the current node, then continue by visiting it
+ *   - `number`: While iterating the items of a sequence or map, set the index
+ *     of the next step. This is useful especially if the index of the current
+ *     node has changed.
+ *
+ * If `visitor` is a single function, it will be called with all values
+ * encountered in the tree, including e.g. `null` values. Alternatively,
+ * separate visitor functions may be defined for each `Map`, `Pair`, `Seq`,
+ * `Alias` and `Scalar` node. To define the same visitor function for more than
+ * one node type, use the `Collection` (map and seq), `Value` (map, seq & scalar)
+ * and `Node` (alias, map, seq & scalar) targets. Of all these, only the most
+ * specific defined one will be used for each node.
+ */
+function visit(node, visitor) {
+    const visitor_ = initVisitor(visitor);
+    if (identity.isDocument(node)) {
+        const cd = visit_(null, node.contents, visitor_, Object.freeze([node]));
+        if (cd === REMOVE)
+            node.contents = null;
+    }
+    else
+        visit_(null, node, visitor_, Object.freeze([]));
+}
+// Without the `as symbol` casts, TS declares these in the `visit`
+// namespace using `var`, but then complains about that because
+// `unique symbol` must be `const`.
+/** Terminate visit traversal completely */
+visit.BREAK = BREAK;
+/** Do not visit the children of the current node */
+visit.SKIP = SKIP;
+/** Remove the current node */
+visit.REMOVE = REMOVE;
+function visit_(key, node, visitor, path) {
+    const ctrl = callVisitor(key, node, visitor, path);
+    if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
+        replaceNode(key, path, ctrl);
+        return visit_(key, ctrl, visitor, path);
+    }
+    if (typeof ctrl !== 'symbol') {
+        if (identity.isCollection(node)) {
+            path = Object.freeze(path.concat(node));
+            for (let i = 0; i < node.items.length; ++i) {
+                const ci = visit_(i, node.items[i], visitor, path);
+                if (typeof ci === 'number')
+                    i = ci - 1;
+                else if (ci === BREAK)
+                    return BREAK;
+                else if (ci === REMOVE) {
+                    node.items.splice(i, 1);
+                    i -= 1;
+                }
+            }
+        }
+        else if (identity.isPair(node)) {
+            path = Object.freeze(path.concat(node));
+            const ck = visit_('key', node.key, visitor, path);
+            if (ck === BREAK)
+                return BREAK;
+            else if (ck === REMOVE)
+                node.key = null;
+            const cv = visit_('value', node.value, visitor, path);
+            if (cv === BREAK)
+                return BREAK;
+            else if (cv === REMOVE)
+                node.value = null;
+        }
+    }
+    return ctrl;
+}
+/**
+ * Apply an async visitor to an AST node or document.
+ *
+ * Walks through the tree (depth-first) starting from `node`, calling a
+ * `visitor` function with three arguments:
+ *   - `key`: For sequence values and map `Pair`, the node's index in the
+ *     collection. Within a `Pair`, `'key'` or `'value'`, correspondingly.
+ *     `null` for the root node.
+ *   - `node`: The current node.
+ *   - `path`: The ancestry of the current node.
+ *
+ * The return value of the visitor may be used to control the traversal:
+ *   - `Promise`: Must resolve to one of the following values
+ *   - `undefined` (default): Do nothing and continue
+ *   - `visit.SKIP`: Do not visit the children of this node, continue with next
+ *     sibling
+ *   - `visit.BREAK`: Terminate traversal completely
+ *   - `visit.REMOVE`: Remove the current node, then continue with the next one
+ *   - `Node`: Replace the current node, then continue by visiting it
+ *   - `number`: While iterating the items of a sequence or map, set the index
+ *     of the next step. This is useful especially if the index of the current
+ *     node has changed.
+ *
+ * If `visitor` is a single function, it will be called with all values
+ * encountered in the tree, including e.g. `null` values. Alternatively,
+ * separate visitor functions may be defined for each `Map`, `Pair`, `Seq`,
+ * `Alias` and `Scalar` node. To define the same visitor function for more than
+ * one node type, use the `Collection` (map and seq), `Value` (map, seq & scalar)
+ * and `Node` (alias, map, seq & scalar) targets. Of all these, only the most
+ * specific defined one will be used for each node.
+ */
+async function visitAsync(node, visitor) {
+    const visitor_ = initVisitor(visitor);
+    if (identity.isDocument(node)) {
+        const cd = await visitAsync_(null, node.contents, visitor_, Object.freeze([node]));
+        if (cd === REMOVE)
+            node.contents = null;
+    }
+    else
+        await visitAsync_(null, node, visitor_, Object.freeze([]));
+}
+// Without the `as symbol` casts, TS declares these in the `visit`
+// namespace using `var`, but then complains about that because
+// `unique symbol` must be `const`.
+/** Terminate visit traversal completely */
+visitAsync.BREAK = BREAK;
+/** Do not visit the children of the current node */
+visitAsync.SKIP = SKIP;
+/** Remove the current node */
+visitAsync.REMOVE = REMOVE;
+async function visitAsync_(key, node, visitor, path) {
+    const ctrl = await callVisitor(key, node, visitor, path);
+    if (identity.isNode(ctrl) || identity.isPair(ctrl)) {
+        replaceNode(key, path, ctrl);
+        return visitAsync_(key, ctrl, visitor, path);
+    }
+    if (typeof ctrl !== 'symbol') {
+        if (identity.isCollection(node)) {
+            path = Object.freeze(path.concat(node));
+            for (let i = 0; i < node.items.length; ++i) {
+                const ci = await visitAsync_(i, node.items[i], visitor, path);
+                if (typeof ci === 'number')
+                    i = ci - 1;
+                else if (ci === BREAK)
+                    return BREAK;
+                else if (ci === REMOVE) {
+                    node.items.splice(i, 1);
+                    i -= 1;
+                }
+            }
+        }
+        else if (identity.isPair(node)) {
+            path = Object.freeze(path.concat(node));
+            const ck = await visitAsync_('key', node.key, visitor, path);
+            if (ck === BREAK)
+                return BREAK;
+            else if (ck === REMOVE)
+                node.key = null;
+            const cv = await visitAsync_('value', node.value, visitor, path);
+            if (cv === BREAK)
+                return BREAK;
+            else if (cv === REMOVE)
+                node.value = null;
+        }
+    }
+    return ctrl;
+}
+function initVisitor(visitor) {
+    if (typeof visitor === 'object' &&
+        (visitor.Collection || visitor.Node || visitor.Value)) {
+        return Object.assign({
+            Alias: visitor.Node,
+            Map: visitor.Node,
+            Scalar: visitor.Node,
+            Seq: visitor.Node
+        }, visitor.Value && {
+            Map: visitor.Value,
+            Scalar: visitor.Value,
+            Seq: visitor.Value
+        }, visitor.Collection && {
+            Map: visitor.Collection,
+            Seq: visitor.Collection
+        }, visitor);
+    }
+    return visitor;
+}
+function callVisitor(key, node, visitor, path) {
+    if (typeof visitor === 'function')
+        return visitor(key, node, path);
+    if (identity.isMap(node))
+        return visitor.Map?.(key, node, path);
+    if (identity.isSeq(node))
+        return visitor.Seq?.(key, node, path);
+    if (identity.isPair(node))
+        return visitor.Pair?.(key, node, path);
+    if (identity.isScalar(node))
+        return visitor.Scalar?.(key, node, path);
+    if (identity.isAlias(node))
+        return visitor.Alias?.(key, node, path);
+    return undefined;
+}
+function replaceNode(key, path, node) {
+    const parent = path[path.length - 1];
+    if (identity.isCollection(parent)) {
+        parent.items[key] = node;
+    }
+    else if (identity.isPair(parent)) {
+        if (key === 'key')
+            parent.key = node;
+        else
+            parent.value = node;
+    }
+    else if (identity.isDocument(parent)) {
+        parent.contents = node;
+    }
+    else {
+        const pt = identity.isAlias(parent) ? 'alias' : 'scalar';
+        throw new Error(`Cannot replace node with ${pt} parent`);
+    }
+}
+
+exports.visit = visit;
+exports.visitAsync = visitAsync;
+
 
 /***/ })
 

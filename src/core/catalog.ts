@@ -153,22 +153,26 @@ WITH installed AS MATERIALIZED (
   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
 ),
 targets AS (SELECT unnest(%TARGETS%::text[]) AS name),
-in_scope AS MATERIALIZED (
-  SELECT i.* , a.name IS NOT NULL AS shipped
-  FROM installed i LEFT JOIN pg_available_extensions a ON a.name = i.name
-  WHERE i.name IN (SELECT name FROM targets)
-     OR (NOT EXISTS (SELECT 1 FROM targets) AND a.default_version IS DISTINCT FROM i.version)
-),
 known AS (SELECT unnest(%KNOWN%::text[]) AS key),
+-- pg_available_extensions parses every control file: read it only when a row needs it (a CTE is
+-- scanned lazily), which a re-inspection with explicit targets and cached paths never does.
+available AS MATERIALIZED (SELECT name, default_version FROM pg_available_extensions),
+in_scope AS MATERIALIZED (
+  SELECT i.*, i.name || '@' || i.version AS key
+  FROM installed i
+  WHERE i.name IN (SELECT name FROM targets)
+     OR (NOT EXISTS (SELECT 1 FROM targets)
+         AND (SELECT a.default_version FROM available a WHERE a.name = i.name) IS DISTINCT FROM i.version)
+),
 paths AS (
   SELECT s.name, json_object_agg(p.target, p.path) AS paths
-  FROM in_scope s CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
-  WHERE s.shipped AND p.source = s.version AND p.path IS NOT NULL
-    AND s.name || '@' || s.version NOT IN (SELECT key FROM known)
+  FROM (SELECT * FROM in_scope s WHERE s.key NOT IN (SELECT key FROM known) AND EXISTS (SELECT 1 FROM available a WHERE a.name = s.name)) s
+  CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
+  WHERE p.source = s.version AND p.path IS NOT NULL
   GROUP BY s.name
 ),
 members AS MATERIALIZED (
-  SELECT s.name AS extension, d.classid, d.objid, s.name || '@' || s.version IN (SELECT key FROM known) AS known
+  SELECT s.name AS extension, d.classid, d.objid, s.key IN (SELECT key FROM known) AS known
   FROM in_scope s JOIN pg_depend d
     ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = s.oid AND d.deptype = 'e'
   WHERE %FULL%

@@ -34,7 +34,6 @@ export const CODES = {
   DRIFT: 'Catalog, control file and loaded library disagree.',
   CONNECTION_FAILED: 'The server could not be reached or refused the connection.',
   INVALID_INPUT: 'An input is malformed; the message names the input and what is allowed.',
-  NOT_IMPLEMENTED: 'The mode is not available in this version.',
   UNEXPECTED_ERROR: 'An unexpected error; the message carries the SQLSTATE or the cause.',
   PROGRAM_MISSING: 'A program the strategy needs (pg_basebackup, pg_dump, pg_ctl, …) is missing or of an unsuitable major version.',
   INSUFFICIENT_SPACE: 'The filesystem that would receive the snapshot or the restored data directory lacks the free space needed.',

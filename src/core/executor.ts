@@ -10,6 +10,7 @@ import { describePgError } from './pg-error.js'
 import { checkProgress, fingerprintDatabase, isChange, type DatabasePlan, type Finding, type PlannedExtension, type PlanRequest } from './plan.js'
 import { planDatabase } from './planner.js'
 import { classify } from './sqlstate.js'
+import { PRODUCT } from './product.js'
 
 export type ExtensionOutcome = 'updated' | 'installed' | 'already_current' | 'failed' | 'skipped'
 
@@ -65,7 +66,7 @@ export interface DatabaseTarget {
   request: PlanRequest
 }
 
-const PRODUCT_LOCK_KEY = fnv31('pg-extension-upgrade')
+const PRODUCT_LOCK_KEY = fnv31(PRODUCT.name)
 
 /** A stable 31-bit hash (FNV-1a), so advisory lock keys need no server round trip. */
 export function fnv31(text: string): number {
@@ -151,10 +152,8 @@ export async function executeDatabase(
     const coded = error instanceof CodedError ? error : new CodedError(classify(error).code, describePgError(error))
     return report('failed', [], coded.code, coded.message)
   } finally {
-    if (coordinator) {
-      await coordinator.query('SELECT pg_advisory_unlock_all()').catch(() => undefined)
-      await closeQuietly(coordinator)
-    }
+    // Ending the session releases its advisory lock.
+    await closeQuietly(coordinator)
   }
 }
 

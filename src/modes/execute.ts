@@ -59,21 +59,50 @@ const notStarted = (name: string): DatabaseReport => ({ name, outcome: 'not_star
  * time; after a failure `on-failure: stop` starts nothing new, `continue` goes on (`max-failures`).
  */
 export async function execute(context: ModeContext): Promise<ModeResult> {
-  const { inputs, target, connect, log } = context
-  const startedAt = new Date()
-  const { plan, server: planned, cache = new CatalogCache() } = await planToApply(context)
-  if (plan.status === 'dry_run_blocked') {
-    return {
-      mode: 'execute',
-      status: 'failed',
-      changed: false,
-      plan,
-      errors: plan.blockers,
-      warnings: plan.warnings,
-      error: `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`,
-      target: redact(target)
-    }
+  const { plan, server, cache } = await planToApply(context)
+  if (plan.status === 'dry_run_blocked') return blockedPlanResult(context, plan)
+  const report = await applyPlan(context, plan, server, cache)
+  return executeResult(context, plan, report)
+}
+
+export const blockedMessage = (plan: Plan) =>
+  `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`
+
+function blockedPlanResult(context: ModeContext, plan: Plan): ModeResult {
+  return {
+    mode: 'execute',
+    status: 'failed',
+    changed: false,
+    plan,
+    errors: plan.blockers,
+    warnings: plan.warnings,
+    error: blockedMessage(plan),
+    target: redact(context.target)
   }
+}
+
+export function executeResult(context: ModeContext, plan: Plan, report: ExecuteReport): ModeResult {
+  const errors = report.databases.flatMap(reportFindings)
+  const { failed, notStarted } = report.counts
+  return {
+    mode: 'execute',
+    status: report.status,
+    changed: executeChanged(report),
+    plan,
+    report,
+    errors,
+    warnings: [],
+    error: errors.length > 0 ? `${failed} database(s) failed, ${notStarted} not started; first: ${errors[0].code}: ${errors[0].message}` : undefined,
+    target: redact(context.target)
+  }
+}
+
+export const executeChanged = (report: ExecuteReport) => report.databases.some((r) => r.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed'))
+
+/** Applies an approved plan to its databases: canaries first, then the rest through the pool. */
+export async function applyPlan(context: ModeContext, plan: Plan, planned?: ServerFacts, cache = new CatalogCache()): Promise<ExecuteReport> {
+  const { inputs, connect, log } = context
+  const startedAt = new Date()
   const server = planned ?? (await withSession(connect, { database: plan.databases[0]?.name, purpose: 'inspect' }, inspectServer))
   const settings = executeSettings(inputs)
   const names = plan.databases.map((d) => d.name)
@@ -98,8 +127,8 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
 
   const mayStart = () =>
     inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0
-  const canary = names.slice(0, inputs.canary)
   const title = (name: string) => `database ${name}`
+  const canary = names.slice(0, inputs.canary)
   const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0)
   const canaryPassed = failures === 0
   if (canary.length > 0) log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started')
@@ -113,28 +142,15 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
     failed: reports.filter((r) => r.outcome === 'failed').length,
     notStarted: reports.filter((r) => r.outcome === 'not_started').length
   }
-  const status: Status = counts.failed > 0 || counts.notStarted > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do'
-  const report: ExecuteReport = {
+  return {
     schemaVersion: 1,
     mode: 'execute',
-    status,
+    status: counts.failed > 0 || counts.notStarted > 0 ? 'failed' : counts.updated > 0 ? 'success' : 'nothing_to_do',
     startedAt: startedAt.toISOString(),
     durationMs: Date.now() - startedAt.getTime(),
     planFingerprint: plan.fingerprint,
     canary,
     counts,
     databases: reports
-  }
-  const errors = reports.flatMap(reportFindings)
-  return {
-    mode: 'execute',
-    status,
-    changed: reports.some((r) => r.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed')),
-    plan,
-    report,
-    errors,
-    warnings: [],
-    error: errors.length > 0 ? `${counts.failed} database(s) failed, ${counts.notStarted} not started; first: ${errors[0].code}: ${errors[0].message}` : undefined,
-    target: redact(target)
   }
 }

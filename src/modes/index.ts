@@ -10,15 +10,10 @@ import { drift } from './drift.js'
 import { dryRun } from './dry-run.js'
 import { execute } from './execute.js'
 import { rollback } from './rollback.js'
+import { run } from './run.js'
 import { snapshot } from './snapshot.js'
 import { verify } from './verify.js'
 import { FAILURE_STATUS, type ModeHandler, type ModeResult } from './types.js'
-
-const notYetAvailable =
-  (mode: Mode): ModeHandler =>
-  async () => {
-    throw new CodedError('NOT_IMPLEMENTED', `mode "${mode}" is not available in this version yet; nothing was done`)
-  }
 
 /** Every mode has a handler: adding a mode without one does not compile. */
 export const MODES: Record<Mode, ModeHandler> = {
@@ -27,7 +22,7 @@ export const MODES: Record<Mode, ModeHandler> = {
   execute,
   verify,
   rollback,
-  run: notYetAvailable('run'),
+  run,
   drift
 }
 

@@ -18,15 +18,11 @@ export type Status =
   | 'no_drift'
   | 'drift_detected'
 
-/** Statuses that end the step with a non-zero exit. */
-export const FAILURE_STATUSES: ReadonlySet<Status> = new Set<Status>([
-  'dry_run_blocked',
-  'failed',
-  'verify_failed',
-  'rolled_back',
-  'rollback_failed',
-  'drift_detected'
-])
+/**
+ * Statuses that end the step with a non-zero exit. `rolled_back` is not one: it is success for
+ * rollback; run, whose upgrade did not happen when it rolled back, sets `fails` itself.
+ */
+export const FAILURE_STATUSES: ReadonlySet<Status> = new Set<Status>(['dry_run_blocked', 'failed', 'verify_failed', 'rollback_failed', 'drift_detected'])
 
 /** The status a mode reports when it cannot finish at all (bad input, unreachable server). */
 export const FAILURE_STATUS: Record<Mode, Status> = {
@@ -58,7 +54,7 @@ export interface ModeResult {
   report?: unknown
   errors: Finding[]
   warnings: Finding[]
-  /** Overrides whether the status fails the step (drift with fail-on-drift: false). */
+  /** Overrides whether the status fails the step (drift with fail-on-drift: false, run rolled back). */
   fails?: boolean
   /** One line for the `error` output and the failure message. */
   error?: string

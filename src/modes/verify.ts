@@ -57,8 +57,14 @@ export function verifyFindings(report: VerifyDatabaseReport): Finding[] {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 export async function verify(context: ModeContext): Promise<ModeResult> {
-  const { inputs, target, connect } = context
-  const plan = inputs.plan ? loadPlan(inputs.plan) : undefined
+  const plan = context.inputs.plan ? loadPlan(context.inputs.plan) : undefined
+  const report = await verifyTargets(context, plan)
+  return verifyResult(context, report)
+}
+
+/** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
+export async function verifyTargets(context: ModeContext, plan: Plan | undefined): Promise<VerifyReport> {
+  const { inputs, connect } = context
   const probes = readProbes(inputs.verifySql)
   const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context)
   const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
@@ -67,11 +73,10 @@ export async function verify(context: ModeContext): Promise<ModeResult> {
     return report
   })) as VerifyDatabaseReport[]
   const checks = reports.flatMap((r) => r.checks)
-  const status: Status = reports.every((r) => r.ok) ? 'verified' : 'verify_failed'
-  const report: VerifyReport = {
+  return {
     schemaVersion: 1,
     mode: 'verify',
-    status,
+    status: reports.every((r) => r.ok) ? 'verified' : 'verify_failed',
     checkedAt: new Date().toISOString(),
     counts: {
       passed: checks.filter((c) => c.ok && !c.skipped).length,
@@ -80,15 +85,18 @@ export async function verify(context: ModeContext): Promise<ModeResult> {
     },
     databases: reports
   }
-  const errors = reports.flatMap(verifyFindings)
+}
+
+export function verifyResult(context: ModeContext, report: VerifyReport): ModeResult {
+  const errors = report.databases.flatMap(verifyFindings)
   return {
     mode: 'verify',
-    status,
+    status: report.status,
     changed: false,
     report,
     errors,
     warnings: [],
     error: errors.length > 0 ? `${errors.length} check(s) failed; first: ${errors[0].code}: ${errors[0].message}` : undefined,
-    target: redact(target)
+    target: redact(context.target)
   }
 }

@@ -4,6 +4,7 @@ import { fails, type ModeResult } from '../modes/types.js'
 import type { ExecuteReport } from '../modes/execute.js'
 import type { VerifyReport } from '../modes/verify.js'
 import type { DriftReport } from '../modes/drift.js'
+import type { RunReport, Stage } from '../modes/run.js'
 import type { DriftEntry } from '../core/drift.js'
 import { formatDuration } from '../core/duration.js'
 import { capped, type Document, type Section } from './document.js'
@@ -20,7 +21,8 @@ const PRESENTERS: Partial<Record<Mode, Presenter>> = {
   verify: (result) => (result.report ? verifySections(result.report as VerifyReport) : []),
   snapshot: snapshotSections,
   rollback: rollbackSections,
-  drift: (result) => (result.report ? driftSections(result.report as DriftReport) : [])
+  drift: (result) => (result.report ? driftSections(result.report as DriftReport) : []),
+  run: (result) => (result.report ? runSections(result, result.report as RunReport) : [])
 }
 
 export function present(result: ModeResult): Document {
@@ -39,6 +41,7 @@ export function present(result: ModeResult): Document {
 
 function describeOutcome(result: ModeResult): string {
   if (result.mode === 'execute' && result.report) return executeCounts(result.report as ExecuteReport)
+  if (result.mode === 'run' && result.report) return pipeline(result.report as RunReport)
   if (result.mode === 'drift' && result.report) {
     const { counts } = result.report as DriftReport
     const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0)
@@ -209,13 +212,43 @@ function driftSections(report: DriftReport): Section[] {
       ...(rows.length > 0 ? { table: { columns: ['Database', ...extensions], rows: shown, note } } : {})
     }
   ]
-  const details = drifted.flatMap((d) => d.extensions.filter((e) => e.class !== 'ok').map((e) => `${d.name}/${e.extension} **${e.class}**: ${e.message}`))
-  if (details.length > 0) sections.push({ heading: 'Why', items: capped(details, 100).shown, folded: true })
   if (report.fleet.length > 0) sections.push({ heading: 'Fleet skew', items: report.fleet.map((f) => f.message) })
   if (report.parity.length > 0) {
     const parityRows = report.parity.map((p) => [p.database, p.subject, p.target ?? 'absent', p.reference ?? 'absent'])
     const cappedParity = capped(parityRows, TABLE_ROW_LIMIT)
     sections.push({ heading: 'Parity with the reference server', table: { columns: ['Database', 'What', 'Here', 'Reference'], rows: cappedParity.shown, note: cappedParity.note } })
   }
+  return sections
+}
+
+const STAGE_MARK: Record<Stage['status'], string> = {
+  dry_run_approved: '✅', snapshot_created: '✅', success: '✅', verified: '✅', rolled_back: '↩️', nothing_to_do: '➖',
+  dry_run_blocked: '⛔', failed: '❌', verify_failed: '❌', rollback_failed: '❌', no_drift: '✅', drift_detected: '❌',
+  skipped: '⏭', not_reached: '·'
+}
+
+/** The envelope as a line: each stage with its mark, the last one reached in bold. */
+function pipeline(report: RunReport): string {
+  const reached = report.stages.filter((s) => s.status !== 'not_reached' && s.status !== 'skipped').at(-1)?.name
+  return report.stages.map((s) => (s.name === reached ? `**${s.name} ${STAGE_MARK[s.status]}**` : `${s.name} ${STAGE_MARK[s.status]}`)).join(' → ')
+}
+
+function runSections(result: ModeResult, report: RunReport): Section[] {
+  const sections: Section[] = [
+    {
+      heading: 'Stages',
+      table: {
+        columns: ['Stage', 'Result', 'Duration', 'Detail'],
+        rows: report.stages.map((s) => [s.name, `${STAGE_MARK[s.status]} ${s.status}`, s.status === 'not_reached' || s.status === 'skipped' ? '' : formatDuration(s.durationMs), s.detail])
+      }
+    }
+  ]
+  if (report.guidance) sections.push({ heading: 'What state the databases are in, and what to do', items: report.guidance })
+  if (result.plan) sections.push(...planSections(result.plan).filter((s) => s.heading !== 'Fingerprint'))
+  const as = (mode: ModeResult['mode'], stageReport: unknown): ModeResult => ({ ...result, mode, report: stageReport })
+  if (report.snapshot) sections.push(...snapshotSections(as('snapshot', report.snapshot)))
+  if (report.execute) sections.push(...executeSections(report.execute))
+  if (report.verify) sections.push(...verifySections(report.verify))
+  if (report.rollback) sections.push(...rollbackSections(as('rollback', report.rollback)))
   return sections
 }

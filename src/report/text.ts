@@ -23,8 +23,11 @@ function section(s: Section, paint: Paint): string {
   return parts.join('\n')
 }
 
+/** Sections are written in Markdown; a terminal shows the words, not the `**` and backticks. */
+const plain = (text: string) => text.replace(/\*\*(.+?)\*\*/g, '$1').replace(/(^|[^`])`([^`\n]+)`/g, '$1$2')
+
 export function renderText(document: Document, colour: boolean): string {
   const paint = painter(colour)
   const headline = paint(document.ok ? 'green' : 'red', document.headline)
-  return [paint('bold', document.title), headline, ...document.sections.map((s) => section(s, paint))].join('\n\n') + '\n'
+  return plain([paint('bold', document.title), headline, ...document.sections.map((s) => section(s, paint))].join('\n\n') + '\n')
 }
