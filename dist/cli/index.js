@@ -19784,11 +19784,13 @@ async function inspectDatabase(client, options, includeServer) {
         .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
         .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)))
         .replaceAll('%FULL%', depth === 'plan' ? 'true' : 'false');
-    const statements = ['BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT'];
+    const lock = options.advisoryLock ? [`SELECT pg_advisory_lock(${options.advisoryLock.map((k) => Math.trunc(k)).join(', ')})`] : [];
+    const statements = [...lock, 'BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT'];
     const results = await readOnly(client, statements);
-    const database = toDatabaseFacts(results[1].rows[0].database);
+    const at = statements.indexOf(databaseSql);
+    const database = toDatabaseFacts(results[at].rows[0].database);
     options.cache?.exchange(database, depth);
-    const server = includeServer ? toServerFacts(results[2].rows[0].server) : undefined;
+    const server = includeServer ? toServerFacts(results[at + 1].rows[0].server) : undefined;
     const probes = await readLibraries(client, database.inScope);
     database.libraries = probes.libraries;
     return { server, database, roundTrips: 1 + probes.roundTrips };
@@ -19829,10 +19831,10 @@ async function probeLibrary(client, sql) {
         return null;
     }
 }
-/** Reads the facts shared by every database of the server; used when no database was inspected with them. */
+/** Reads the facts shared by every database of the server, in a read-only transaction of its own. */
 async function inspectServer(client) {
-    const result = await client.query(SERVER_SQL);
-    return toServerFacts(result.rows[0].server);
+    const results = await readOnly(client, ['BEGIN TRANSACTION READ ONLY', SERVER_SQL, 'COMMIT']);
+    return toServerFacts(results[1].rows[0].server);
 }
 function toArrayLiteral(values) {
     return `{${values.map((value) => `"${value.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`;
@@ -20346,27 +20348,30 @@ function assemblePlan(server, results, request, now = new Date()) {
 
 /**
  * Inspects and plans every database, each on a session of its own, at most `concurrency` at a
- * time. The first database is inspected alone because it also reads the server-wide facts
- * (available versions), which every other database shares. Each database is planned as soon
- * as it is inspected, so its raw facts are not kept: memory stays flat as the fleet grows.
+ * time. Each database is planned as soon as it is inspected, so its raw facts are not kept:
+ * memory stays flat as the fleet grows.
  */
 async function makePlan(connect, options, log) {
     const requestOf = (database) => options.extensionsFor ? { ...options.request, extensions: options.extensionsFor(database) } : options.request;
-    let server;
-    let roundTrips = 0;
+    // One database: the server-wide facts come in the same round trip. A fleet: they are read once,
+    // on a session of their own, while the databases are being inspected.
+    const single = options.databases.length === 1;
+    const serverFacts = single ? undefined : withSession(connect, { database: options.databases[0], purpose: 'inspect' }, inspectServer);
+    serverFacts?.catch(() => undefined);
+    let roundTrips = single ? 0 : 1;
     const cache = new CatalogCache();
     const inspectAndPlan = (database) => withSession(connect, { database, purpose: 'inspect' }, async (client) => {
         const request = requestOf(database);
         const targets = request.extensions.map((e) => e.name);
-        const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, !server);
-        server ??= inspection.server;
+        const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, single);
         roundTrips += inspection.roundTrips;
         log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`);
-        return planDatabase(server, inspection.database, request, options.planner);
+        const server = inspection.server ?? (await serverFacts);
+        return { ...planDatabase(server, inspection.database, request, options.planner), server };
     });
-    const [first, ...rest] = options.databases;
-    const results = [await inspectAndPlan(first), ...(await runPool(rest, options.concurrency, inspectAndPlan))];
-    return { plan: assemblePlan(server, results, options.request), server: server, cache, roundTrips };
+    const results = (await runPool(options.databases, options.concurrency, inspectAndPlan));
+    const server = results[0].server;
+    return { plan: assemblePlan(server, results, options.request), server, cache, roundTrips };
 }
 
 ;// CONCATENATED MODULE: ./src/modes/targets.ts
@@ -20623,7 +20628,8 @@ function updateStatement(client, entry, version) {
  * Applies one database's plan under the safety envelope:
  * 1. a coordinator session takes the database's advisory lock (a second run waits, then gives up
  *    with CONCURRENT_RUN) and stays open to watch lock waits and re-read versions;
- * 2. the database is re-inspected under the lock; a plan it no longer matches is PLAN_STALE;
+ * 2. in the same round trip the database is re-inspected under the lock; a plan it no longer
+ *    matches is PLAN_STALE;
  * 3. each extension, in order, is updated on a fresh session where the ALTER is the first
  *    statement; lock timeouts are retried with backoff; a failure stops its dependents.
  */
@@ -20640,8 +20646,13 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
     let coordinator;
     try {
         coordinator = await connect({ database: target.name, purpose: 'coordinator', settings: { lock_timeout: `${lockWaitMs}ms` } });
-        await takeAdvisoryLock(coordinator, target.name, lockWaitMs);
-        const inspection = await inspectDatabase(coordinator, { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs, depth: 'apply', cache }, false);
+        const inspection = await inspectDatabase(coordinator, {
+            targets: target.request.extensions.map((e) => e.name),
+            longTransactionMs: settings.longTransactionMs,
+            depth: 'apply',
+            cache,
+            advisoryLock: advisoryKeys(target.name)
+        }, false).catch((error) => (classify(error).sqlstate === '55P03' ? concurrentRun(coordinator, target.name, lockWaitMs) : Promise.reject(error)));
         const facts = inspection.database;
         if (target.planned)
             assertStillPlanned(facts, server, target.planned);
@@ -20666,23 +20677,17 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         await closeQuietly(coordinator);
     }
 }
-async function takeAdvisoryLock(coordinator, database, waitMs) {
+/** Another run holds the database's advisory lock: say who, from the coordinator. */
+async function concurrentRun(coordinator, database, waitMs) {
     const [key1, key2] = advisoryKeys(database);
-    try {
-        await coordinator.query('SELECT pg_advisory_lock($1, $2)', [key1, key2]);
-    }
-    catch (error) {
-        if (classify(error).sqlstate !== '55P03')
-            throw error;
-        const holders = await coordinator
-            .query(`SELECT a.pid, a.application_name, a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [key1, key2])
-            .then((r) => r.rows)
-            .catch(() => []);
-        const by = holders.map((h) => `pid ${h.pid} (${h.usename ?? '?'}, ${h.application_name || 'no application_name'})`).join(', ');
-        throw new CodedError('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`);
-    }
+    const holders = await coordinator
+        .query(`SELECT a.pid, a.application_name, a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+       WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`, [key1, key2])
+        .then((r) => r.rows)
+        .catch(() => []);
+    const by = holders.map((h) => `pid ${h.pid} (${h.usename ?? '?'}, ${h.application_name || 'no application_name'})`).join(', ');
+    throw new CodedError('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`);
 }
 function assertStillPlanned(facts, server, planned) {
     const problems = checkProgress(facts, planned);

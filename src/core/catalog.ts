@@ -91,6 +91,11 @@ export interface InspectOptions {
   depth?: 'plan' | 'apply'
   /** Update paths and member lists already read from another database of the same server. */
   cache?: CatalogCache
+  /**
+   * Takes this session advisory lock in the same round trip, before the snapshot is read (execute:
+   * the lock serialises runs, and the inspection must see what the previous holder left).
+   */
+  advisoryLock?: readonly [number, number]
 }
 
 /**
@@ -259,11 +264,13 @@ export async function inspectDatabase(
     .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
     .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)))
     .replaceAll('%FULL%', depth === 'plan' ? 'true' : 'false')
-  const statements = ['BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT']
+  const lock = options.advisoryLock ? [`SELECT pg_advisory_lock(${options.advisoryLock.map((k) => Math.trunc(k)).join(', ')})`] : []
+  const statements = [...lock, 'BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT']
   const results = await readOnly(client, statements)
-  const database = toDatabaseFacts(results[1].rows[0].database as RawDatabase)
+  const at = statements.indexOf(databaseSql)
+  const database = toDatabaseFacts(results[at].rows[0].database as RawDatabase)
   options.cache?.exchange(database, depth)
-  const server = includeServer ? toServerFacts(results[2].rows[0].server as RawServer) : undefined
+  const server = includeServer ? toServerFacts(results[at + 1].rows[0].server as RawServer) : undefined
   const probes = await readLibraries(client, database.inScope)
   database.libraries = probes.libraries
   return { server, database, roundTrips: 1 + probes.roundTrips }
@@ -305,10 +312,10 @@ async function probeLibrary(client: pg.Client, sql: string): Promise<string | nu
   }
 }
 
-/** Reads the facts shared by every database of the server; used when no database was inspected with them. */
+/** Reads the facts shared by every database of the server, in a read-only transaction of its own. */
 export async function inspectServer(client: pg.Client): Promise<ServerFacts> {
-  const result = await client.query(SERVER_SQL)
-  return toServerFacts(result.rows[0].server as RawServer)
+  const results = await readOnly(client, ['BEGIN TRANSACTION READ ONLY', SERVER_SQL, 'COMMIT'])
+  return toServerFacts(results[1].rows[0].server as RawServer)
 }
 
 function toArrayLiteral(values: string[]): string {

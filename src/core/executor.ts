@@ -106,7 +106,8 @@ export function updateStatement(client: pg.Client, entry: PlannedExtension, vers
  * Applies one database's plan under the safety envelope:
  * 1. a coordinator session takes the database's advisory lock (a second run waits, then gives up
  *    with CONCURRENT_RUN) and stays open to watch lock waits and re-read versions;
- * 2. the database is re-inspected under the lock; a plan it no longer matches is PLAN_STALE;
+ * 2. in the same round trip the database is re-inspected under the lock; a plan it no longer
+ *    matches is PLAN_STALE;
  * 3. each extension, in order, is updated on a fresh session where the ALTER is the first
  *    statement; lock timeouts are retried with backoff; a failure stops its dependents.
  */
@@ -130,12 +131,17 @@ export async function executeDatabase(
   let coordinator: pg.Client | undefined
   try {
     coordinator = await connect({ database: target.name, purpose: 'coordinator', settings: { lock_timeout: `${lockWaitMs}ms` } })
-    await takeAdvisoryLock(coordinator, target.name, lockWaitMs)
     const inspection = await inspectDatabase(
       coordinator,
-      { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs, depth: 'apply', cache },
+      {
+        targets: target.request.extensions.map((e) => e.name),
+        longTransactionMs: settings.longTransactionMs,
+        depth: 'apply',
+        cache,
+        advisoryLock: advisoryKeys(target.name)
+      },
       false
-    )
+    ).catch((error: unknown) => (classify(error).sqlstate === '55P03' ? concurrentRun(coordinator!, target.name, lockWaitMs) : Promise.reject(error)))
     const facts = inspection.database
     if (target.planned) assertStillPlanned(facts, server, target.planned)
     const fresh = planDatabase(server, facts, target.request, { lockConflicts: 'warn' })
@@ -157,24 +163,20 @@ export async function executeDatabase(
   }
 }
 
-async function takeAdvisoryLock(coordinator: pg.Client, database: string, waitMs: number): Promise<void> {
+/** Another run holds the database's advisory lock: say who, from the coordinator. */
+async function concurrentRun(coordinator: pg.Client, database: string, waitMs: number): Promise<never> {
   const [key1, key2] = advisoryKeys(database)
-  try {
-    await coordinator.query('SELECT pg_advisory_lock($1, $2)', [key1, key2])
-  } catch (error) {
-    if (classify(error).sqlstate !== '55P03') throw error
-    const holders = await coordinator
-      .query<{ pid: number; application_name: string | null; usename: string | null }>(
-        `SELECT a.pid, a.application_name, a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2
-           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-        [key1, key2]
-      )
-      .then((r) => r.rows)
-      .catch(() => [])
-    const by = holders.map((h) => `pid ${h.pid} (${h.usename ?? '?'}, ${h.application_name || 'no application_name'})`).join(', ')
-    throw new CodedError('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`)
-  }
+  const holders = await coordinator
+    .query<{ pid: number; application_name: string | null; usename: string | null }>(
+      `SELECT a.pid, a.application_name, a.usename FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+       WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid AND l.objsubid = 2
+         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+      [key1, key2]
+    )
+    .then((r) => r.rows)
+    .catch(() => [])
+  const by = holders.map((h) => `pid ${h.pid} (${h.usename ?? '?'}, ${h.application_name || 'no application_name'})`).join(', ')
+  throw new CodedError('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`)
 }
 
 function assertStillPlanned(facts: DatabaseFacts, server: ServerFacts, planned: DatabasePlan): void {

@@ -1,5 +1,5 @@
 import type { ServerFacts } from './catalog.js'
-import { CatalogCache, inspectDatabase } from './catalog.js'
+import { CatalogCache, inspectDatabase, inspectServer } from './catalog.js'
 import { withSession, type Connector } from './connection.js'
 import { runPool } from './fleet.js'
 import type { ExtensionRequest } from './extension-list.js'
@@ -29,27 +29,30 @@ export interface PlanningResult {
 
 /**
  * Inspects and plans every database, each on a session of its own, at most `concurrency` at a
- * time. The first database is inspected alone because it also reads the server-wide facts
- * (available versions), which every other database shares. Each database is planned as soon
- * as it is inspected, so its raw facts are not kept: memory stays flat as the fleet grows.
+ * time. Each database is planned as soon as it is inspected, so its raw facts are not kept:
+ * memory stays flat as the fleet grows.
  */
 export async function makePlan(connect: Connector, options: PlanningOptions, log: Logger): Promise<PlanningResult> {
   const requestOf = (database: string): PlanRequest =>
     options.extensionsFor ? { ...options.request, extensions: options.extensionsFor(database) } : options.request
-  let server: ServerFacts | undefined
-  let roundTrips = 0
+  // One database: the server-wide facts come in the same round trip. A fleet: they are read once,
+  // on a session of their own, while the databases are being inspected.
+  const single = options.databases.length === 1
+  const serverFacts = single ? undefined : withSession(connect, { database: options.databases[0], purpose: 'inspect' }, inspectServer)
+  serverFacts?.catch(() => undefined)
+  let roundTrips = single ? 0 : 1
   const cache = new CatalogCache()
-  const inspectAndPlan = (database: string): Promise<DatabasePlanResult> =>
+  const inspectAndPlan = (database: string): Promise<DatabasePlanResult & { server: ServerFacts }> =>
     withSession(connect, { database, purpose: 'inspect' }, async (client) => {
       const request = requestOf(database)
       const targets = request.extensions.map((e) => e.name)
-      const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, !server)
-      server ??= inspection.server
+      const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, single)
       roundTrips += inspection.roundTrips
       log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`)
-      return planDatabase(server!, inspection.database, request, options.planner)
+      const server = inspection.server ?? (await serverFacts!)
+      return { ...planDatabase(server, inspection.database, request, options.planner), server }
     })
-  const [first, ...rest] = options.databases
-  const results = [await inspectAndPlan(first), ...(await runPool(rest, options.concurrency, inspectAndPlan))] as DatabasePlanResult[]
-  return { plan: assemblePlan(server!, results, options.request), server: server!, cache, roundTrips }
+  const results = (await runPool(options.databases, options.concurrency, inspectAndPlan)) as Array<DatabasePlanResult & { server: ServerFacts }>
+  const server = results[0].server
+  return { plan: assemblePlan(server, results, options.request), server, cache, roundTrips }
 }
