@@ -33,25 +33,31 @@ export function parseOutputFile(text: string): Record<string, string> {
 }
 
 /**
- * Runs the committed bundle exactly as a GitHub runner does: inputs as INPUT_<NAME> variables with
- * hyphens kept, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, RUNNER_TEMP.
+ * The environment a GitHub runner gives a step, in `dir`: inputs as INPUT_<NAME> variables with
+ * hyphens kept, empty GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, RUNNER_TEMP.
  */
-export async function runAction(inputs: Record<string, string>, options: { env?: NodeJS.ProcessEnv; node?: string } = {}): Promise<ActionRun> {
-  const dir = temporaryDirectory('pgxu-runner-')
-  const outputFile = join(dir, 'output')
-  const summaryFile = join(dir, 'summary')
-  writeFileSync(outputFile, '')
-  writeFileSync(summaryFile, '')
+export function runnerEnvironment(dir: string, inputs: Record<string, string>, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
-    GITHUB_OUTPUT: outputFile,
-    GITHUB_STEP_SUMMARY: summaryFile,
+    GITHUB_OUTPUT: join(dir, 'output'),
+    GITHUB_STEP_SUMMARY: join(dir, 'summary'),
     RUNNER_TEMP: dir,
     GITHUB_ACTIONS: 'true',
-    ...options.env
+    ...extra
   }
+  writeFileSync(env.GITHUB_OUTPUT as string, '')
+  writeFileSync(env.GITHUB_STEP_SUMMARY as string, '')
   for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value
+  return env
+}
+
+/** Runs the committed bundle exactly as a GitHub runner does (see runnerEnvironment). */
+export async function runAction(inputs: Record<string, string>, options: { env?: NodeJS.ProcessEnv; node?: string } = {}): Promise<ActionRun> {
+  const dir = temporaryDirectory('pgxu-runner-')
+  const env = runnerEnvironment(dir, inputs, options.env)
+  const outputFile = env.GITHUB_OUTPUT as string
+  const summaryFile = env.GITHUB_STEP_SUMMARY as string
   const result = await runProcess(options.node ?? process.execPath, [ACTION_BUNDLE], { env, cwd: dir })
   const annotations = [...result.stdout.matchAll(/^::(error|warning|notice)( [^:]*)?::(.*)$/gm)].map((m) => ({
     kind: m[1],

@@ -1,9 +1,10 @@
 /** Section dry-run: wall time and catalog round trips for one database with 1, 10 and 40 extensions, and the bundles' cold start. */
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { runnerEnvironment } from '../../__tests__/harness/action.js'
 import { startCluster, type Cluster } from '../../__tests__/harness/postgres.js'
 import { inspectDatabase } from '../../src/core/catalog.js'
 import { silentLogger } from '../../src/core/logger.js'
@@ -131,23 +132,6 @@ export async function coldStart(label: string, args: string[], env: NodeJS.Proce
   return { command: label, expectedExit, exit, stats: stats(samples) }
 }
 
-/** A runner-like environment: INPUT_* variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files. */
-export function runnerEnv(dir: string, inputs: Record<string, string>): NodeJS.ProcessEnv {
-  const output = join(dir, 'output')
-  const summary = join(dir, 'summary')
-  writeFileSync(output, '')
-  writeFileSync(summary, '')
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    GITHUB_ACTIONS: 'true',
-    GITHUB_OUTPUT: output,
-    GITHUB_STEP_SUMMARY: summary,
-    RUNNER_TEMP: dir
-  }
-  for (const [name, value] of Object.entries(inputs)) env[`INPUT_${name.toUpperCase()}`] = value
-  return env
-}
 
 const TARGETS = {
   dryRunMs: 200,
@@ -172,7 +156,7 @@ export const dryRunSection: Section = {
       const plainEnv = { PATH: process.env.PATH, HOME: process.env.HOME }
       cold = [
         await coldStart('node -e "" (baseline: Node itself)', ['-e', ''], plainEnv, 0, options),
-        await coldStart('node dist/index.js with INPUT_MODE=bogus (action, exits 1)', [actionBundle], runnerEnv(runnerDir, { mode: 'bogus' }), 1, options),
+        await coldStart('node dist/index.js with INPUT_MODE=bogus (action, exits 1)', [actionBundle], runnerEnvironment(runnerDir, { mode: 'bogus' }), 1, options),
         await coldStart('node dist/cli/index.js --help (CLI)', [cliBundle, '--help'], plainEnv, 0, options)
       ]
     } finally {
