@@ -29,23 +29,31 @@ export function writeResultFiles(result: ModeResult, env: NodeJS.ProcessEnv, sec
   }
 }
 
-export function compactPlan(plan: Plan, planFile: string): Plan {
-  return {
-    ...plan,
-    databases: plan.databases.map((d) => ({ ...d, extensions: d.extensions.filter((e) => e.action !== 'none') })),
-    blockers: plan.blockers.slice(0, 100),
-    warnings: plan.warnings.slice(0, 100),
-    members: {},
-    truncated: { planFile, reason: 'the plan exceeded the size GitHub allows for step outputs' }
-  }
+/**
+ * Smaller forms of a plan for the `plan` output, each still a valid plan whose status answers
+ * the gate and whose `truncated.planFile` names the full plan (execute follows it).
+ */
+export function compactPlans(plan: Plan, planFile: string): Plan[] {
+  const truncated = { planFile, reason: 'the plan exceeded the size GitHub allows for step outputs' }
+  return [
+    {
+      ...plan,
+      databases: plan.databases.map((d) => ({ ...d, extensions: d.extensions.filter((e) => e.action !== 'none') })),
+      blockers: plan.blockers.slice(0, 100),
+      warnings: plan.warnings.slice(0, 100),
+      members: {},
+      truncated
+    },
+    { ...plan, databases: [], blockers: plan.blockers.slice(0, 20), warnings: [], members: {}, truncated }
+  ]
 }
 
-function fitted(value: unknown, file: string | undefined, compact: () => unknown): string {
+/** The value as JSON, or the first smaller form that fits the output limit (the last one always does). */
+function fitted(value: unknown, smaller: () => unknown[]): string {
   const json = JSON.stringify(value)
-  if (Buffer.byteLength(json) <= OUTPUT_LIMIT_BYTES || !file) return json
-  const smaller = JSON.stringify(compact())
-  if (Buffer.byteLength(smaller) <= OUTPUT_LIMIT_BYTES) return smaller
-  return JSON.stringify({ truncated: { file, reason: 'too large for a step output' } })
+  if (Buffer.byteLength(json) <= OUTPUT_LIMIT_BYTES) return json
+  const forms = smaller().map((form) => JSON.stringify(form))
+  return forms.find((form) => Buffer.byteLength(form) <= OUTPUT_LIMIT_BYTES) ?? forms[forms.length - 1]
 }
 
 /** The only place that sets step outputs. Every value is scrubbed of secrets first. */
@@ -55,14 +63,18 @@ export function setOutputs(result: ModeResult, files: WrittenFiles, secrets: rea
   }
   set('status', result.status)
   set('changed', String(result.changed))
-  if (result.plan) {
-    const plan = result.plan
-    set('plan', fitted(plan, files.planFile, () => compactPlan(plan, files.planFile!)))
-    set('plan-file', files.planFile)
+  if (result.plan && files.planFile) {
+    const { plan } = result
+    const planFile = files.planFile
+    set('plan', fitted(plan, () => compactPlans(plan, planFile)))
+    set('plan-file', planFile)
   }
-  if (result.report !== undefined) {
-    const report = result.report
-    set('report', fitted(report, files.reportFile, () => ({ ...(report as object), truncated: { file: files.reportFile } })))
+  if (result.report !== undefined && files.reportFile) {
+    const report = result.report as Record<string, unknown>
+    const truncated = { reportFile: files.reportFile, reason: 'the report exceeded the size GitHub allows for step outputs' }
+    // The last form keeps what a workflow reads from a report: its status and counts.
+    const { schemaVersion, mode, status, counts } = report
+    set('report', fitted(report, () => [{ schemaVersion, mode, status, counts, truncated }]))
     set('report-file', files.reportFile)
   }
   for (const [name, value] of Object.entries(result.outputs ?? {})) set(name, value)
