@@ -51877,12 +51877,15 @@ SELECT json_build_object(
   )
 ) AS server`;
 /**
- * The per-database part. `%TARGETS%`, `%KNOWN%` and `%LONG_TX_MS%` are replaced by driver-escaped
- * literals, `%FULL%` by true or false (dependents, locks, long transactions and members are read
- * only for a plan).
+ * The per-database part, in two layers. The common part — installed extensions, the targets,
+ * their update paths, privileges — is all that the re-inspection under execute's advisory lock
+ * needs. A plan adds the members, the user objects that depend on them, the locks held on them
+ * and the long transactions: on a fresh session that part costs several times the rest, so the
+ * re-inspection does without it. `%TARGETS%`, `%KNOWN%` and `%LONG_TX_MS%` are replaced by
+ * driver-escaped literals.
  */
-const DATABASE_SQL = `
-WITH installed AS MATERIALIZED (
+const COMMON_CTES = `
+installed AS MATERIALIZED (
   SELECT e.oid, e.extname AS name, e.extversion AS version, n.nspname AS schema,
          pg_get_userbyid(e.extowner) AS owner, pg_has_role(e.extowner, 'USAGE') AS owned_by_me,
          e.extrelocatable AS relocatable
@@ -51906,12 +51909,20 @@ paths AS (
   CROSS JOIN LATERAL pg_extension_update_paths(s.name) p
   WHERE p.source = s.version AND p.path IS NOT NULL
   GROUP BY s.name
-),
+)`;
+const COMMON_FIELDS = `
+  'name', current_database(),
+  'canCreate', has_database_privilege(current_database(), 'CREATE'),
+  'readOnly', current_setting('default_transaction_read_only') = 'on',
+  'inScope', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM in_scope),
+  'installed', (SELECT coalesce(json_agg(json_build_object('name', name, 'version', version, 'schema', schema,
+      'owner', owner, 'ownedByMe', owned_by_me, 'relocatable', relocatable)), '[]') FROM installed),
+  'paths', (SELECT coalesce(json_object_agg(name, paths), '{}') FROM paths)`;
+const PLAN_CTES = `
 members AS MATERIALIZED (
   SELECT s.name AS extension, d.classid, d.objid, s.key IN (SELECT key FROM known) AS known
   FROM in_scope s JOIN pg_depend d
     ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = s.oid AND d.deptype = 'e'
-  WHERE %FULL%
 ),
 dependents AS (
   -- Membership is looked up in pg_depend through its (classid, objid) index: a CTE of all
@@ -51935,15 +51946,8 @@ locks AS (
   JOIN pg_locks l ON m.classid = 'pg_class'::regclass AND l.locktype = 'relation' AND l.relation = m.objid
    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   WHERE l.pid <> pg_backend_pid() AND l.granted
-)
-SELECT json_build_object(
-  'name', current_database(),
-  'canCreate', has_database_privilege(current_database(), 'CREATE'),
-  'readOnly', current_setting('default_transaction_read_only') = 'on',
-  'inScope', (SELECT coalesce(json_agg(name ORDER BY name), '[]') FROM in_scope),
-  'installed', (SELECT coalesce(json_agg(json_build_object('name', name, 'version', version, 'schema', schema,
-      'owner', owner, 'ownedByMe', owned_by_me, 'relocatable', relocatable)), '[]') FROM installed),
-  'paths', (SELECT coalesce(json_object_agg(name, paths), '{}') FROM paths),
+)`;
+const PLAN_FIELDS = `
   'members', (SELECT coalesce(json_object_agg(extension, objects), '{}') FROM (
       SELECT extension, array_agg(pg_describe_object(classid, objid, 0) ORDER BY pg_describe_object(classid, objid, 0)) AS objects
       FROM members WHERE NOT known GROUP BY extension) mm),
@@ -51958,10 +51962,15 @@ SELECT json_build_object(
       SELECT pid, usename AS user, application_name AS application, state,
              (extract(epoch FROM now() - xact_start) * 1000)::bigint AS "ageMs", left(query, 500) AS query
       FROM pg_stat_activity
-      WHERE %FULL% AND datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+      WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
         AND xact_start < now() - make_interval(secs => %LONG_TX_MS% / 1000.0)
-      ORDER BY xact_start) x)
-) AS database`;
+      ORDER BY xact_start) x)`;
+const APPLY_EMPTY_FIELDS = `
+  'members', '{}'::json, 'dependents', '{}'::json, 'locks', '[]'::json, 'longTransactions', '[]'::json`;
+const DATABASE_SQL = {
+    plan: `WITH ${COMMON_CTES},${PLAN_CTES}\nSELECT json_build_object(${COMMON_FIELDS},${PLAN_FIELDS}\n) AS database`,
+    apply: `WITH ${COMMON_CTES}\nSELECT json_build_object(${COMMON_FIELDS},${APPLY_EMPTY_FIELDS}\n) AS database`
+};
 /**
  * Reads everything a plan needs from one database in one round trip: a READ ONLY transaction
  * sent as a single simple-protocol string. Library probes, which fail on a broken install, run
@@ -51969,10 +51978,10 @@ SELECT json_build_object(
  */
 async function inspectDatabase(client, options, includeServer) {
     const depth = options.depth ?? 'plan';
-    const databaseSql = DATABASE_SQL.replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets)))
+    const databaseSql = DATABASE_SQL[depth]
+        .replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets)))
         .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
-        .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)))
-        .replaceAll('%FULL%', depth === 'plan' ? 'true' : 'false');
+        .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)));
     const lock = options.advisoryLock ? [`SELECT pg_advisory_lock(${options.advisoryLock.map((k) => Math.trunc(k)).join(', ')})`] : [];
     const statements = [...lock, 'BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT'];
     const results = await readOnly(client, statements);
