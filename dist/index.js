@@ -52556,20 +52556,18 @@ async function makePlan(connect, options, log) {
     const single = options.databases.length === 1;
     const serverFacts = single ? undefined : withSession(connect, { database: options.databases[0], purpose: 'inspect' }, inspectServer);
     serverFacts?.catch(() => undefined);
-    let roundTrips = single ? 0 : 1;
     const cache = new CatalogCache();
     const inspectAndPlan = (database) => withSession(connect, { database, purpose: 'inspect' }, async (client) => {
         const request = requestOf(database);
         const targets = request.extensions.map((e) => e.name);
         const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, single);
-        roundTrips += inspection.roundTrips;
         log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`);
         const server = inspection.server ?? (await serverFacts);
         return { ...planDatabase(server, inspection.database, request, options.planner), server };
     });
     const results = (await runPool(options.databases, options.concurrency, inspectAndPlan));
     const server = results[0].server;
-    return { plan: assemblePlan(server, results, options.request), server, cache, roundTrips };
+    return { plan: assemblePlan(server, results, options.request), server, cache };
 }
 
 ;// CONCATENATED MODULE: ./src/modes/targets.ts
@@ -57166,7 +57164,7 @@ async function runMode(raw, log, env = process.env) {
     const mode = raw.mode;
     try {
         const inputs = parseInputs(raw);
-        const manifest = modes_readManifest(inputs, env);
+        const manifest = readExtensionManifest(inputs, env);
         const target = resolveTarget(inputs.databaseUrl, env);
         const connect = makeConnector(target, inputs.connectTimeout);
         const result = await modes_MODES[inputs.mode]({ inputs, target, connect, log, env, manifest });
@@ -57179,7 +57177,7 @@ async function runMode(raw, log, env = process.env) {
     }
 }
 /** The `manifest` input: a YAML file in the repository, exclusive with `extensions`. */
-function modes_readManifest(inputs, env) {
+function readExtensionManifest(inputs, env) {
     if (!inputs.manifest)
         return undefined;
     if (inputs.extensions.length > 0) {

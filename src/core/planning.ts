@@ -23,8 +23,6 @@ export interface PlanningResult {
   server: ServerFacts
   /** Paths and member lists read while planning, for execute's re-inspections. */
   cache: CatalogCache
-  /** Statements sent for inspection in all, for the round-trip benchmark. */
-  roundTrips: number
 }
 
 /**
@@ -40,19 +38,17 @@ export async function makePlan(connect: Connector, options: PlanningOptions, log
   const single = options.databases.length === 1
   const serverFacts = single ? undefined : withSession(connect, { database: options.databases[0], purpose: 'inspect' }, inspectServer)
   serverFacts?.catch(() => undefined)
-  let roundTrips = single ? 0 : 1
   const cache = new CatalogCache()
   const inspectAndPlan = (database: string): Promise<DatabasePlanResult & { server: ServerFacts }> =>
     withSession(connect, { database, purpose: 'inspect' }, async (client) => {
       const request = requestOf(database)
       const targets = request.extensions.map((e) => e.name)
       const inspection = await inspectDatabase(client, { targets, longTransactionMs: options.longTransactionMs, cache }, single)
-      roundTrips += inspection.roundTrips
       log.debug(`inspected ${database} in ${inspection.roundTrips} round trip(s)`)
       const server = inspection.server ?? (await serverFacts!)
       return { ...planDatabase(server, inspection.database, request, options.planner), server }
     })
   const results = (await runPool(options.databases, options.concurrency, inspectAndPlan)) as Array<DatabasePlanResult & { server: ServerFacts }>
   const server = results[0].server
-  return { plan: assemblePlan(server, results, options.request), server, cache, roundTrips }
+  return { plan: assemblePlan(server, results, options.request), server, cache }
 }

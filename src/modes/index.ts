@@ -34,7 +34,7 @@ export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEn
   const mode = raw.mode as Mode | undefined
   try {
     const inputs = parseInputs(raw)
-    const manifest = readManifest(inputs, env)
+    const manifest = readExtensionManifest(inputs, env)
     const target = resolveTarget(inputs.databaseUrl, env)
     const connect = makeConnector(target, inputs.connectTimeout)
     const result = await MODES[inputs.mode]({ inputs, target, connect, log, env, manifest })
@@ -46,7 +46,7 @@ export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEn
 }
 
 /** The `manifest` input: a YAML file in the repository, exclusive with `extensions`. */
-export function readManifest(inputs: Inputs, env: NodeJS.ProcessEnv): Manifest | undefined {
+export function readExtensionManifest(inputs: Inputs, env: NodeJS.ProcessEnv): Manifest | undefined {
   if (!inputs.manifest) return undefined
   if (inputs.extensions.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions')
