@@ -88,7 +88,15 @@ export function temporaryDirectory(prefix: string, owned = false): string {
   return dir
 }
 
-export const makeOwnedTempDir = (prefix: string) => temporaryDirectory(prefix, true)
+/**
+ * A directory for a cluster, given to its owner. Not removed automatically: Cluster.destroy()
+ * stops the server first, then removes it (removing it under a running server orphans the server).
+ */
+export function makeOwnedTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  chownToOwner(dir)
+  return dir
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
