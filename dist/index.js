@@ -51979,8 +51979,8 @@ const DATABASE_SQL = {
 async function inspectDatabase(client, options, includeServer) {
     const depth = options.depth ?? 'plan';
     const databaseSql = DATABASE_SQL[depth]
-        .replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets)))
-        .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
+        .replace('%TARGETS%', textArrayLiteral(client, options.targets))
+        .replace('%KNOWN%', textArrayLiteral(client, options.cache?.known() ?? []))
         .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)));
     const lock = options.advisoryLock ? [`SELECT pg_advisory_lock(${options.advisoryLock.map((k) => Math.trunc(k)).join(', ')})`] : [];
     const statements = [...lock, 'BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT'];
@@ -52034,8 +52034,14 @@ async function inspectServer(client) {
     const results = await readOnly(client, ['BEGIN TRANSACTION READ ONLY', SERVER_SQL, 'COMMIT']);
     return toServerFacts(results[1].rows[0].server);
 }
-function toArrayLiteral(values) {
-    return `{${values.map((value) => `"${value.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`;
+/** A text[] literal for `values`, escaped by the driver, to splice into a simple-protocol string. */
+function textArrayLiteral(client, values) {
+    return client.escapeLiteral(`{${values.map((value) => `"${value.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`);
+}
+/** Installed extension versions of the session's database: name → version. */
+async function readVersions(client) {
+    const result = await client.query('SELECT extname, extversion FROM pg_extension ORDER BY extname');
+    return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]));
 }
 function toDatabaseFacts(raw) {
     const paths = {};
@@ -52935,10 +52941,6 @@ async function applyAll(connect, coordinator, database, entries, settings, log) 
 function blank(entry, outcome) {
     return { name: entry.name, from: entry.from, to: entry.to, walked: entry.from ? [entry.from] : [], attempts: 0, durationMs: 0, outcome, finalVersion: entry.from, blockers: [] };
 }
-async function readVersions(client) {
-    const result = await client.query('SELECT extname, extversion FROM pg_extension');
-    return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]));
-}
 /** One extension: the whole path in one statement, or hop by hop when staged. */
 async function applyOne(connect, coordinator, database, entry, settings, log) {
     const started = Date.now();
@@ -53140,6 +53142,7 @@ function loadPlan(input) {
 ;// CONCATENATED MODULE: ./src/core/verifier.ts
 
 
+
 const CHECK_CODES = {
     version: 'VERIFY_FAILED',
     library: 'LIBRARY_MISMATCH',
@@ -53273,7 +53276,7 @@ const capped = (items) => (items.length > DETAIL_LIMIT ? [...items.slice(0, DETA
 async function verifyDatabase(connect, database, options) {
     return withSession(connect, { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } }, async (client) => {
         const names = options.expectations?.map((e) => e.name) ?? [];
-        const sql = CATALOG_SQL.replaceAll('%NAMES%', client.escapeLiteral(`{${names.map((n) => `"${n.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`));
+        const sql = CATALOG_SQL.replaceAll('%NAMES%', textArrayLiteral(client, names));
         await client.query('BEGIN TRANSACTION READ ONLY');
         try {
             const facts = (await client.query(sql)).rows[0].facts;
@@ -53679,13 +53682,14 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
     const settings = executeSettings(inputs);
     const names = plan.databases.map((d) => d.name);
     const byName = new Map(plan.databases.map((d) => [d.name, d]));
+    const probes = inputs.canary > 0 ? readProbes(inputs.verifySql) : [];
     let failures = 0;
     let finished = 0;
     const runOne = async (name, dbLog, verifyAfter) => {
         const database = byName.get(name);
         const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache);
         if (verifyAfter && report.outcome !== 'failed') {
-            const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout });
+            const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes, statementTimeoutMs: inputs.statementTimeout });
             const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`);
             report.canary = { verified: broken.length === 0, failures: broken };
             if (broken.length > 0)
@@ -54496,11 +54500,6 @@ async function readDatabaseInventory(client, versionNum) {
 async function inventoryOf(connect, database, versionNum) {
     return withSession(connect, { database, purpose: 'snapshot-inventory' }, (client) => readDatabaseInventory(client, versionNum));
 }
-/** Installed extension versions of a database: name → version. */
-async function inventory_readVersions(client) {
-    const result = await client.query('SELECT extname, extversion FROM pg_extension ORDER BY extname');
-    return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]));
-}
 /** User tables whose rows a dump carries: every ordinary table except extension members and temporary ones. */
 const TABLES_SQL = `
 SELECT format('%I.%I', n.nspname, c.relname) AS name
@@ -54707,7 +54706,7 @@ async function rollBackByDowngrade(ctx) {
             note(done.extensions.map((e) => `${e.name} ${e.walked.join(' → ')}: ${e.outcome}`).join('; ') || done.outcome);
             return done;
         });
-        const after = await withSession(ctx.connect, { database: drift.name, purpose: 'rollback-verify' }, inventory_readVersions);
+        const after = await withSession(ctx.connect, { database: drift.name, purpose: 'rollback-verify' }, readVersions);
         const wrong = Object.entries(recorded).filter(([name, version]) => after[name] !== version);
         const failed = report.outcome === 'failed' || wrong.length > 0;
         results.push({
@@ -54726,6 +54725,7 @@ async function rollBackByDowngrade(ctx) {
 }
 
 ;// CONCATENATED MODULE: ./src/core/rollback/dump-restore.ts
+
 
 
 
@@ -54900,7 +54900,7 @@ async function rollBackByDump(ctx, stamp) {
 async function restoreOne(ctx, db, exists, pgRestore, stamp) {
     const started = external_node_perf_hooks_.performance.now();
     const recorded = Object.fromEntries(db.extensions.map((e) => [e.name, e.version]));
-    const before = exists ? await withSession(ctx.connect, { database: db.name, purpose: 'rollback-inspect' }, inventory_readVersions).catch(() => ({})) : {};
+    const before = exists ? await withSession(ctx.connect, { database: db.name, purpose: 'rollback-inspect' }, readVersions).catch(() => ({})) : {};
     const dumpFile = inSnapshot(ctx.manifestDir, db.dump.file);
     const maintenance = await ctx.connect({ database: maintenanceDatabase(db.name), purpose: 'rollback-coordinator' });
     // Unique even for two rollbacks within one second.
@@ -54988,7 +54988,7 @@ async function restoreOne(ctx, db, exists, pgRestore, stamp) {
         });
         const verified = await ctx.phases.run(`verify ${db.name}: versions and row counts`, async (note) => {
             return withSession(ctx.connect, { database: db.name, purpose: 'rollback-verify' }, async (client) => {
-                const versions = await inventory_readVersions(client);
+                const versions = await readVersions(client);
                 const wrongVersions = Object.entries(recorded).filter(([name, version]) => versions[name] !== version);
                 const extra = Object.keys(versions).filter((name) => !(name in recorded));
                 await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
@@ -55895,7 +55895,7 @@ async function rollBackByPitr(ctx, prepared) {
         await phases.run('verify the recorded versions while paused (read-only)', async (note) => {
             const problems = [];
             for (const db of manifest.databases) {
-                const versions = await withSession(ctx.connect, { database: db.name, purpose: 'rollback-verify' }, inventory_readVersions);
+                const versions = await withSession(ctx.connect, { database: db.name, purpose: 'rollback-verify' }, readVersions);
                 for (const extension of db.extensions) {
                     if (versions[extension.name] !== extension.version)
                         problems.push(`${db.name}: ${extension.name} is ${versions[extension.name] ?? 'not installed'}, recorded ${extension.version}`);
@@ -56083,6 +56083,7 @@ async function putOriginalBack(ctx, prepared, previous, failedDir, logFile, comm
 
 
 
+
 /** Where each database of the snapshot stands now: versions changed, extensions dropped or added. */
 async function compareWithSnapshot(ctx, manifest, names) {
     const existing = new Set(ctx.facts.databases.map((d) => d.name));
@@ -56093,7 +56094,7 @@ async function compareWithSnapshot(ctx, manifest, names) {
             drift.push({ name, exists: false, changed: [], missing: recorded.extensions.map((e) => e.name), added: [] });
             continue;
         }
-        const now = await withSession(ctx.connect, { database: name, purpose: 'rollback-inspect' }, inventory_readVersions);
+        const now = await withSession(ctx.connect, { database: name, purpose: 'rollback-inspect' }, readVersions);
         const then = Object.fromEntries(recorded.extensions.map((e) => [e.name, e.version]));
         drift.push({
             name,
@@ -56489,6 +56490,7 @@ async function createRestorePoint(ctx, name, options) {
 
 
 
+
 const serverMajor = (facts) => Math.floor(facts.versionNum / 10000);
 /** The archive directory named by archive_command, when it exists on this machine. */
 function localArchiveDirectory(facts) {
@@ -56723,7 +56725,7 @@ async function takeSnapshot(request, deps) {
             manifest.server.timeline = manifest.restorePoint.timeline;
             await phases.run('check that no extension changed meanwhile', async (note) => {
                 for (const database of manifest.databases) {
-                    const now = await withSession(deps.connect, { database: database.name, purpose: 'snapshot-inventory' }, inventory_readVersions);
+                    const now = await withSession(deps.connect, { database: database.name, purpose: 'snapshot-inventory' }, readVersions);
                     const then = Object.fromEntries(database.extensions.map((e) => [e.name, e.version]));
                     const names = new Set([...Object.keys(now), ...Object.keys(then)]);
                     if ([...names].some((name) => now[name] !== then[name])) {

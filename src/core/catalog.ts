@@ -275,8 +275,8 @@ export async function inspectDatabase(
 ): Promise<Inspection> {
   const depth = options.depth ?? 'plan'
   const databaseSql = DATABASE_SQL[depth]
-    .replace('%TARGETS%', client.escapeLiteral(toArrayLiteral(options.targets)))
-    .replace('%KNOWN%', client.escapeLiteral(toArrayLiteral(options.cache?.known() ?? [])))
+    .replace('%TARGETS%', textArrayLiteral(client, options.targets))
+    .replace('%KNOWN%', textArrayLiteral(client, options.cache?.known() ?? []))
     .replace('%LONG_TX_MS%', client.escapeLiteral(String(options.longTransactionMs)))
   const lock = options.advisoryLock ? [`SELECT pg_advisory_lock(${options.advisoryLock.map((k) => Math.trunc(k)).join(', ')})`] : []
   const statements = [...lock, 'BEGIN TRANSACTION READ ONLY', databaseSql, ...(includeServer ? [SERVER_SQL] : []), 'COMMIT']
@@ -332,8 +332,15 @@ export async function inspectServer(client: pg.Client): Promise<ServerFacts> {
   return toServerFacts(results[1].rows[0].server as RawServer)
 }
 
-function toArrayLiteral(values: string[]): string {
-  return `{${values.map((value) => `"${value.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`
+/** A text[] literal for `values`, escaped by the driver, to splice into a simple-protocol string. */
+export function textArrayLiteral(client: pg.Client, values: readonly string[]): string {
+  return client.escapeLiteral(`{${values.map((value) => `"${value.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`)
+}
+
+/** Installed extension versions of the session's database: name → version. */
+export async function readVersions(client: pg.Client): Promise<Record<string, string>> {
+  const result = await client.query<{ extname: string; extversion: string }>('SELECT extname, extversion FROM pg_extension ORDER BY extname')
+  return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]))
 }
 
 function toDatabaseFacts(raw: RawDatabase): DatabaseFacts {

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { DatabaseFacts, ServerFacts, SessionInfo } from './catalog.js'
-import { CatalogCache, inspectDatabase } from './catalog.js'
+import { CatalogCache, inspectDatabase, readVersions } from './catalog.js'
 import type { Code } from './codes.js'
 import { backendPid, closeQuietly, type Connector } from './connection.js'
 import { formatDuration } from './duration.js'
@@ -232,11 +232,6 @@ async function applyAll(
 
 function blank(entry: PlannedExtension, outcome: ExtensionOutcome): ExtensionReport {
   return { name: entry.name, from: entry.from, to: entry.to, walked: entry.from ? [entry.from] : [], attempts: 0, durationMs: 0, outcome, finalVersion: entry.from, blockers: [] }
-}
-
-async function readVersions(client: pg.Client): Promise<Record<string, string>> {
-  const result = await client.query<{ extname: string; extversion: string }>('SELECT extname, extversion FROM pg_extension')
-  return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]))
 }
 
 /** One extension: the whole path in one statement, or hop by hop when staged. */

@@ -1,4 +1,5 @@
 import type pg from 'pg'
+import { textArrayLiteral } from './catalog.js'
 import { withSession, type Connector } from './connection.js'
 import type { Code } from './codes.js'
 import { describePgError, pgErrorFields } from './pg-error.js'
@@ -208,7 +209,7 @@ export async function verifyDatabase(connect: Connector, database: string, optio
     { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } },
     async (client) => {
       const names = options.expectations?.map((e) => e.name) ?? []
-      const sql = CATALOG_SQL.replaceAll('%NAMES%', client.escapeLiteral(`{${names.map((n) => `"${n.replace(/(["\\])/g, '\\$1')}"`).join(',')}}`))
+      const sql = CATALOG_SQL.replaceAll('%NAMES%', textArrayLiteral(client, names))
       await client.query('BEGIN TRANSACTION READ ONLY')
       try {
         const facts = (await client.query(sql)).rows[0].facts as Facts

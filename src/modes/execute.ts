@@ -107,6 +107,7 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
   const settings = executeSettings(inputs)
   const names = plan.databases.map((d) => d.name)
   const byName = new Map(plan.databases.map((d) => [d.name, d]))
+  const probes = inputs.canary > 0 ? readProbes(inputs.verifySql) : []
   let failures = 0
   let finished = 0
 
@@ -114,7 +115,7 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
     const database = byName.get(name)!
     const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache)
     if (verifyAfter && report.outcome !== 'failed') {
-      const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes: readProbes(inputs.verifySql), statementTimeoutMs: inputs.statementTimeout })
+      const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes, statementTimeoutMs: inputs.statementTimeout })
       const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)
       report.canary = { verified: broken.length === 0, failures: broken }
       if (broken.length > 0) Object.assign(report, { outcome: 'failed', code: 'VERIFY_FAILED', message: `canary failed verify: ${broken.join('; ')}` })

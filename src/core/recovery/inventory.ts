@@ -151,12 +151,6 @@ export async function inventoryOf(connect: Connector, database: string, versionN
   return withSession(connect, { database, purpose: 'snapshot-inventory' }, (client) => readDatabaseInventory(client, versionNum))
 }
 
-/** Installed extension versions of a database: name → version. */
-export async function readVersions(client: pg.Client): Promise<Record<string, string>> {
-  const result = await client.query<{ extname: string; extversion: string }>('SELECT extname, extversion FROM pg_extension ORDER BY extname')
-  return Object.fromEntries(result.rows.map((r) => [r.extname, r.extversion]))
-}
-
 /** User tables whose rows a dump carries: every ordinary table except extension members and temporary ones. */
 const TABLES_SQL = `
 SELECT format('%I.%I', n.nspname, c.relname) AS name

@@ -3,7 +3,7 @@ import { inspectServer } from '../catalog.js'
 import { withSession } from '../connection.js'
 import { executeDatabase } from '../executor.js'
 import type { Finding } from '../plan.js'
-import { readVersions } from '../recovery/inventory.js'
+import { readVersions } from '../catalog.js'
 import { hasDrift, versionsBefore, type RollbackContext, type RollbackDatabaseResult } from './types.js'
 
 const recordedVersions = (ctx: RollbackContext, database: string) =>

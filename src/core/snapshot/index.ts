@@ -6,7 +6,8 @@ import { CodedError } from '../errors.js'
 import type { Finding } from '../plan.js'
 import { findCompatibleProgram } from '../programs.js'
 import { formatBytes } from '../recovery/format.js'
-import { inventoryOf, readClusterFacts, readVersions, type ClusterFacts } from '../recovery/inventory.js'
+import { readVersions } from '../catalog.js'
+import { inventoryOf, readClusterFacts, type ClusterFacts } from '../recovery/inventory.js'
 import {
   fileEntry,
   generateSnapshotId,
