@@ -46,6 +46,8 @@ export const CODES = {
   REPLICATION_UNAVAILABLE: 'A replication connection for pg_basebackup is refused (pg_hba.conf, max_wal_senders).',
   NO_ROLLBACK_PATH: 'No rollback strategy can restore the recorded versions with the given inputs.',
   RECOVERY_FAILED: 'Point-in-time recovery did not reach the restore point; the original data directory was kept.',
+  INTERRUPTED: 'The run was interrupted (SIGINT or SIGTERM); the report gives the state each database was left in.',
+  ROLLBACK_INCOMPLETE: 'A database that the upgrade changed is not covered by the snapshot, so the rollback cannot restore it.',
   SNAPSHOT_EPHEMERAL: 'The snapshot was written where the runner deletes it after the job (warning): set snapshot-dir for a later rollback.'
 } as const
 
