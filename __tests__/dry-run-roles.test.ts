@@ -365,7 +365,7 @@ describe('TLS', () => {
 
   it('sslmode=verify-full without the CA fails with CONNECTION_FAILED, never showing the password', async () => {
     const result = await runInProcess({ mode: 'dry-run', 'database-url': `${tls.url(db)}?sslmode=verify-full`, extensions: 'hstore@1.8' })
-    expect(result.status).toBe('dry_run_blocked')
+    expect(result.status).toBe('failed')
     expect(result.errors.map((e) => e.code)).toEqual(['CONNECTION_FAILED'])
     expect(result.error).toMatch(/certificate/i)
     expect(result.error).toContain(`postgresql://${SUPERUSER}:***@127.0.0.1:${tls.port}/${db}`)
@@ -381,11 +381,11 @@ describe('CONNECTION_FAILED', () => {
     const result = await runInProcess({ mode: 'dry-run', 'database-url': url, 'connect-timeout': '5s' })
     const elapsed = Date.now() - started
     expect(elapsed).toBeLessThan(2000)
-    expect(result.status).toBe('dry_run_blocked')
+    expect(result.status).toBe('failed')
     expect(result.errors.map((e) => e.code)).toEqual(['CONNECTION_FAILED'])
     expect(result.error).toContain(`postgresql://${SUPERUSER}:***@127.0.0.1:${port}/postgres`)
     expect(result.error).toContain('ECONNREFUSED')
-    expect(result.plan?.status).toBe('dry_run_blocked')
+    expect(result.plan).toBeUndefined()
     expectNoSecret(result, SUPERUSER_PASSWORD)
   })
 

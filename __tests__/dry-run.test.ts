@@ -171,10 +171,10 @@ describe('dry-run checks with fixture extensions', () => {
 
   it('blocks with INVALID_INPUT before connecting, naming the input', async () => {
     const result = await runInProcess({ mode: 'dry-run', 'database-url': 'postgresql://nobody@192.0.2.1:1/x', extensions: 'hstore; drop table t', 'lock-timeout': '5 parsecs' })
-    expect(result.status).toBe('dry_run_blocked')
+    expect(result.status).toBe('failed')
     expect(result.errors[0].code).toBe('INVALID_INPUT')
     expect(result.error).toContain('input "extensions"')
     expect(result.error).toContain('input "lock-timeout"')
-    expect(result.plan?.status).toBe('dry_run_blocked')
+    expect(result.plan).toBeUndefined()
   })
 })

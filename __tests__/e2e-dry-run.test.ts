@@ -165,11 +165,13 @@ describe('the action bundle (dist/index.js)', () => {
     it('fails with INVALID_INPUT naming the input, before any connection', async () => {
       const run = await action({ mode: 'dry-run', 'database-url': url(), 'lock-timeout': 'soon', extensions: 'hstore; drop table t' })
       expect(run.code).toBe(1)
-      expect(run.outputs.status).toBe('dry_run_blocked')
+      // Bad input is a failure, never a plan verdict.
+      expect(run.outputs.status).toBe('failed')
       expect(run.outputs.error).toMatch(/^INVALID_INPUT: /)
       expect(run.outputs.error).toContain('input "lock-timeout"')
       expect(run.outputs.error).toContain('input "extensions"')
-      expect(planOf(run).status).toBe('dry_run_blocked')
+      expect(planOf(run).status).toBe('failed')
+      expect(run.summary).not.toContain('already matches its target')
       expect(errors(run).map((a) => a.properties)).toEqual(['title=INVALID_INPUT'])
       expect(run.stdout).not.toMatch(/\n\s+at /)
       expect(sockets).toHaveLength(0)

@@ -62,7 +62,7 @@ describe('the manifest input, through the bundled action', () => {
   it('reports an invalid manifest problem by problem, each on its line, before connecting', async () => {
     const run = await runAction({ mode: 'dry-run', 'database-url': 'postgresql://nobody@127.0.0.1:1/x', manifest: 'broken.yml' }, { env: { GITHUB_WORKSPACE: workspace } })
     expect(run.code).toBe(1)
-    expect(run.outputs.status).toBe('dry_run_blocked')
+    expect(run.outputs.status).toBe('failed')
     const errors = run.annotations.filter((a) => a.kind === 'error')
     expect(errors.map((e) => /line=(\d+)/.exec(e.properties)?.[1])).toEqual(['3', '4'])
     expect(errors.every((e) => e.properties.includes('file=broken.yml'))).toBe(true)

@@ -135,6 +135,9 @@ describe('upgrade.yml', () => {
     expect(step(job, 'execute').with?.plan).toBe('${{ steps.plan.outputs.plan }}')
     expect(step(job, 'verify').with?.plan).toBe('${{ steps.plan.outputs.plan }}')
     expect(step(job, 'rollback').with?.snapshot).toBe('${{ steps.snap.outputs.snapshot }}')
+    // The snapshot covers what the plan changes, and rollback checks that it does.
+    expect(step(job, 'snap').with?.plan).toBe('${{ steps.plan.outputs.plan }}')
+    expect(step(job, 'rollback').with).toMatchObject({ plan: '${{ steps.plan.outputs.plan }}', report: '${{ steps.execute.outputs.report }}' })
   })
 
   it('gates on the seed expression: only an approved plan goes on', () => {

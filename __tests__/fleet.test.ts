@@ -44,7 +44,7 @@ describe('fleet targeting', () => {
 
   it('refuses a selection that matches nothing, listing what exists, and a database that takes no connections', async () => {
     const none = await runInProcess({ mode: 'dry-run', 'database-url': cluster.url('postgres'), databases: 'nope_*' })
-    expect(none.status).toBe('dry_run_blocked')
+    expect(none.status).toBe('failed')
     expect(none.errors[0].code).toBe('INVALID_INPUT')
     expect(none.error).toContain('input "databases": nope_* matches no database')
     expect(none.error).toContain('fleet_t01')

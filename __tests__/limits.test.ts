@@ -1,7 +1,7 @@
 import { describe, expect, it } from '@jest/globals'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { OUTPUT_LIMIT_BYTES, setOutputs, writeResultFiles } from '../src/action/outputs.js'
+import { HANDOFF_LIMIT_BYTES, setOutputs, writeResultFiles } from '../src/action/outputs.js'
 import type { DatabaseReport } from '../src/core/executor.js'
 import type { DatabasePlan, Finding, Plan } from '../src/core/plan.js'
 import { loadPlan } from '../src/core/plan-input.js'
@@ -107,8 +107,8 @@ describe('a fleet of 1,000 databases stays within what GitHub accepts', () => {
     expect(summary).toContain('more not shown here; the full list is in the JSON file')
 
     const { outputs, files } = outputsOf(result)
-    expect(Buffer.byteLength(JSON.stringify(plan))).toBeGreaterThan(OUTPUT_LIMIT_BYTES)
-    expect(Buffer.byteLength(outputs.plan)).toBeLessThanOrEqual(OUTPUT_LIMIT_BYTES)
+    expect(Buffer.byteLength(JSON.stringify(plan))).toBeGreaterThan(HANDOFF_LIMIT_BYTES)
+    expect(Buffer.byteLength(outputs.plan)).toBeLessThanOrEqual(HANDOFF_LIMIT_BYTES)
     const compact = JSON.parse(outputs.plan) as Plan
     expect(compact.status).toBe('dry_run_approved')
     expect(compact.truncated?.planFile).toBe(files.planFile)
@@ -128,7 +128,7 @@ describe('a fleet of 1,000 databases stays within what GitHub accepts', () => {
     expect(summary).toContain('more not shown here')
 
     const { outputs } = outputsOf(result)
-    expect(Buffer.byteLength(outputs.report)).toBeLessThanOrEqual(OUTPUT_LIMIT_BYTES)
+    expect(Buffer.byteLength(outputs.report)).toBeLessThanOrEqual(HANDOFF_LIMIT_BYTES)
     expect(JSON.parse(outputs.report)).toMatchObject({ status: 'failed', counts: report.counts })
     expect((JSON.parse(readFileSync(outputs['report-file'], 'utf8')) as ExecuteReport).databases).toHaveLength(FLEET)
   })

@@ -46,6 +46,22 @@ describe('run: the whole envelope in one step', () => {
     expect((await cluster.query<{ g: string }>('SELECT greeting() AS g', db))[0].g).toBe('hello')
   })
 
+  it('without a snapshot, rolls back by downgrade scripts to the planned versions when every changed extension has one', async () => {
+    const db = uniqueName('run_down')
+    await cluster.createDatabase(db, { pgxu_down: '1.0' })
+    await cluster.query(`CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 40)`, db)
+    const result = await run(db, { extensions: 'pgxu_down', 'snapshot-strategy': 'none', 'verify-sql': 'SELECT 1; -- expect: 2' })
+    expect(result.status).toBe('rolled_back')
+    expect(fails(result)).toBe(true)
+    expect(stages(result)).toEqual({ 'dry-run': 'dry_run_approved', snapshot: 'skipped', execute: 'success', verify: 'verify_failed', rollback: 'rolled_back' })
+    const report = result.report as RunReport
+    expect(report.rollback).toMatchObject({ status: 'rolled_back', strategy: 'downgrade', databases: [{ name: db, outcome: 'rolled_back', before: { pgxu_down: '1.1' }, after: { pgxu_down: '1.0' } }] })
+    expect(report.rollback?.snapshot).toBeUndefined()
+    expect(result.error).toContain('brought back to their planned versions by downgrade scripts')
+    expect((await cluster.extensionVersions(db)).pgxu_down).toBe('1.0')
+    expect((await cluster.query<{ n: number }>('SELECT count(*)::int AS n FROM orders', db))[0].n).toBe(40)
+  })
+
   it('stops before anything moves on a blocked plan', async () => {
     const db = uniqueName('run_blocked')
     await cluster.createDatabase(db, { hstore: '1.4' })
@@ -60,10 +76,13 @@ describe('run: the whole envelope in one step', () => {
     await cluster.createDatabase(db, { pgxu_breaking: '1.0' })
     const none = await run(db, { extensions: 'pgxu_breaking', 'snapshot-strategy': 'none', 'verify-sql': 'SELECT greeting(); -- expect: hello' })
     expect(none.status).toBe('failed')
-    expect(stages(none)).toMatchObject({ snapshot: 'skipped', verify: 'verify_failed', rollback: 'skipped' })
+    // pgxu_breaking ships no script back from 1.1: the downgrade is checked, found impossible, nothing touched.
+    expect(stages(none)).toMatchObject({ snapshot: 'skipped', verify: 'verify_failed', rollback: 'rollback_failed' })
     const guidance = (none.report as RunReport).guidance!
     expect(guidance).toContain(`${db}: pgxu_breaking at 1.1`)
-    expect(none.error).toContain('no snapshot to roll back to')
+    expect(none.error).toContain('there is no way back: no snapshot')
+    expect(none.errors.map((e) => e.code)).toContain('NO_UPDATE_PATH')
+    expect((await cluster.extensionVersions(db)).pgxu_breaking).toBe('1.1')
 
     const other = uniqueName('run_noway_pitr')
     await cluster.createDatabase(other, { pgxu_breaking: '1.0' })

@@ -153,6 +153,7 @@ export const inputSchema = z.object({
   'restore-point': text(''),
   'rollback-strategy': choice('auto', ['auto', 'downgrade', 'dump', 'pitr'] as const),
   snapshot: text(''),
+  report: text(''),
   pgdata: text(''),
   'pg-bin-dir': text(''),
   'stop-command': text(''),

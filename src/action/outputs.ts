@@ -3,11 +3,20 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { scrub } from '../core/connection.js'
-import type { Plan } from '../core/plan.js'
+import { isChange, type Finding, type Plan } from '../core/plan.js'
 import type { ModeResult } from '../modes/types.js'
 
-/** GitHub caps all outputs of a job at 1 MB; larger JSON goes out compacted, in full in its file. */
-export const OUTPUT_LIMIT_BYTES = 900_000
+/**
+ * The largest JSON value a step output carries in full. Workflows hand `plan` and `report` to the
+ * next step's inputs, which a runner passes as environment variables, and Linux refuses to start a
+ * process with one variable over 128 KiB (E2BIG); GitHub also caps all outputs of a job at 1 MB.
+ * Past this size the output is a compact form that points at the full file.
+ */
+export const HANDOFF_LIMIT_BYTES = 32 * 1024
+
+/** How many findings, and how much of each message, the compact forms keep. */
+const COMPACT_FINDINGS = 20
+const COMPACT_MESSAGE_CHARS = 400
 
 export interface WrittenFiles {
   planFile?: string
@@ -29,31 +38,45 @@ export function writeResultFiles(result: ModeResult, env: NodeJS.ProcessEnv, sec
   }
 }
 
+const shortFindings = (findings: Finding[]): Finding[] =>
+  findings.slice(0, COMPACT_FINDINGS).map((f) => ({ ...f, message: f.message.length > COMPACT_MESSAGE_CHARS ? `${f.message.slice(0, COMPACT_MESSAGE_CHARS)}…` : f.message }))
+
 /**
- * Smaller forms of a plan for the `plan` output, each still a valid plan whose status answers
- * the gate and whose `truncated.planFile` names the full plan (execute follows it).
+ * The plan as a step output carries it when the full plan is too large: a valid plan whose
+ * status, counts and fingerprint answer a gate (`fromJSON(...).status`), with no databases, and
+ * whose `truncated.planFile` names the full plan (every mode that takes `plan` follows it).
  */
-export function compactPlans(plan: Plan, planFile: string): Plan[] {
-  const truncated = { planFile, reason: 'the plan exceeded the size GitHub allows for step outputs' }
-  return [
-    {
-      ...plan,
-      databases: plan.databases.map((d) => ({ ...d, extensions: d.extensions.filter((e) => e.action !== 'none') })),
-      blockers: plan.blockers.slice(0, 100),
-      warnings: plan.warnings.slice(0, 100),
-      members: {},
-      truncated
-    },
-    { ...plan, databases: [], blockers: plan.blockers.slice(0, 20), warnings: [], members: {}, truncated }
-  ]
+export function compactPlan(plan: Plan, planFile: string): Plan {
+  const changes = plan.databases.reduce((sum, d) => sum + d.extensions.filter(isChange).length, 0)
+  return {
+    ...plan,
+    databases: [],
+    blockers: shortFindings(plan.blockers),
+    warnings: shortFindings(plan.warnings),
+    members: {},
+    counts: { databases: plan.databases.length, changes, blockers: plan.blockers.length, warnings: plan.warnings.length },
+    truncated: { planFile, reason: `the full plan (${plan.databases.length} databases) is larger than a step output can hand to the next step` }
+  }
 }
 
-/** The value as JSON, or the first smaller form that fits the output limit (the last one always does). */
-function fitted(value: unknown, smaller: () => unknown[]): string {
+/** A report as a step output carries it when too large: what workflows read (status, counts), and where the rest is. */
+export function compactReport(report: Record<string, unknown>, reportFile: string): Record<string, unknown> {
+  const { schemaVersion, mode, status, counts, strategy, snapshot } = report
+  return {
+    schemaVersion,
+    mode,
+    status,
+    ...(counts !== undefined ? { counts } : {}),
+    ...(strategy !== undefined ? { strategy } : {}),
+    ...(typeof snapshot === 'string' ? { snapshot } : {}),
+    truncated: { reportFile, reason: 'the full report is larger than a step output can hand to the next step' }
+  }
+}
+
+/** The value as JSON, or its compact form when it would not fit a hand-off. */
+function handedOff(value: unknown, compact: () => unknown): string {
   const json = JSON.stringify(value)
-  if (Buffer.byteLength(json) <= OUTPUT_LIMIT_BYTES) return json
-  const forms = smaller().map((form) => JSON.stringify(form))
-  return forms.find((form) => Buffer.byteLength(form) <= OUTPUT_LIMIT_BYTES) ?? forms[forms.length - 1]
+  return Buffer.byteLength(json) <= HANDOFF_LIMIT_BYTES ? json : JSON.stringify(compact())
 }
 
 /** The only place that sets step outputs. Every value is scrubbed of secrets first. */
@@ -66,16 +89,17 @@ export function setOutputs(result: ModeResult, files: WrittenFiles, secrets: rea
   if (result.plan && files.planFile) {
     const { plan } = result
     const planFile = files.planFile
-    set('plan', fitted(plan, () => compactPlans(plan, planFile)))
+    set('plan', handedOff(plan, () => compactPlan(plan, planFile)))
     set('plan-file', planFile)
+  } else if (result.mode === 'dry-run') {
+    // A gate reading fromJSON(steps.<id>.outputs.plan).status gets JSON even when nothing could be planned.
+    set('plan', JSON.stringify({ schemaVersion: 1, status: result.status, error: result.error ?? null }))
   }
   if (result.report !== undefined && files.reportFile) {
     const report = result.report as Record<string, unknown>
-    const truncated = { reportFile: files.reportFile, reason: 'the report exceeded the size GitHub allows for step outputs' }
-    // The last form keeps what a workflow reads from a report: its status and counts.
-    const { schemaVersion, mode, status, counts } = report
-    set('report', fitted(report, () => [{ schemaVersion, mode, status, counts, truncated }]))
-    set('report-file', files.reportFile)
+    const reportFile = files.reportFile
+    set('report', handedOff(report, () => compactReport(report, reportFile)))
+    set('report-file', reportFile)
   }
   for (const [name, value] of Object.entries(result.outputs ?? {})) set(name, value)
   set('error', result.error)

@@ -47,6 +47,9 @@ export const CODES = {
   NO_ROLLBACK_PATH: 'No rollback strategy can restore the recorded versions with the given inputs.',
   RECOVERY_FAILED: 'Point-in-time recovery did not reach the restore point; the original data directory was kept.',
   INTERRUPTED: 'The run was interrupted (SIGINT or SIGTERM); the report gives the state each database was left in.',
+  SNAPSHOT_INCOMPLETE: 'The snapshot was interrupted before its manifest was written; it is no baseline.',
+  ROLLBACK_INTERRUPTED: 'An earlier rollback from this snapshot was interrupted halfway; check the databases it names, then remove its marker file.',
+  COVERAGE_UNCHECKED: 'Rollback was given neither `plan` nor `report`, so it could not check that the snapshot covers every changed database (warning).',
   ROLLBACK_INCOMPLETE: 'A database that the upgrade changed is not covered by the snapshot, so the rollback cannot restore it.',
   SNAPSHOT_EPHEMERAL: 'The snapshot was written where the runner deletes it after the job (warning): set snapshot-dir for a later rollback.'
 } as const

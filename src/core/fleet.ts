@@ -2,6 +2,7 @@ import picomatch from 'picomatch'
 import type { Connector } from './connection.js'
 import { withSession } from './connection.js'
 import { CodedError } from './errors.js'
+import { interruption } from './interrupt.js'
 
 export interface DatabaseSelection {
   /** Names, glob patterns and `all`; empty means the database of the connection URL. */
@@ -66,8 +67,8 @@ export function resolveSelection(rows: DatabaseRow[], selection: DatabaseSelecti
 
 /**
  * Runs `work` over the items with at most `concurrency` in flight. Before starting each item it
- * asks `mayStart`; once that says no, nothing new starts (work in flight finishes) and the
- * remaining items come back as undefined, in their order.
+ * asks `mayStart` (and whether the process was interrupted); once that says no, nothing new
+ * starts (work in flight finishes) and the remaining items come back as undefined, in their order.
  */
 export async function runPool<T, R>(
   items: readonly T[],
@@ -78,7 +79,7 @@ export async function runPool<T, R>(
   const results: Array<R | undefined> = new Array(items.length).fill(undefined)
   let next = 0
   const worker = async () => {
-    while (next < items.length && mayStart()) {
+    while (next < items.length && !interruption.aborted && mayStart()) {
       const index = next++
       results[index] = await work(items[index], index)
     }

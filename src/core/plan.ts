@@ -76,6 +76,8 @@ export interface Plan {
   fingerprint: string
   /** Set on the compact form written to a step output when the full plan is too large. */
   truncated?: { planFile: string; reason: string }
+  /** On the compact form: what the full plan holds. */
+  counts?: { databases: number; changes: number; blockers: number; warnings: number }
 }
 
 export const isChange = (extension: PlannedExtension) => extension.action === 'update' || extension.action === 'install'

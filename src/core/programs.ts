@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks'
 import { scrub } from './connection.js'
 import { formatDuration } from './duration.js'
 import { CodedError } from './errors.js'
+import { interruptedBy, interruption, InterruptedError } from './interrupt.js'
 
 /**
  * Running external programs (pg_basebackup, pg_dump, pg_ctl, cp, …): the command-line equivalent
@@ -39,7 +40,15 @@ export interface ProgramOptions {
   onOutput?: (stream: 'stdout' | 'stderr', text: string) => void
   /** Exit codes that count as success (default: 0). */
   okCodes?: number[]
+  /**
+   * Whether an interrupted run kills it (default true). Programs that start or stop the server
+   * are left to finish: killing them halfway would leave the server in an unknown state.
+   */
+  interruptible?: boolean
 }
+
+/** How long an interrupted program gets between SIGTERM and SIGKILL. */
+const INTERRUPT_GRACE_MS = 2000
 
 export interface ProgramResult {
   /** How it was run, for messages: the program and its arguments (never the environment). */
@@ -141,11 +150,16 @@ export function runProgram(file: string, args: readonly string[], options: Progr
   }
   const shown = commandLine(file, args)
   const started = performance.now()
+  const interruptible = options.interruptible ?? true
+  const already = interruptedBy()
+  if (interruptible && already) return Promise.reject(new InterruptedError(already, `about to run ${shown}`))
   return new Promise((resolve, reject) => {
     const child = spawn(command, argv, {
       cwd: options.cwd,
       env,
       stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group, so that an interruption stops it and everything it started.
+      detached: interruptible,
       ...(method === 'setuid' ? { uid: options.as!.uid, gid: options.as!.gid } : {})
     })
     let stdout = ''
@@ -170,10 +184,25 @@ export function runProgram(file: string, args: readonly string[], options: Progr
             setTimeout(() => child.kill('SIGKILL'), 5000).unref()
           }, options.timeoutMs)
         : undefined
+    const killGroup = (signal: NodeJS.Signals) => {
+      try {
+        if (child.pid) process.kill(-child.pid, signal)
+      } catch {
+        // already gone
+      }
+    }
+    const onInterrupt = () => {
+      killGroup('SIGTERM')
+      setTimeout(() => killGroup('SIGKILL'), INTERRUPT_GRACE_MS).unref()
+    }
+    if (interruptible) interruption.addEventListener('abort', onInterrupt, { once: true })
     const finish = (code: number | null, signal: NodeJS.Signals | null) => {
       if (settled) return
       settled = true
       if (timer) clearTimeout(timer)
+      interruption.removeEventListener('abort', onInterrupt)
+      const stoppedBy = interruptible ? interruptedBy() : undefined
+      if (stoppedBy && (signal !== null || code !== 0)) return reject(new InterruptedError(stoppedBy, `running ${shown}`))
       const result: ProgramResult = { commandLine: shown, code, signal, stdout, stderr, durationMs: performance.now() - started }
       const ok = code !== null && (options.okCodes ?? [0]).includes(code)
       if (ok) return resolve(result)
@@ -189,6 +218,7 @@ export function runProgram(file: string, args: readonly string[], options: Progr
       if (settled) return
       settled = true
       if (timer) clearTimeout(timer)
+      interruption.removeEventListener('abort', onInterrupt)
       const hint = method === 'sudo' ? ` (as ${options.as!.name} through sudo -n: passwordless sudo is needed when not running as root or as that user)` : ''
       const result: ProgramResult = { commandLine: shown, code: null, signal: null, stdout, stderr, durationMs: performance.now() - started }
       reject(new ProgramError(scrub(`${shown} could not be started: ${error.message}${hint}`, secrets), result))
@@ -212,7 +242,7 @@ export function runProgram(file: string, args: readonly string[], options: Progr
 
 /** Runs a user-supplied shell command (stop-command, start-command) with `sh -c`. */
 export function runShell(command: string, options: ProgramOptions = {}): Promise<ProgramResult> {
-  return runProgram('/bin/sh', ['-c', command], { keepPgEnv: true, ...options })
+  return runProgram('/bin/sh', ['-c', command], { keepPgEnv: true, interruptible: false, ...options })
 }
 
 const isExecutable = (path: string) => {

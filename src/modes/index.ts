@@ -1,9 +1,10 @@
 import { makeConnector, resolveTarget } from '../core/connection.js'
 import { CodedError, errorMessage } from '../core/errors.js'
+import { interruptedBy, InterruptedError } from '../core/interrupt.js'
 import type { Logger } from '../core/logger.js'
 import { describePgError } from '../core/pg-error.js'
 import type { Code } from '../core/codes.js'
-import { fingerprintPlan, type Finding, type Plan } from '../core/plan.js'
+import type { Finding } from '../core/plan.js'
 import { loadManifest, ManifestError, type Manifest } from '../core/manifest.js'
 import { parseInputs, type Inputs, type Mode, type RawInputs } from '../inputs.js'
 import { drift } from './drift.js'
@@ -13,7 +14,7 @@ import { rollback } from './rollback.js'
 import { run } from './run.js'
 import { snapshot } from './snapshot.js'
 import { verify } from './verify.js'
-import { FAILURE_STATUS, type ModeHandler, type ModeResult } from './types.js'
+import { FAILURE_STATUS, fails, type ModeHandler, type ModeResult } from './types.js'
 
 /** Every mode has a handler: adding a mode without one does not compile. */
 export const MODES: Record<Mode, ModeHandler> = {
@@ -37,12 +38,33 @@ export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEn
     const manifest = readExtensionManifest(inputs, env)
     const target = resolveTarget(inputs.databaseUrl, env)
     const connect = makeConnector(target, inputs.connectTimeout)
-    const result = await MODES[inputs.mode]({ inputs, target, connect, log, env, manifest })
+    const result = interrupted(inputs.mode, await MODES[inputs.mode]({ inputs, target, connect, log, env, manifest }))
     return manifest ? { ...result, manifest } : result
   } catch (error) {
     if (!(error instanceof CodedError) && error instanceof Error && error.stack) log.debug(error.stack)
     return failureResult(mode && mode in MODES ? mode : undefined, error)
   }
+}
+
+/** Modes that only read: interrupted, what they read is incomplete and must not pass for a verdict. */
+const READ_ONLY: ReadonlySet<Mode> = new Set<Mode>(['dry-run', 'verify', 'drift'])
+
+/**
+ * The result of a mode that ran while the process was interrupted. A read-only mode's partial
+ * verdict is replaced by the interruption; a changing mode keeps its report (the state each
+ * database was left in): failed with INTERRUPTED first, or, when it had finished, as it was.
+ */
+function interrupted(mode: Mode, result: ModeResult): ModeResult {
+  const signal = interruptedBy()
+  if (!signal) return result
+  const error = new InterruptedError(signal, `running ${mode}`)
+  if (READ_ONLY.has(mode)) return failureResult(mode, error)
+  if (!fails(result)) {
+    return { ...result, warnings: [...result.warnings, { code: error.code, message: `${signal} arrived after ${mode} had finished its work; its result stands` }] }
+  }
+  const finding = { code: error.code, message: `${error.message}; the report gives the state each database was left in` }
+  const others = result.errors.filter((e) => e.code !== 'INTERRUPTED')
+  return { ...result, errors: [finding, ...others], error: `${error.code}: ${finding.message}${others.length > 0 && result.error ? `. ${result.error}` : ''}` }
 }
 
 /** The `manifest` input: a YAML file in the repository, exclusive with `extensions`. */
@@ -67,25 +89,8 @@ export function failureResult(mode: Mode | undefined, error: unknown): ModeResul
     mode,
     status: mode ? FAILURE_STATUS[mode] : 'failed',
     changed: false,
-    // A gate reading fromJSON(steps.plan.outputs.plan).status must get JSON even when nothing was planned.
-    plan: mode === 'dry-run' ? unplanned(finding) : undefined,
     errors,
     warnings: [],
     error: `${code}: ${message}`
-  }
-}
-
-function unplanned(blocker: Finding): Plan {
-  return {
-    schemaVersion: 1,
-    status: 'dry_run_blocked',
-    createdAt: new Date().toISOString(),
-    server: { version: 'unknown', versionNum: 0, isReplica: false },
-    request: { extensions: [], allowDowngrade: false, installMissing: false, stagedExtensions: [] },
-    databases: [],
-    blockers: [blocker],
-    warnings: [],
-    members: {},
-    fingerprint: fingerprintPlan([])
   }
 }

@@ -1,6 +1,8 @@
 import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
+import { changesOfPlan, loadReportChanges, mergeChanges } from '../core/changes.js'
 import { redact } from '../core/connection.js'
+import { loadPlan } from '../core/plan-input.js'
 import { CodedError } from '../core/errors.js'
 import { manifestPathOf, manifestsUnder, readManifest, restorePointProblem } from '../core/recovery/manifest.js'
 import { rollBack, type RollbackOutcome, type RollbackRequest } from '../core/rollback/index.js'
@@ -59,7 +61,18 @@ export function rollbackRequest(inputs: Inputs, env: NodeJS.ProcessEnv): Rollbac
     terminateConnections: inputs.terminateConnections,
     waitTimeoutMs: inputs.waitTimeout,
     execute: executeSettings(inputs),
+    ...changesOfInputs(inputs),
     env
+  }
+}
+
+/** What the `plan` and `report` inputs say the upgrade changed; nothing when neither is given. */
+function changesOfInputs(inputs: Inputs): Pick<RollbackRequest, 'changes' | 'planFingerprint'> {
+  if (!inputs.plan && !inputs.report) return {}
+  const plan = inputs.plan ? loadPlan(inputs.plan) : undefined
+  return {
+    changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report) : []),
+    ...(plan ? { planFingerprint: plan.fingerprint } : {})
   }
 }
 
@@ -77,10 +90,9 @@ export function rollbackResult(outcome: RollbackOutcome, target: string): ModeRe
     warnings: outcome.warnings,
     error: first ? `${first.code}: ${first.message.replace(/\.?$/, '.')}${outcome.findings.length > 1 ? ` (and ${outcome.findings.length - 1} more.)` : ''}${untouched}` : undefined,
     target,
-    outputs: {
-      snapshot: outcome.snapshot.path,
-      ...(outcome.snapshot.restorePoint ? { 'restore-point': outcome.snapshot.restorePoint } : {})
-    }
+    outputs: outcome.snapshot
+      ? { snapshot: outcome.snapshot.path, ...(outcome.snapshot.restorePoint ? { 'restore-point': outcome.snapshot.restorePoint } : {}) }
+      : {}
   }
 }
 

@@ -1,9 +1,12 @@
+import { changesOfPlan, changesOfReport, mergeChanges } from '../core/changes.js'
 import { redact } from '../core/connection.js'
+import { interruptedBy, throwIfInterrupted } from '../core/interrupt.js'
 import { CodedError } from '../core/errors.js'
 import type { Finding, Plan } from '../core/plan.js'
+import { rollBackToPrior } from '../core/rollback/downgrade.js'
 import { rollBack } from '../core/rollback/index.js'
 import { takeSnapshot } from '../core/snapshot/index.js'
-import { applyPlan, blockedMessage, executeChanged, executeResult, type ExecuteReport } from './execute.js'
+import { applyPlan, blockedMessage, executeChanged, executeResult, executeSettings, type ExecuteReport } from './execute.js'
 import { rollbackRequest, rollbackResult, type RollbackReport } from './rollback.js'
 import { snapshotRequest, snapshotResult, type SnapshotReport } from './snapshot.js'
 import { planTargets } from './targets.js'
@@ -75,6 +78,8 @@ export async function run(context: ModeContext): Promise<ModeResult> {
     const changes = plan.databases.flatMap((d) => d.extensions).filter((e) => e.action === 'update' || e.action === 'install').length
     return { value: plan, status: plan.status, detail: `${changes} change(s) in ${plan.databases.length} database(s)` }
   })
+  // A plan cut short by an interruption covers only some databases: nothing may act on it.
+  throwIfInterrupted('planning')
   warnings.push(...plan.warnings)
   if (plan.status === 'dry_run_blocked') {
     errors.push(...plan.blockers)
@@ -84,11 +89,14 @@ export async function run(context: ModeContext): Promise<ModeResult> {
   const approved = plan
 
   let manifestPath: string | undefined
+  const planned = changesOfPlan(approved)
   if (inputs.snapshotStrategy === 'none') {
-    stages.push({ name: 'snapshot', status: 'skipped', durationMs: 0, detail: 'snapshot-strategy none: no way back if the upgrade fails' })
+    stages.push({ name: 'snapshot', status: 'skipped', durationMs: 0, detail: 'snapshot-strategy none: the way back is downgrade scripts, where every changed extension has one' })
   } else {
     const taken = await stage('snapshot', async () => {
-      const outcome = await takeSnapshot(snapshotRequest(inputs, approved.databases.map((d) => d.name), env), { connect, target, log })
+      const request = snapshotRequest(inputs, planned.map((c) => c.database), env)
+      request.plan = { fingerprint: approved.fingerprint, databases: request.databases }
+      const outcome = await takeSnapshot(request, { connect, target, log })
       const result = snapshotResult(outcome, redact(target))
       return { value: result, status: result.status, detail: outcome.ok ? `${outcome.strategy}: ${outcome.reason}` : (result.error ?? 'failed') }
     })
@@ -109,6 +117,13 @@ export async function run(context: ModeContext): Promise<ModeResult> {
   report.execute = executed
   changed = executeChanged(executed)
   const executeFailure = executed.status === 'failed' ? executeResult(context, approved, executed) : undefined
+  const signal = interruptedBy()
+  if (signal) {
+    // The runner kills the process seconds after its signal: no verify and no rollback can finish in time.
+    for (const name of ['verify', 'rollback'] as const) stages.push({ name, status: 'not_reached', durationMs: 0, detail: `interrupted by ${signal}` })
+    if (executeFailure) errors.push(...executeFailure.errors)
+    return finish('failed', `interrupted by ${signal} after execute; nothing was verified or rolled back`, stateGuidance(executed, undefined))
+  }
 
   let verifyFailure: ModeResult | undefined
   if (executeFailure) {
@@ -130,14 +145,15 @@ export async function run(context: ModeContext): Promise<ModeResult> {
   errors.push(...failure.errors)
   const what = executeFailure ? 'execute failed' : 'verify failed'
 
-  if (!manifestPath) {
-    stages.push({ name: 'rollback', status: 'skipped', durationMs: 0, detail: 'no snapshot (snapshot-strategy none)' })
-    return finish('failed', `${what} and there is no snapshot to roll back to. ${failure.error ?? ''}`.trim(), stateGuidance(executed, undefined))
-  }
+  const changes = mergeChanges(planned, changesOfReport(executed))
   const snapshotPath = manifestPath
   const rolledBack = await stage('rollback', async () => {
-    const request = rollbackRequest({ ...inputs, snapshot: snapshotPath, restorePoint: '' }, env)
-    const outcome = await rollBack(request, { connect, target, log })
+    const outcome = snapshotPath
+      ? await rollBack(
+          { ...rollbackRequest({ ...inputs, snapshot: snapshotPath, restorePoint: '', plan: '', report: '' }, env), changes, planFingerprint: approved.fingerprint },
+          { connect, target, log }
+        )
+      : await rollBackToPrior(changes, executeSettings(inputs), { connect, target, log })
     const result = rollbackResult(outcome, redact(target))
     return { value: result, status: result.status, detail: outcome.strategy ? `${outcome.strategy}: ${outcome.reason}` : outcome.reason }
   })
@@ -145,11 +161,17 @@ export async function run(context: ModeContext): Promise<ModeResult> {
   warnings.push(...rolledBack.warnings)
   if (rolledBack.status === 'rolled_back' || rolledBack.status === 'nothing_to_do') {
     changed = changed || rolledBack.changed
-    return finish('rolled_back', `${what}; the databases were restored to the snapshot, so the upgrade did not happen. ${failure.error ?? ''}`.trim())
+    const how = snapshotPath ? 'restored to the snapshot' : 'brought back to their planned versions by downgrade scripts'
+    return finish('rolled_back', `${what}; the databases were ${how}, so the upgrade did not happen. ${failure.error ?? ''}`.trim())
   }
   errors.push(...rolledBack.errors)
   changed = changed || rolledBack.changed
-  return finish('failed', `${what}, and the rollback failed too: ${rolledBack.error ?? 'see the report'}`, stateGuidance(executed, report.rollback))
+  const noWayBack = !snapshotPath && !rolledBack.changed
+  return finish(
+    'failed',
+    noWayBack ? `${what}, and there is no way back: no snapshot, and ${rolledBack.error ?? 'no downgrade path'}` : `${what}, and the rollback failed too: ${rolledBack.error ?? 'see the report'}`,
+    stateGuidance(executed, report.rollback)
+  )
 }
 
 /** Where the databases stand after a failed run, and what to do about it. */

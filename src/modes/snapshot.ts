@@ -1,7 +1,9 @@
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+import { changesOfPlan } from '../core/changes.js'
 import { redact } from '../core/connection.js'
 import { CodedError } from '../core/errors.js'
+import { loadPlan } from '../core/plan-input.js'
 import type { SnapshotManifest, SnapshotStrategy } from '../core/recovery/manifest.js'
 import { restorePointProblem } from '../core/recovery/manifest.js'
 import type { PhaseRecord } from '../core/recovery/phases.js'
@@ -124,7 +126,39 @@ export async function snapshot(context: ModeContext): Promise<ModeResult> {
   const { inputs, target, connect, log, env } = context
   // Inputs are judged before anything connects; the databases are resolved afterwards.
   const request = snapshotRequest(inputs, [], env)
-  request.databases = await targetDatabases(context)
+  if (inputs.plan) {
+    const covered = plannedDatabases(inputs)
+    if (covered.databases.length === 0) return planChangesNothing(covered.fingerprint, redact(target))
+    request.databases = covered.databases
+    request.plan = covered
+  } else {
+    request.databases = await targetDatabases(context)
+  }
   const outcome = await takeSnapshot(request, { connect, target, log })
   return snapshotResult(outcome, redact(target))
+}
+
+/** With `plan`, a snapshot covers exactly the databases the plan changes, and records the plan. */
+export function plannedDatabases(inputs: Inputs): { fingerprint: string; databases: string[] } {
+  if (inputs.databases.length > 0 || inputs.excludeDatabases.length > 0) {
+    throw new CodedError('INVALID_INPUT', 'inputs "plan" and "databases": give one or the other; with a plan the snapshot covers exactly the databases the plan changes')
+  }
+  const plan = loadPlan(inputs.plan)
+  if (plan.status === 'dry_run_blocked') {
+    throw new CodedError('INVALID_INPUT', 'input "plan": the plan is blocked, so execute will change nothing; fix its blockers and plan again before taking a snapshot')
+  }
+  return { fingerprint: plan.fingerprint, databases: changesOfPlan(plan).map((c) => c.database) }
+}
+
+function planChangesNothing(fingerprint: string, target: string): ModeResult {
+  return {
+    mode: 'snapshot',
+    status: 'nothing_to_do',
+    changed: false,
+    errors: [],
+    warnings: [],
+    error: undefined,
+    target,
+    report: { schemaVersion: 1, mode: 'snapshot', status: 'nothing_to_do', reason: `the plan (${fingerprint}) changes no database, so there is nothing to snapshot`, durationMs: 0, phases: [], changed: false, leftBehind: [] }
+  }
 }

@@ -24,9 +24,12 @@ export type Status =
  */
 export const FAILURE_STATUSES: ReadonlySet<Status> = new Set<Status>(['dry_run_blocked', 'failed', 'verify_failed', 'rollback_failed', 'drift_detected'])
 
-/** The status a mode reports when it cannot finish at all (bad input, unreachable server). */
+/**
+ * The status a mode reports when it cannot finish at all (bad input, unreachable server). A
+ * dry-run that could not plan says `failed`, never a plan verdict.
+ */
 export const FAILURE_STATUS: Record<Mode, Status> = {
-  'dry-run': 'dry_run_blocked',
+  'dry-run': 'failed',
   snapshot: 'failed',
   execute: 'failed',
   verify: 'verify_failed',

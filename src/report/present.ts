@@ -66,7 +66,7 @@ export function findingLine(finding: Finding): string {
 function findingSections(result: ModeResult): Section[] {
   const sections: Section[] = []
   if (result.errors.length > 0) {
-    const heading = result.mode === 'dry-run' ? 'Blockers' : 'Errors'
+    const heading = result.status === 'dry_run_blocked' ? 'Blockers' : 'Errors'
     sections.push({ heading: `${heading} (${result.errors.length})`, items: result.errors.map(findingLine) })
   }
   if (result.warnings.length > 0) {

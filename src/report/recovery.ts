@@ -104,7 +104,9 @@ export function rollbackSections(result: ModeResult): Section[] {
   if (!report) return []
   const sections: Section[] = []
   const lines = [
-    `Snapshot: \`${report.snapshot.id}\` (${report.snapshot.strategy}, ${report.snapshot.createdAt})${report.snapshot.restorePoint ? `, restore point \`${report.snapshot.restorePoint}\`` : ''} — \`${report.snapshot.path}\``,
+    report.snapshot
+      ? `Snapshot: \`${report.snapshot.id}\` (${report.snapshot.strategy}, ${report.snapshot.createdAt})${report.snapshot.restorePoint ? `, restore point \`${report.snapshot.restorePoint}\`` : ''} — \`${report.snapshot.path}\``
+      : 'No snapshot: the planned versions were restored by downgrade scripts.',
     `Strategy: **${report.strategy ?? 'none'}** — ${report.reason}`
   ]
   if (report.pitr) {

@@ -11,6 +11,10 @@ import { CodedError, errorMessage } from '../errors.js'
  */
 
 export const MANIFEST_FILE = 'manifest.json'
+/** Present in a snapshot directory from its creation until its manifest is written: no baseline yet. */
+export const INCOMPLETE_MARKER = 'INCOMPLETE'
+/** Present in a snapshot directory while a rollback from it runs; left behind by one that was interrupted. */
+export const ROLLBACK_MARKER = 'rollback-in-progress.json'
 export const MANIFEST_KIND = 'pg-extension-upgrade/snapshot'
 export const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'] as const
 export type SnapshotStrategy = (typeof SNAPSHOT_STRATEGIES)[number]
@@ -115,6 +119,8 @@ const manifestSchema = z.object({
     })
     .optional(),
   databases: z.array(databaseSchema),
+  /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
+  plan: z.object({ fingerprint: z.string(), databases: z.array(z.string()) }).optional(),
   files: z.array(z.object({ path: z.string(), bytes: z.number(), sha256: z.string() }))
 })
 
@@ -184,6 +190,9 @@ export function manifestPathOf(input: string): string {
 /** Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`. */
 export function readManifest(input: string): { manifest: SnapshotManifest; path: string; dir: string } {
   const path = manifestPathOf(input)
+  if (existsSync(join(dirname(path), INCOMPLETE_MARKER))) {
+    throw new CodedError('SNAPSHOT_INCOMPLETE', `input "snapshot": ${dirname(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`)
+  }
   if (!existsSync(path)) throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`)
   let parsed: unknown
   try {

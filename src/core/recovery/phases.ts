@@ -3,6 +3,7 @@ import type { Code } from '../codes.js'
 import { formatDuration } from '../duration.js'
 import { CodedError, errorMessage } from '../errors.js'
 import type { Logger } from '../logger.js'
+import { throwIfInterrupted } from '../interrupt.js'
 import type { Finding } from '../plan.js'
 
 /** One step of a snapshot or a rollback, as the report shows it. */
@@ -22,11 +23,13 @@ export class PhaseClock {
 
   constructor(private readonly log: Logger) {}
 
+  /** Runs one phase; an interrupted process starts none (the error is recorded as the phase's failure). */
   async run<T>(name: string, work: (note: (detail: string) => void) => Promise<T>): Promise<T> {
     const started = performance.now()
     let detail: string | undefined
     this.log.info(`▶ ${name}`)
     try {
+      throwIfInterrupted(`about to ${name}`)
       const value = await work((text) => {
         detail = text
       })

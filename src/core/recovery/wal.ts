@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import type pg from 'pg'
 import { formatDuration } from '../duration.js'
 import { CodedError } from '../errors.js'
+import { throwIfInterrupted } from '../interrupt.js'
 import type { Logger } from '../logger.js'
 import { runProgram, type ProgramOptions } from '../programs.js'
 
@@ -203,6 +204,7 @@ export async function waitForArchive(
     if (done) return { archivedAt: row.now, waitedMs: Date.now() - started }
     const elapsed = Date.now() - started
     if (elapsed >= timeoutMs) break
+    throwIfInterrupted(`waiting for ${walFile} to be archived`)
     if (Date.now() - lastReport >= 5000) {
       lastReport = Date.now()
       log.info(`waiting for ${walFile} to be archived: ${formatDuration(elapsed)} of ${formatDuration(timeoutMs)}; last archived ${row.last_archived_wal ?? 'none'}${Number(row.failed_count) > 0 ? `; ${row.failed_count} failure(s), last ${row.last_failed_wal}` : ''}`)

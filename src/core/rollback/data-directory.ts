@@ -39,7 +39,7 @@ export class DataDirectory {
   }
 
   private asOwner(command: string, args: string[], timeoutMs?: number): Promise<ProgramResult> {
-    return runProgram(command, args, { as: this.owner, env: this.env, cwd: this.parent, timeoutMs })
+    return runProgram(command, args, { as: this.owner, env: this.env, cwd: this.parent, timeoutMs, interruptible: false })
   }
 
   /** Hands a file or tree we created to the owner (only needed when we are root). */

@@ -1,11 +1,16 @@
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import type { PriorVersions } from '../changes.js'
+import { InterruptedError } from '../interrupt.js'
 import { withSession } from '../connection.js'
 import { formatDuration } from '../duration.js'
 import { CodedError, errorMessage } from '../errors.js'
 import type { Finding } from '../plan.js'
 import { readVersions } from '../catalog.js'
 import { readClusterFacts } from '../recovery/inventory.js'
-import { readManifest, verifyFiles, type SnapshotManifest } from '../recovery/manifest.js'
+import { readManifest, ROLLBACK_MARKER, verifyFiles, type SnapshotManifest } from '../recovery/manifest.js'
 import { findingsOf, PhaseClock } from '../recovery/phases.js'
 import { downgradeObstacles, rollBackByDowngrade } from './downgrade.js'
 import { dumpObstacles, rollBackByDump } from './dump-restore.js'
@@ -50,6 +55,72 @@ export async function compareWithSnapshot(ctx: Pick<RollbackContext, 'connect' |
     })
   }
   return drift
+}
+
+/**
+ * The databases the upgrade changed (from the plan or the execute report) that the snapshot does
+ * not record: each one whose extensions are no longer at their `from` versions is a
+ * ROLLBACK_INCOMPLETE finding, since nothing in this snapshot can bring it back.
+ */
+export async function uncoveredChanges(ctx: Pick<RollbackContext, 'connect' | 'facts'>, manifest: SnapshotManifest, changes: PriorVersions[]): Promise<Finding[]> {
+  const covered = new Set(manifest.databases.map((d) => d.name))
+  const existing = new Set(ctx.facts.databases.map((d) => d.name))
+  const findings: Finding[] = []
+  const coveredList = manifest.databases.length > 0 ? manifest.databases.map((d) => d.name).slice(0, 10).join(', ') + (covered.size > 10 ? `, … (${covered.size} in all)` : '') : 'no database'
+  for (const change of changes.filter((c) => !covered.has(c.database))) {
+    const message = (what: string) => `${change.database} ${what}, and the snapshot ${manifest.id} does not cover it (it records ${coveredList}): this rollback cannot restore it`
+    if (!existing.has(change.database)) {
+      findings.push({ code: 'ROLLBACK_INCOMPLETE', database: change.database, message: message('was to be changed by the upgrade and no longer exists') })
+      continue
+    }
+    const now = await withSession(ctx.connect, { database: change.database, purpose: 'rollback-inspect' }, readVersions)
+    const moved = Object.entries(change.extensions).filter(([name, from]) => (now[name] ?? null) !== from)
+    if (moved.length === 0) continue
+    const what = moved.map(([name, from]) => `${name} ${from ?? '(not installed)'} → ${now[name] ?? '(not installed)'}`).join(', ')
+    findings.push({ code: 'ROLLBACK_INCOMPLETE', database: change.database, message: message(`was changed by the upgrade (${what})`) })
+  }
+  return findings
+}
+
+interface RollbackMarker {
+  pid: number
+  host: string
+  startedAt: string
+  strategy: RollbackStrategy
+  databases: string[]
+}
+
+/** A rollback from this snapshot that is running, or was interrupted halfway: refuse to start another. */
+function refuseIfMarked(dir: string): void {
+  const path = join(dir, ROLLBACK_MARKER)
+  if (!existsSync(path)) return
+  let marker: Partial<RollbackMarker> = {}
+  try {
+    marker = JSON.parse(readFileSync(path, 'utf8')) as RollbackMarker
+  } catch {
+    // an unreadable marker still means a rollback did not finish
+  }
+  const what = `a ${marker.strategy ?? ''} rollback of ${marker.databases?.join(', ') || 'this snapshot'} started ${marker.startedAt ?? '(time unknown)'} by process ${marker.pid ?? '?'} on ${marker.host ?? '?'}`
+  throw new CodedError(
+    'ROLLBACK_INTERRUPTED',
+    `${what} did not finish (${path} is still there): the databases it names may be half restored. Check them (mode verify, or rollback-strategy dump keeps the replaced database aside), then remove ${path} and roll back again`
+  )
+}
+
+/**
+ * Marks the snapshot while a rollback from it runs, so that one interrupted halfway is not
+ * silently repeated. A snapshot on read-only storage cannot be marked: said, not fatal.
+ */
+function markRollback(dir: string, strategy: RollbackStrategy, databases: string[], warnings: Finding[]): string | undefined {
+  const path = join(dir, ROLLBACK_MARKER)
+  const marker: RollbackMarker = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString(), strategy, databases }
+  try {
+    writeFileSync(path, `${JSON.stringify(marker)}\n`, { flag: 'wx' })
+    return path
+  } catch (error) {
+    warnings.push({ code: 'ROLLBACK_INTERRUPTED', message: `could not write ${path} (${errorMessage(error)}): if this rollback is interrupted, a later one will not know` })
+    return undefined
+  }
 }
 
 function describeDrift(drift: DatabaseDrift[]): string {
@@ -155,19 +226,26 @@ export async function rollBack(request: RollbackRequest, deps: RollbackDeps): Pr
   const phases = new PhaseClock(deps.log)
   const warnings: Finding[] = []
   const { manifest, path, dir } = readManifest(request.manifestPath)
-  const outcome = (partial: Partial<RollbackOutcome> & Pick<RollbackOutcome, 'status' | 'reason'>): RollbackOutcome => ({
-    snapshot: { id: manifest.id, strategy: manifest.strategy, path, createdAt: manifest.createdAt, restorePoint: manifest.restorePoint?.name },
-    phases: phases.phases,
-    findings: [],
-    warnings,
-    databases: [],
-    changed: false,
-    durationMs: performance.now() - started,
-    ...partial
-  })
+  let uncovered: Finding[] = []
+  const outcome = (partial: Partial<RollbackOutcome> & Pick<RollbackOutcome, 'status' | 'reason'>): RollbackOutcome => {
+    const done: RollbackOutcome = {
+      snapshot: { id: manifest.id, strategy: manifest.strategy, path, createdAt: manifest.createdAt, restorePoint: manifest.restorePoint?.name },
+      phases: phases.phases,
+      findings: [],
+      warnings,
+      databases: [],
+      changed: false,
+      durationMs: performance.now() - started,
+      ...partial
+    }
+    // A changed database the snapshot cannot restore makes any rollback incomplete, never a success.
+    return uncovered.length > 0 ? { ...done, status: 'rollback_failed', findings: [...done.findings, ...uncovered] } : done
+  }
   let strategy: RollbackStrategy | undefined
   let reason = ''
   let discarded: DiscardReport | undefined
+  let marker: string | undefined
+  let interrupted = false
   try {
     if (request.strategy === 'dump' && !manifest.databases.some((d) => d.dump)) {
       throw new CodedError('INVALID_INPUT', `input "rollback-strategy": dump needs a snapshot taken with snapshot-strategy dump; ${manifest.id} is ${manifest.strategy}`)
@@ -187,7 +265,22 @@ export async function rollBack(request: RollbackRequest, deps: RollbackDeps): Pr
     const names = request.databases?.length ? request.databases : manifest.databases.map((d) => d.name)
     const unknown = names.filter((name) => !manifest.databases.some((d) => d.name === name))
     if (unknown.length > 0) throw new CodedError('INVALID_INPUT', `input "databases": ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in the snapshot, which has ${manifest.databases.map((d) => d.name).join(', ')}`)
+    refuseIfMarked(dir)
     const ctx: RollbackContext = { ...deps, request, manifest, manifestDir: dir, facts, phases, drift: [], warnings }
+    uncovered = await phases.run('check that the snapshot covers every changed database', async (note) => {
+      if (!request.changes) {
+        warnings.push({ code: 'COVERAGE_UNCHECKED', message: 'rollback was given neither plan nor report, so it cannot check that the snapshot covers every database the upgrade changed; pass the dry-run plan or the execute report' })
+        note('not checked: neither plan nor report was given')
+        return []
+      }
+      if (request.planFingerprint && manifest.plan && manifest.plan.fingerprint !== request.planFingerprint) {
+        warnings.push({ code: 'SNAPSHOT_MISMATCH', message: `the snapshot was taken for plan ${manifest.plan.fingerprint}, not for the plan given (${request.planFingerprint})` })
+      }
+      const wanted = request.databases ? request.changes.filter((c) => request.databases!.includes(c.database)) : request.changes
+      const found = await uncoveredChanges(ctx, manifest, wanted)
+      note(found.length === 0 ? `${wanted.length} changed database(s), all covered` : `${found.length} changed database(s) not covered: ${found.map((f) => f.database).join(', ')}`)
+      return found
+    })
     ctx.drift = await phases.run('compare with the snapshot', async (note) => {
       const drift = await compareWithSnapshot(ctx, manifest, names)
       note(drift.some(hasDrift) ? describeDrift(drift) : `${names.length} database(s) match the snapshot`)
@@ -220,6 +313,7 @@ export async function rollBack(request: RollbackRequest, deps: RollbackDeps): Pr
     let results: RollbackDatabaseResult[] = []
     let pitr: PitrDetails | undefined
     let recovery: string[] = []
+    marker = markRollback(dir, strategy, ctx.drift.filter(hasDrift).map((d) => d.name), warnings)
     if (strategy === 'downgrade') {
       results = await rollBackByDowngrade(ctx)
     } else if (strategy === 'dump') {
@@ -237,6 +331,7 @@ export async function rollBack(request: RollbackRequest, deps: RollbackDeps): Pr
         pitr = done.pitr
         recovery = done.recovery
       } catch (error) {
+        interrupted = error instanceof InterruptedError
         const details = error as { pitr?: PitrDetails; recovery?: string[] }
         return outcome({
           status: 'rollback_failed',
@@ -272,7 +367,11 @@ export async function rollBack(request: RollbackRequest, deps: RollbackDeps): Pr
       changed: results.some((r) => r.outcome === 'rolled_back' || r.outcome === 'failed')
     })
   } catch (error) {
+    interrupted = error instanceof InterruptedError
     if (!(error instanceof CodedError)) deps.log.debug(errorMessage(error))
     return outcome({ status: 'rollback_failed', strategy, reason: reason || 'stopped before a strategy was chosen', discarded, findings: findingsOf(error, 'ROLLBACK_FAILED') })
+  } finally {
+    // An interrupted rollback leaves its marker: the next one must not start blind.
+    if (marker && !interrupted) rmSync(marker, { force: true })
   }
 }

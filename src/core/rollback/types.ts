@@ -1,3 +1,4 @@
+import type { PriorVersions } from '../changes.js'
 import type { ConnectionTarget, Connector } from '../connection.js'
 import type { ExecuteSettings } from '../executor.js'
 import type { Logger } from '../logger.js'
@@ -15,6 +16,13 @@ export interface RollbackRequest {
   manifestPath: string
   /** Limit a downgrade or dump rollback to these databases (default: every database of the snapshot). */
   databases?: string[]
+  /**
+   * What the upgrade changed, from the `plan` and `report` inputs: every such database must be
+   * covered by the snapshot, or the rollback fails with ROLLBACK_INCOMPLETE. Undefined: not known.
+   */
+  changes?: PriorVersions[]
+  /** The fingerprint of the `plan` input, compared with the plan the snapshot was taken for. */
+  planFingerprint?: string
   pgdata?: string
   pgBinDir?: string
   stopCommand?: string
@@ -112,7 +120,8 @@ export interface RollbackOutcome {
   strategy?: RollbackStrategy
   /** Why this strategy (auto explains what it ruled out). */
   reason: string
-  snapshot: { id: string; strategy: SnapshotManifest['strategy']; path: string; createdAt: string; restorePoint?: string }
+  /** The snapshot rolled back to; absent when `run` rolled back by downgrade without one. */
+  snapshot?: { id: string; strategy: SnapshotManifest['strategy']; path: string; createdAt: string; restorePoint?: string }
   phases: PhaseRecord[]
   findings: Finding[]
   warnings: Finding[]

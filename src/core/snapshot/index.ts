@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { hostname } from 'node:os'
 import { join, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { withSession } from '../connection.js'
@@ -11,6 +12,7 @@ import { inventoryOf, readClusterFacts, type ClusterFacts } from '../recovery/in
 import {
   fileEntry,
   generateSnapshotId,
+  INCOMPLETE_MARKER,
   MANIFEST_KIND,
   restorePointProblem,
   writeManifest,
@@ -126,6 +128,42 @@ async function preflight(
   return { programs, archiveDir, uniqueness }
 }
 
+interface IncompleteMarker {
+  pid: number
+  host: string
+  startedAt: string
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/**
+ * Snapshot directories under `root` left by a run that died before its manifest was written (its
+ * process is gone): they are no baseline, so the next snapshot removes them and says so.
+ */
+function removeAbandoned(root: string, log: SnapshotDeps['log']): void {
+  if (!existsSync(root)) return
+  for (const entry of readdirSync(root, { withFileTypes: true })) {
+    const marker = join(root, entry.name, INCOMPLETE_MARKER)
+    if (!entry.isDirectory() || !existsSync(marker)) continue
+    let owner: IncompleteMarker | undefined
+    try {
+      owner = JSON.parse(readFileSync(marker, 'utf8')) as IncompleteMarker
+    } catch {
+      owner = undefined
+    }
+    if (owner && owner.host === hostname() && alive(owner.pid)) continue
+    rmSync(join(root, entry.name), { recursive: true, force: true })
+    log.info(`removed ${join(root, entry.name)}: a snapshot interrupted ${owner ? `at ${owner.startedAt} ` : ''}before its manifest was written`)
+  }
+}
+
 function removeIfEmpty(dir: string): void {
   try {
     if (existsSync(dir) && readdirSync(dir).length === 0) rmSync(dir, { recursive: true })
@@ -197,10 +235,14 @@ export async function takeSnapshot(request: SnapshotRequest, deps: SnapshotDeps)
     }
     const root = resolve(request.root)
     rootCreated = !existsSync(root)
+    removeAbandoned(root, deps.log)
     const dir = join(root, id)
     mkdirSync(dir, { recursive: true })
     wroteSomething = true
     leftBehind.push(dir)
+    // Until the manifest is written, the directory says it is no baseline, even if this process is killed.
+    const marker: IncompleteMarker = { pid: process.pid, host: hostname(), startedAt: new Date().toISOString() }
+    writeFileSync(join(dir, INCOMPLETE_MARKER), `${JSON.stringify(marker)}\n`)
     const ctx: SnapshotContext = { ...deps, request, phases, facts, id, dir, archiveDir: prepared.archiveDir, programs: prepared.programs, leftBehind, warnings }
     const manifest: SnapshotManifest = {
       kind: MANIFEST_KIND,
@@ -224,6 +266,7 @@ export async function takeSnapshot(request: SnapshotRequest, deps: SnapshotDeps)
           ? null
           : { method: facts.archiveLibrary ? 'archive_library' : 'archive_command', directory: localArchiveDirectory(facts) },
       databases: [],
+      ...(request.plan ? { plan: request.plan } : {}),
       files: []
     }
 
@@ -285,6 +328,7 @@ export async function takeSnapshot(request: SnapshotRequest, deps: SnapshotDeps)
     }
     const manifestPath = await phases.run('write the manifest', async (note) => {
       const path = writeManifest(dir, manifest)
+      rmSync(join(dir, INCOMPLETE_MARKER))
       note(path)
       return path
     })

@@ -15,6 +15,8 @@ export interface SnapshotRequest {
   restorePoint?: string
   /** Databases whose extensions (and, for dump, contents) the snapshot records. */
   databases: string[]
+  /** The plan the snapshot is taken for (its databases are `databases`), recorded in the manifest. */
+  plan?: { fingerprint: string; databases: string[] }
   pgBinDir?: string
   waitTimeoutMs: number
   env: NodeJS.ProcessEnv
