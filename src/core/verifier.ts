@@ -3,7 +3,7 @@ import { textArrayLiteral } from './catalog.js'
 import { withSession, type Connector } from './connection.js'
 import type { Code } from './codes.js'
 import { describePgError, pgErrorFields } from './pg-error.js'
-import type { Probe } from './sql-split.js'
+import { excerpt, type Probe } from './sql-split.js'
 
 export type CheckName = 'version' | 'library' | 'members' | 'dependents' | 'probe' | 'drift'
 
@@ -206,7 +206,7 @@ const capped = (items: string[]) => (items.length > DETAIL_LIMIT ? [...items.sli
 export async function verifyDatabase(connect: Connector, database: string, options: VerifyOptions): Promise<VerifyDatabaseReport> {
   return withSession(
     connect,
-    { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } },
+    { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', standard_conforming_strings: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } },
     async (client) => {
       const names = options.expectations?.map((e) => e.name) ?? []
       const sql = CATALOG_SQL.replaceAll('%NAMES%', textArrayLiteral(client, names))
@@ -327,27 +327,39 @@ function checkDependents(facts: Facts, failures: Resolution[], checks: VerifyChe
   }
 }
 
+/**
+ * Each probe is one statement: the extended protocol (Parse/Bind/Execute) refuses a string holding
+ * two, so nothing the splitter missed can run unseen. It runs inside the verify transaction, which is
+ * READ ONLY on a session whose default is read-only too; the splitter has already refused the
+ * statements that could leave or reshape that transaction.
+ */
 async function runProbes(client: pg.Client, probes: Probe[], checks: VerifyCheck[]): Promise<void> {
   for (const [index, probe] of probes.entries()) {
     const label = `probe ${index + 1} (line ${probe.line})`
+    const statement = excerpt(probe.sql)
     await client.query('SAVEPOINT pgxu_probe')
     try {
       // Values stay in PostgreSQL's text form (t/f, 2024-01-01 …), as psql would print them.
-      const result = await client.query({ text: probe.sql, rowMode: 'array', types: { getTypeParser: () => (value: string) => value } })
+      const query: pg.QueryArrayConfig & { queryMode: 'extended' } = {
+        text: probe.sql,
+        rowMode: 'array',
+        queryMode: 'extended',
+        types: { getTypeParser: () => (value: string) => value }
+      }
+      const { rows } = await client.query(query)
       await client.query('RELEASE SAVEPOINT pgxu_probe')
       if (probe.expect === undefined) {
         checks.push({ check: 'probe', ok: true, message: `${label} succeeded` })
         continue
       }
-      const rows = (Array.isArray(result) ? result[result.length - 1] : result).rows as unknown[][]
       const value = rows.length === 1 && rows[0].length === 1 ? String(rows[0][0] ?? 'null') : undefined
       const ok = value === probe.expect
       const got = value === undefined ? `${rows.length} row(s) instead of one value` : JSON.stringify(value)
-      checks.push({ check: 'probe', ok, message: ok ? `${label} returned ${JSON.stringify(probe.expect)}` : `${label} returned ${got}, expected ${JSON.stringify(probe.expect)}`, details: [probe.sql] })
+      checks.push({ check: 'probe', ok, message: ok ? `${label} returned ${JSON.stringify(probe.expect)}` : `${label} returned ${got}, expected ${JSON.stringify(probe.expect)}`, details: [statement] })
     } catch (error) {
       await client.query('ROLLBACK TO SAVEPOINT pgxu_probe')
       const { sqlstate } = pgErrorFields(error)
-      checks.push({ check: 'probe', ok: false, message: `${label} failed: ${describePgError(error)}${sqlstate === '25006' ? ' (probes run read-only)' : ''}`, details: [probe.sql] })
+      checks.push({ check: 'probe', ok: false, message: `${label} failed: ${describePgError(error)}${sqlstate === '25006' ? ' (probes run read-only)' : ''}`, details: [statement] })
     }
   }
 }

@@ -59,6 +59,8 @@ const notStarted = (name: string): DatabaseReport => ({ name, outcome: 'not_star
  * time; after a failure `on-failure: stop` starts nothing new, `continue` goes on (`max-failures`).
  */
 export async function execute(context: ModeContext): Promise<ModeResult> {
+  // The canary's probes are refused before anything connects, not after the canary was updated.
+  if (context.inputs.canary > 0) readProbes(context.inputs.verifySql)
   const { plan, server, cache } = await planToApply(context)
   if (plan.status === 'dry_run_blocked') return blockedPlanResult(context, plan)
   const report = await applyPlan(context, plan, server, cache)

@@ -11,7 +11,7 @@ import { rollbackRequest, rollbackResult, type RollbackReport } from './rollback
 import { snapshotRequest, snapshotResult, type SnapshotReport } from './snapshot.js'
 import { planTargets } from './targets.js'
 import type { ModeContext, ModeResult, Status } from './types.js'
-import { verifyResult, verifyTargets, type VerifyReport } from './verify.js'
+import { readProbes, verifyResult, verifyTargets, type VerifyReport } from './verify.js'
 
 export type StageName = 'dry-run' | 'snapshot' | 'execute' | 'verify' | 'rollback'
 
@@ -49,6 +49,8 @@ export async function run(context: ModeContext): Promise<ModeResult> {
   if (inputs.rollbackStrategy === 'pitr' && !inputs.pgdata.trim()) {
     throw new CodedError('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server')
   }
+  // Probes are refused before anything connects, not after the upgrade they were to verify.
+  readProbes(inputs.verifySql)
   const stages: Stage[] = []
   const report: RunReport = { schemaVersion: 1, mode: 'run', status: 'failed', stages }
   const errors: Finding[] = []
