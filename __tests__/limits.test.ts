@@ -112,6 +112,10 @@ describe('a fleet of 1,000 databases stays within what GitHub accepts', () => {
     const compact = JSON.parse(outputs.plan) as Plan
     expect(compact.status).toBe('dry_run_approved')
     expect(compact.truncated?.planFile).toBe(files.planFile)
+    // Well under Linux's 128 KiB per environment variable, so the next step can start.
+    expect(Buffer.byteLength(outputs.plan)).toBeLessThan(64 * 1024)
+    expect(compact.counts).toMatchObject({ databases: FLEET })
+    expect(compact.fingerprint).toBe(plan.fingerprint)
     expect((JSON.parse(readFileSync(outputs['plan-file'], 'utf8')) as Plan).databases).toHaveLength(FLEET)
     // execute given the compacted output follows it to the full plan.
     expect(loadPlan(outputs.plan).databases).toHaveLength(FLEET)
