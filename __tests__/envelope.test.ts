@@ -142,16 +142,22 @@ async function interruptAction(inputs: Record<string, string>, marker: string, s
   return { code, signal: by, outputs: parseOutputFile(readFileSync(env.GITHUB_OUTPUT!, 'utf8')), summary: readFileSync(env.GITHUB_STEP_SUMMARY!, 'utf8'), stdout }
 }
 
+/** A dump snapshot of a fresh database, signalled while pg_dump waits. */
+async function interruptedDump(signal: NodeJS.Signals): Promise<{ db: string; snapshotDir: string; step: Interrupted }> {
+  const db = uniqueName('int_dump')
+  await cluster.createDatabase(db, { hstore: '1.4' })
+  const tools = temporaryDirectory('pgxu-slow-bin-', true)
+  const marker = join(tools, 'dump')
+  slowProgram(tools, 'pg_dump', 'true', marker)
+  slowProgram(tools, 'pg_restore', 'false', marker)
+  const snapshotDir = temporaryDirectory('pgxu-int-snap-', true)
+  const step = await interruptAction({ mode: 'snapshot', 'database-url': cluster.url(db), 'snapshot-strategy': 'dump', 'snapshot-dir': snapshotDir, 'pg-bin-dir': tools }, marker, signal)
+  return { db, snapshotDir, step }
+}
+
 describe('an interrupted step leaves a known state', () => {
   it('SIGINT mid-dump: pg_dump and its children are stopped, the summary and outputs are written, no directory passes for a snapshot, exit 130', async () => {
-    const db = uniqueName('int_dump')
-    await cluster.createDatabase(db, { hstore: '1.4' })
-    const tools = temporaryDirectory('pgxu-slow-bin-', true)
-    const marker = join(tools, 'dump')
-    slowProgram(tools, 'pg_dump', 'true', marker)
-    slowProgram(tools, 'pg_restore', 'false', marker)
-    const snapshotDir = temporaryDirectory('pgxu-int-snap-', true)
-    const run = await interruptAction({ mode: 'snapshot', 'database-url': cluster.url(db), 'snapshot-strategy': 'dump', 'snapshot-dir': snapshotDir, 'pg-bin-dir': tools }, marker, 'SIGINT')
+    const { snapshotDir, step: run } = await interruptedDump('SIGINT')
     expect(run.code).toBe(130)
     expect(run.outputs.status).toBe('failed')
     expect(run.outputs.error).toMatch(/^INTERRUPTED: interrupted by SIGINT/)
@@ -161,14 +167,7 @@ describe('an interrupted step leaves a known state', () => {
   })
 
   it('kill -9 mid-dump: the directory left behind is refused by rollback and removed by the next snapshot', async () => {
-    const db = uniqueName('int_kill')
-    await cluster.createDatabase(db, { hstore: '1.4' })
-    const tools = temporaryDirectory('pgxu-slow-bin-', true)
-    const marker = join(tools, 'dump')
-    slowProgram(tools, 'pg_dump', 'true', marker)
-    slowProgram(tools, 'pg_restore', 'false', marker)
-    const snapshotDir = temporaryDirectory('pgxu-kill-snap-', true)
-    const killed = await interruptAction({ mode: 'snapshot', 'database-url': cluster.url(db), 'snapshot-strategy': 'dump', 'snapshot-dir': snapshotDir, 'pg-bin-dir': tools }, marker, 'SIGKILL')
+    const { db, snapshotDir, step: killed } = await interruptedDump('SIGKILL')
     expect(killed.signal).toBe('SIGKILL')
     spawnSync('pkill', ['-f', `sleep 47.${process.pid}`])
     const [left] = readdirSync(snapshotDir)
