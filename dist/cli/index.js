@@ -9122,8 +9122,12 @@ function extend(target) {
 /***/ ((module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _cli_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(7301);
+/* harmony import */ var _cli_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(2381);
+/* harmony import */ var _core_interrupt_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(9192);
 
+
+// The first Ctrl-C stops the work at a known state and reports it; a second one exits at once.
+(0,_core_interrupt_js__WEBPACK_IMPORTED_MODULE_1__/* .installInterruptHandlers */ .cE)();
 process.exitCode = await (0,_cli_main_js__WEBPACK_IMPORTED_MODULE_0__/* .main */ .iW)(process.argv.slice(2));
 
 __webpack_async_result__();
@@ -9131,7 +9135,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 7301:
+/***/ 2381:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -9142,20 +9146,10 @@ __nccwpck_require__.d(__webpack_exports__, {
 
 // UNUSED EXPORTS: EXIT, cliLogger
 
-;// CONCATENATED MODULE: ./src/core/errors.ts
-/** An expected failure: reported with its code and message, never with a stack trace. */
-class CodedError extends Error {
-    code;
-    constructor(code, message) {
-        super(message);
-        this.code = code;
-        this.name = 'CodedError';
-    }
-}
-function errorMessage(error) {
-    return error instanceof Error ? error.message : String(error);
-}
-
+// EXTERNAL MODULE: ./src/core/errors.ts
+var core_errors = __nccwpck_require__(4296);
+// EXTERNAL MODULE: ./src/core/interrupt.ts
+var interrupt = __nccwpck_require__(9192);
 // EXTERNAL MODULE: ./node_modules/pg/lib/index.js
 var lib = __nccwpck_require__(3273);
 ;// CONCATENATED MODULE: ./node_modules/pg/esm/index.mjs
@@ -9234,15 +9228,15 @@ function resolveTarget(databaseUrl, env = process.env) {
     const url = databaseUrl.trim() || urlFromEnvironment(env);
     const secrets = secretsOf(databaseUrl, env);
     if (!URI.test(url)) {
-        throw new CodedError('INVALID_INPUT', 'input "database-url": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "database-url": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)');
     }
     let parsed;
     try {
         parsed = esm_parse(url, { useLibpqCompat: true });
     }
     catch (error) {
-        const reason = errorMessage(error).replace(url, '[database-url]');
-        throw new CodedError('INVALID_INPUT', `input "database-url": cannot be parsed (${scrub(reason, secrets)})`);
+        const reason = (0,core_errors/* errorMessage */.g)(error).replace(url, '[database-url]');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "database-url": cannot be parsed (${scrub(reason, secrets)})`);
     }
     if (parsed.password)
         secrets.push(...passwordForms(parsed.password));
@@ -9373,7 +9367,7 @@ function makeConnector(target, connectTimeoutMs) {
             return await connection_open(config);
         }
         catch (error) {
-            if ((target.sslmode === 'prefer' || target.sslmode === 'allow') && /does not support SSL/i.test(errorMessage(error))) {
+            if ((target.sslmode === 'prefer' || target.sslmode === 'allow') && /does not support SSL/i.test((0,core_errors/* errorMessage */.g)(error))) {
                 try {
                     return await connection_open({ ...config, ssl: false });
                 }
@@ -9394,7 +9388,7 @@ async function connection_open(config) {
 }
 function connectionFailed(target, database, error) {
     const reason = scrub(describePgError(error), target.secrets);
-    return new CodedError('CONNECTION_FAILED', `cannot connect to ${redact(target, database)}: ${reason}`);
+    return new core_errors/* CodedError */.A('CONNECTION_FAILED', `cannot connect to ${redact(target, database)}: ${reason}`);
 }
 /** The backend pid of a session (pg keeps it from BackendKeyData). */
 function backendPid(client) {
@@ -19025,7 +19019,7 @@ function parseExtensionList(text) {
         byName.set(parsed.name, parsed);
     }
     if (problems.length > 0)
-        throw new CodedError('INVALID_INPUT', problems.join('; '));
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', problems.join('; '));
     return [...byName.values()];
 }
 function formatRequest(request) {
@@ -19120,7 +19114,7 @@ const extensionRequests = schemas_string()
         return parseExtensionList(value);
     }
     catch (error) {
-        ctx.addIssue({ code: 'custom', message: errorMessage(error) });
+        ctx.addIssue({ code: 'custom', message: (0,core_errors/* errorMessage */.g)(error) });
         return NEVER;
     }
 });
@@ -19164,6 +19158,7 @@ const inputSchema = object({
     'restore-point': inputs_text(''),
     'rollback-strategy': choice('auto', ['auto', 'downgrade', 'dump', 'pitr']),
     snapshot: inputs_text(''),
+    report: inputs_text(''),
     pgdata: inputs_text(''),
     'pg-bin-dir': inputs_text(''),
     'stop-command': inputs_text(''),
@@ -19193,7 +19188,7 @@ function parseInputs(raw) {
             const missing = name === 'mode' && given.mode === undefined;
             return missing ? `input "mode" is required: ${issue.message}` : `input "${name}": ${issue.message}`;
         });
-        throw new CodedError('INVALID_INPUT', problems.join('; '));
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', problems.join('; '));
     }
     return Object.fromEntries(Object.entries(result.data).map(([key, value]) => [key.replace(/-([a-z])/g, (_, c) => c.toUpperCase()), value]));
 }
@@ -19201,62 +19196,6 @@ function parseInputs(raw) {
 function inputSecrets(raw, env) {
     const token = raw['github-token']?.trim();
     return [...new Set([...secretsOf(raw['database-url'] ?? '', env), ...secretsOf(raw['reference-database-url'] ?? '', {}), ...(token ? [token] : [])])];
-}
-
-;// CONCATENATED MODULE: external "node:crypto"
-const external_node_crypto_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:crypto");
-;// CONCATENATED MODULE: ./src/core/plan.ts
-
-const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
-const sha256 = (value) => `sha256:${(0,external_node_crypto_namespaceObject.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
-/**
- * What must not change between plan and execute: every installed extension outside the plan
- * (name, version, schema), and what the server ships for the planned ones (default and versions).
- * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
- * anywhere on their planned path, which is what lets a stopped run resume.
- */
-function fingerprintDatabase(database, server, planned) {
-    const inPlan = new Set(planned);
-    const installed = Object.values(database.installed)
-        .filter((extension) => !inPlan.has(extension.name))
-        .map((extension) => [extension.name, extension.version, extension.schema])
-        .sort((a, b) => a[0].localeCompare(b[0]));
-    const shipped = [...inPlan].sort().map((name) => {
-        const available = server.available[name];
-        return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null];
-    });
-    return sha256({ installed, shipped });
-}
-function fingerprintPlan(databases) {
-    return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]));
-}
-/**
- * Where each planned extension stands now. Anything off its planned path means someone else
- * changed it, and the plan no longer describes the database.
- */
-function checkProgress(database, planned) {
-    const problems = [];
-    for (const extension of planned.extensions) {
-        const now = database.installed[extension.name];
-        if (extension.action === 'install') {
-            if (now && now.version !== extension.to)
-                problems.push(`${extension.name} was installed at ${now.version} meanwhile`);
-            continue;
-        }
-        if (!now) {
-            if (extension.from !== null)
-                problems.push(`${extension.name} was dropped`);
-            continue;
-        }
-        const allowed = extension.action === 'update' ? extension.path : [extension.from];
-        if (!allowed.includes(now.version)) {
-            problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`);
-        }
-        if (extension.schema !== null && now.schema !== extension.schema) {
-            problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`);
-        }
-    }
-    return problems;
 }
 
 ;// CONCATENATED MODULE: external "node:fs"
@@ -19281,7 +19220,7 @@ var dist = __nccwpck_require__(8815);
  * each problem (`extensions.yml:4: "hstore; drop" is not an extension name …`). `file` and
  * `problems` let the action annotate each problem on its line.
  */
-class ManifestError extends CodedError {
+class ManifestError extends core_errors/* CodedError */.A {
     file;
     problems;
     constructor(file, problems, shown = file) {
@@ -19419,7 +19358,7 @@ function loadManifest(path, text, options = {}) {
                 ? 'no such file (the path is relative to the repository root; check the repository out first with actions/checkout)'
                 : code === 'EISDIR'
                     ? 'it is a directory, not a YAML file'
-                    : errorMessage(error);
+                    : (0,core_errors/* errorMessage */.g)(error);
             throw new ManifestError(file, [{ message: `input "manifest": cannot read ${path}: ${reason}` }], path);
         }
     }
@@ -19445,7 +19384,7 @@ function loadManifest(path, text, options = {}) {
         plain = doc.toJS({ maxAliasCount: 1000 });
     }
     catch (error) {
-        fail([{ message: `cannot be read as data: ${errorMessage(error)}` }]);
+        fail([{ message: `cannot be read as data: ${(0,core_errors/* errorMessage */.g)(error)}` }]);
     }
     const parsed = manifestSchema.safeParse(plain);
     if (!parsed.success) {
@@ -19989,6 +19928,7 @@ function compareParity(database, target, reference) {
 
 
 
+
 const isGlob = (pattern) => picomatch_default().scan(pattern).isGlob;
 /**
  * Resolves `databases` and `exclude-databases` against pg_database. `all` and patterns reach
@@ -20018,7 +19958,7 @@ function resolveSelection(rows, selection) {
         if (!isGlob(pattern)) {
             const row = byName.get(pattern);
             if (row && !row.datallowconn) {
-                throw new CodedError('INVALID_INPUT', `input "databases": database ${pattern} does not allow connections`);
+                throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "databases": database ${pattern} does not allow connections`);
             }
             if (row)
                 chosen.add(pattern);
@@ -20039,20 +19979,20 @@ function resolveSelection(rows, selection) {
         const existing = rows.filter((r) => r.datallowconn).map((r) => r.datname);
         const shown = existing.slice(0, 30).join(', ') + (existing.length > 30 ? `, … (${existing.length} in all)` : '');
         const excluded = selection.exclude.length > 0 ? ` minus exclude-databases (${selection.exclude.join(', ')})` : '';
-        throw new CodedError('INVALID_INPUT', `input "databases": ${selection.patterns.join(', ')}${excluded} matches no database; existing databases: ${shown}`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "databases": ${selection.patterns.join(', ')}${excluded} matches no database; existing databases: ${shown}`);
     }
     return [...chosen].sort();
 }
 /**
  * Runs `work` over the items with at most `concurrency` in flight. Before starting each item it
- * asks `mayStart`; once that says no, nothing new starts (work in flight finishes) and the
- * remaining items come back as undefined, in their order.
+ * asks `mayStart` (and whether the process was interrupted); once that says no, nothing new
+ * starts (work in flight finishes) and the remaining items come back as undefined, in their order.
  */
 async function runPool(items, concurrency, work, mayStart = () => true) {
     const results = new Array(items.length).fill(undefined);
     let next = 0;
     const worker = async () => {
-        while (next < items.length && mayStart()) {
+        while (next < items.length && !interrupt/* interruption */.YW.aborted && mayStart()) {
             const index = next++;
             results[index] = await work(items[index], index);
         }
@@ -20080,6 +20020,62 @@ function prefixedLogger(log, prefix) {
             return work();
         }
     };
+}
+
+;// CONCATENATED MODULE: external "node:crypto"
+const external_node_crypto_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:crypto");
+;// CONCATENATED MODULE: ./src/core/plan.ts
+
+const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
+const sha256 = (value) => `sha256:${(0,external_node_crypto_namespaceObject.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
+/**
+ * What must not change between plan and execute: every installed extension outside the plan
+ * (name, version, schema), and what the server ships for the planned ones (default and versions).
+ * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
+ * anywhere on their planned path, which is what lets a stopped run resume.
+ */
+function fingerprintDatabase(database, server, planned) {
+    const inPlan = new Set(planned);
+    const installed = Object.values(database.installed)
+        .filter((extension) => !inPlan.has(extension.name))
+        .map((extension) => [extension.name, extension.version, extension.schema])
+        .sort((a, b) => a[0].localeCompare(b[0]));
+    const shipped = [...inPlan].sort().map((name) => {
+        const available = server.available[name];
+        return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null];
+    });
+    return sha256({ installed, shipped });
+}
+function fingerprintPlan(databases) {
+    return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]));
+}
+/**
+ * Where each planned extension stands now. Anything off its planned path means someone else
+ * changed it, and the plan no longer describes the database.
+ */
+function checkProgress(database, planned) {
+    const problems = [];
+    for (const extension of planned.extensions) {
+        const now = database.installed[extension.name];
+        if (extension.action === 'install') {
+            if (now && now.version !== extension.to)
+                problems.push(`${extension.name} was installed at ${now.version} meanwhile`);
+            continue;
+        }
+        if (!now) {
+            if (extension.from !== null)
+                problems.push(`${extension.name} was dropped`);
+            continue;
+        }
+        const allowed = extension.action === 'update' ? extension.path : [extension.from];
+        if (!allowed.includes(now.version)) {
+            problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`);
+        }
+        if (extension.schema !== null && now.schema !== extension.schema) {
+            problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`);
+        }
+    }
+    return problems;
 }
 
 ;// CONCATENATED MODULE: ./src/core/planner.ts
@@ -20424,7 +20420,7 @@ async function planTargets(context, planner) {
     const { inputs, connect, log } = context;
     const databases = await targetDatabases(context);
     if (databases.length === 0) {
-        throw new CodedError('INVALID_INPUT', `input "manifest": ${context.manifest?.file} asks nothing of the selected databases`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "manifest": ${context.manifest?.file} asks nothing of the selected databases`);
     }
     return makePlan(connect, {
         databases,
@@ -20672,7 +20668,7 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         const fresh = planDatabase(server, facts, target.request, { lockConflicts: 'warn' });
         const refusals = fresh.findings.filter((f) => !f.warning);
         if (refusals.length > 0) {
-            throw new CodedError(refusals[0].code, refusals.map((f) => f.message).join('; '));
+            throw new core_errors/* CodedError */.A(refusals[0].code, refusals.map((f) => f.message).join('; '));
         }
         const extensions = await applyAll(connect, coordinator, target.name, fresh.plan.extensions, settings, log);
         const failed = extensions.find((e) => e.outcome === 'failed');
@@ -20682,7 +20678,7 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         return report(changed ? 'updated' : 'current', extensions);
     }
     catch (error) {
-        const coded = error instanceof CodedError ? error : new CodedError(classify(error).code, describePgError(error));
+        const coded = error instanceof core_errors/* CodedError */.A ? error : new core_errors/* CodedError */.A(classify(error).code, describePgError(error));
         return report('failed', [], coded.code, coded.message);
     }
     finally {
@@ -20700,7 +20696,7 @@ async function concurrentRun(coordinator, database, waitMs) {
         .then((r) => r.rows)
         .catch(() => []);
     const by = holders.map((h) => `pid ${h.pid} (${h.usename ?? '?'}, ${h.application_name || 'no application_name'})`).join(', ');
-    throw new CodedError('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`);
+    throw new core_errors/* CodedError */.A('CONCURRENT_RUN', `another run holds the upgrade lock on ${database}${by ? `: ${by}` : ''}; waited ${formatDuration(waitMs)}`);
 }
 function assertStillPlanned(facts, server, planned) {
     const problems = checkProgress(facts, planned);
@@ -20722,7 +20718,7 @@ function assertStillPlanned(facts, server, planned) {
             problems.push('the versions the server ships for the planned extensions changed');
     }
     if (problems.length > 0) {
-        throw new CodedError('PLAN_STALE', `${facts.name} changed since the plan was made (${problems.join('; ')}); run dry-run again`);
+        throw new core_errors/* CodedError */.A('PLAN_STALE', `${facts.name} changed since the plan was made (${problems.join('; ')}); run dry-run again`);
     }
 }
 async function applyAll(connect, coordinator, database, entries, settings, log) {
@@ -20926,31 +20922,268 @@ function loadPlan(input) {
         json = (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8');
     }
     else {
-        throw new CodedError('INVALID_INPUT', 'input "plan": must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
     }
     let value;
     try {
         value = JSON.parse(json);
     }
     catch {
-        throw new CodedError('INVALID_INPUT', 'input "plan": is not valid JSON');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": is not valid JSON');
     }
     const parsed = planSchema.safeParse(value);
     if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        throw new CodedError('INVALID_INPUT', `input "plan": not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
     }
     const plan = parsed.data;
     if (plan.truncated) {
         if (!(0,external_node_fs_namespaceObject.existsSync)(plan.truncated.planFile)) {
-            throw new CodedError('INVALID_INPUT', `input "plan": this is the compacted plan (${plan.truncated.reason}) and its file ${plan.truncated.planFile} is not on this machine; pass the plan file instead`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": this is the compacted plan (${plan.truncated.reason}) and its file ${plan.truncated.planFile} is not on this machine; pass the plan file instead`);
         }
         return loadPlan(plan.truncated.planFile);
     }
     return plan;
 }
 
+;// CONCATENATED MODULE: ./src/core/sql-split.ts
+
+/** Longest piece of a statement an error quotes: enough to find it, never a whole file. */
+const EXCERPT_LIMIT = 200;
+const EXPECT = /^--[ \t]*expect[ \t]*:(.*)$/i;
+/** PostgreSQL's identifier characters (scan.l ident_cont): letters, digits, `_`, `$` and any non-ASCII. */
+const WORD_CHAR = /[A-Za-z0-9_$\u0080-\uffff]/;
+const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
+/**
+ * Statements a probe may not run, by first keyword. A probe is one read-only query in a
+ * transaction it cannot leave; these would leave or reshape that transaction or the session, run
+ * code or programs outside the query, or are allowed by PostgreSQL even in a read-only transaction.
+ */
+const REFUSED = {
+    BEGIN: 'transaction control',
+    START: 'transaction control',
+    COMMIT: 'transaction control',
+    END: 'transaction control',
+    ROLLBACK: 'transaction control',
+    ABORT: 'transaction control',
+    SAVEPOINT: 'transaction control',
+    RELEASE: 'transaction control',
+    PREPARE: 'transaction control',
+    SET: 'session state',
+    RESET: 'session state',
+    DISCARD: 'session state',
+    LISTEN: 'session state',
+    UNLISTEN: 'session state',
+    NOTIFY: 'session state',
+    LOAD: 'session state',
+    EXECUTE: 'session state',
+    DEALLOCATE: 'session state',
+    DECLARE: 'session state',
+    FETCH: 'session state',
+    MOVE: 'session state',
+    CLOSE: 'session state',
+    LOCK: 'session state',
+    DO: 'a code block',
+    CALL: 'a procedure call',
+    COPY: 'server-side files and programs',
+    VACUUM: 'maintenance',
+    ANALYZE: 'maintenance',
+    ANALYSE: 'maintenance',
+    CLUSTER: 'maintenance',
+    REINDEX: 'maintenance',
+    CHECKPOINT: 'maintenance'
+};
+/** Two words that together name a refused statement whose first word alone is allowed. */
+const REFUSED_PAIRS = { 'ALTER SYSTEM': 'server configuration' };
+const REFUSED_STATEMENTS = [...Object.keys(REFUSED), ...Object.keys(REFUSED_PAIRS)];
+/** A statement as errors and reports quote it: whitespace collapsed, cut at EXCERPT_LIMIT characters. */
+function excerpt(sql) {
+    const flat = sql.replace(/\s+/g, ' ').trim();
+    return flat.length > EXCERPT_LIMIT ? `${flat.slice(0, EXCERPT_LIMIT)}…` : flat;
+}
+const quoted = (sql) => JSON.stringify(excerpt(sql));
+/**
+ * Splits SQL into statements on `;` the way PostgreSQL's lexer sees them: standard strings with
+ * doubled quotes, E'' strings with backslash escapes, dollar quotes with tags, quoted identifiers,
+ * line comments and nested block comments. Each `-- expect: <value>` belongs to exactly one
+ * statement — the one it stands inside (before the `;`, or in a last statement without one), or
+ * the one whose `;` it follows on the same line. Whatever cannot be attached that way, statements
+ * a probe may not run, and unterminated quotes or comments are INVALID_INPUT naming `input` and the line.
+ */
+function splitStatements(text, input = 'verify-sql') {
+    const probes = [];
+    const fail = (line, message) => {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "${input}", line ${line}: ${message}`);
+    };
+    let line = 1;
+    let i = 0;
+    let current;
+    /** The statement just ended by `;`, while only spaces separate that `;` from the cursor on its line. */
+    let justEnded;
+    const begin = (kind, word = '') => {
+        if (!current)
+            current = { start: i, line, words: [], leadingWords: true };
+        if (kind === 'word' && current.leadingWords && current.words.length < 2)
+            current.words.push(word.toUpperCase());
+        else
+            current.leadingWords = false;
+        justEnded = undefined;
+    };
+    /** Advances over text[i, end), counting lines. */
+    const advance = (end) => {
+        for (; i < end; i++)
+            if (text[i] === '\n')
+                line++;
+    };
+    const closeStatement = (end) => {
+        const statement = current;
+        current = undefined;
+        if (!statement)
+            return undefined;
+        const sql = text.slice(statement.start, end).trim();
+        const [first, second] = statement.words;
+        const reason = REFUSED[first] ?? REFUSED_PAIRS[`${first} ${second}`];
+        if (reason !== undefined) {
+            const name = REFUSED_PAIRS[`${first} ${second}`] ? `${first} ${second}` : first;
+            fail(statement.line, `a probe may not run ${name} (${reason}): each probe is one read-only query in a transaction it cannot leave; ${quoted(sql)}`);
+        }
+        const probe = { sql, line: statement.line, ...(statement.expect !== undefined ? { expect: statement.expect } : {}) };
+        probes.push(probe);
+        return probe;
+    };
+    const attachExpect = (value) => {
+        const target = justEnded ?? current;
+        if (!target) {
+            return fail(line, '"-- expect:" belongs to no statement: write it after its statement\'s ";" on the same line, or inside the statement before the ";"');
+        }
+        if (target.expect !== undefined)
+            fail(line, `a second "-- expect:" for the statement on line ${target.line}; each statement takes at most one`);
+        target.expect = value;
+    };
+    while (i < text.length) {
+        const c = text[i];
+        const next = text[i + 1];
+        if (c === '\n' || c === '\r') {
+            justEnded = undefined;
+            advance(i + 1);
+        }
+        else if (c === ' ' || c === '\t' || c === '\f' || c === '\v') {
+            i++;
+        }
+        else if (c === '-' && next === '-') {
+            const end = lineEnd(text, i);
+            const expect = EXPECT.exec(text.slice(i, end));
+            if (expect)
+                attachExpect(expect[1].trim());
+            i = end;
+        }
+        else if (c === '/' && next === '*') {
+            const startLine = line;
+            const end = blockCommentEnd(text, i);
+            if (end < 0)
+                fail(startLine, `the block comment opened here is never closed: ${quoted(text.slice(i))}`);
+            justEnded = undefined;
+            advance(end);
+        }
+        else if (c === ';') {
+            justEnded = closeStatement(i);
+            i++;
+        }
+        else if (c === "'" || c === '"') {
+            begin('other');
+            const startLine = line;
+            const end = quotedEnd(text, i, c, false);
+            if (end < 0)
+                fail(startLine, `the ${c === "'" ? 'string' : 'quoted identifier'} opened here is never closed: ${quoted(text.slice(current.start))}`);
+            advance(end);
+        }
+        else if (c === '$' && dollarTag(text, i)) {
+            const tag = dollarTag(text, i);
+            begin('other');
+            const startLine = line;
+            const close = text.indexOf(tag, i + tag.length);
+            if (close < 0)
+                fail(startLine, `the dollar quote ${tag} opened here is never closed: ${quoted(text.slice(current.start))}`);
+            advance(close + tag.length);
+        }
+        else if (WORD_CHAR.test(c)) {
+            let end = i + 1;
+            while (end < text.length && WORD_CHAR.test(text[end]))
+                end++;
+            const word = text.slice(i, end);
+            begin('word', word);
+            if ((word === 'E' || word === 'e') && text[end] === "'") {
+                // E'…': backslash escapes, so \' does not end the string (scan.l xestart).
+                const startLine = line;
+                const close = quotedEnd(text, end, "'", true);
+                if (close < 0)
+                    fail(startLine, `the string opened here is never closed: ${quoted(text.slice(current.start))}`);
+                advance(close);
+            }
+            else {
+                i = end;
+            }
+        }
+        else {
+            begin('other');
+            i++;
+        }
+    }
+    closeStatement(text.length);
+    return probes;
+}
+/** The `$tag$` (or `$$`) opening a dollar quote at `from`, if one does. */
+function dollarTag(text, from) {
+    DOLLAR_TAG.lastIndex = from;
+    return DOLLAR_TAG.exec(text)?.[0];
+}
+function lineEnd(text, from) {
+    const match = /[\r\n]/.exec(text.slice(from));
+    return match ? from + match.index : text.length;
+}
+/** The offset after the closing quote, or -1; a doubled quote stands for itself, and with `backslashes` so does \<any>. */
+function quotedEnd(text, from, quote, backslashes) {
+    let i = from + 1;
+    while (i < text.length) {
+        const c = text[i];
+        if (backslashes && c === '\\') {
+            i += 2;
+        }
+        else if (c === quote) {
+            if (text[i + 1] !== quote)
+                return i + 1;
+            i += 2;
+        }
+        else {
+            i++;
+        }
+    }
+    return -1;
+}
+/** The offset after the comment's matching `*\/` (comments nest in PostgreSQL), or -1. */
+function blockCommentEnd(text, from) {
+    let depth = 0;
+    let i = from;
+    while (i < text.length) {
+        if (text[i] === '/' && text[i + 1] === '*') {
+            depth++;
+            i += 2;
+        }
+        else if (text[i] === '*' && text[i + 1] === '/') {
+            depth--;
+            i += 2;
+            if (depth === 0)
+                return i;
+        }
+        else {
+            i++;
+        }
+    }
+    return -1;
+}
+
 ;// CONCATENATED MODULE: ./src/core/verifier.ts
+
 
 
 
@@ -21085,7 +21318,7 @@ async function resolveObjects(client, block) {
 const capped = (items) => (items.length > DETAIL_LIMIT ? [...items.slice(0, DETAIL_LIMIT), `… and ${items.length - DETAIL_LIMIT} more`] : items);
 /** Proves a database's state read-only: versions, libraries, members, dependents, probes, drift. */
 async function verifyDatabase(connect, database, options) {
-    return withSession(connect, { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } }, async (client) => {
+    return withSession(connect, { database, purpose: 'verify', settings: { default_transaction_read_only: 'on', standard_conforming_strings: 'on', statement_timeout: `${options.statementTimeoutMs}ms` } }, async (client) => {
         const names = options.expectations?.map((e) => e.name) ?? [];
         const sql = CATALOG_SQL.replaceAll('%NAMES%', textArrayLiteral(client, names));
         await client.query('BEGIN TRANSACTION READ ONLY');
@@ -21202,124 +21435,42 @@ function checkDependents(facts, failures, checks) {
         });
     }
 }
+/**
+ * Each probe is one statement: the extended protocol (Parse/Bind/Execute) refuses a string holding
+ * two, so nothing the splitter missed can run unseen. It runs inside the verify transaction, which is
+ * READ ONLY on a session whose default is read-only too; the splitter has already refused the
+ * statements that could leave or reshape that transaction.
+ */
 async function runProbes(client, probes, checks) {
     for (const [index, probe] of probes.entries()) {
         const label = `probe ${index + 1} (line ${probe.line})`;
+        const statement = excerpt(probe.sql);
         await client.query('SAVEPOINT pgxu_probe');
         try {
             // Values stay in PostgreSQL's text form (t/f, 2024-01-01 …), as psql would print them.
-            const result = await client.query({ text: probe.sql, rowMode: 'array', types: { getTypeParser: () => (value) => value } });
+            const query = {
+                text: probe.sql,
+                rowMode: 'array',
+                queryMode: 'extended',
+                types: { getTypeParser: () => (value) => value }
+            };
+            const { rows } = await client.query(query);
             await client.query('RELEASE SAVEPOINT pgxu_probe');
             if (probe.expect === undefined) {
                 checks.push({ check: 'probe', ok: true, message: `${label} succeeded` });
                 continue;
             }
-            const rows = (Array.isArray(result) ? result[result.length - 1] : result).rows;
             const value = rows.length === 1 && rows[0].length === 1 ? String(rows[0][0] ?? 'null') : undefined;
             const ok = value === probe.expect;
             const got = value === undefined ? `${rows.length} row(s) instead of one value` : JSON.stringify(value);
-            checks.push({ check: 'probe', ok, message: ok ? `${label} returned ${JSON.stringify(probe.expect)}` : `${label} returned ${got}, expected ${JSON.stringify(probe.expect)}`, details: [probe.sql] });
+            checks.push({ check: 'probe', ok, message: ok ? `${label} returned ${JSON.stringify(probe.expect)}` : `${label} returned ${got}, expected ${JSON.stringify(probe.expect)}`, details: [statement] });
         }
         catch (error) {
             await client.query('ROLLBACK TO SAVEPOINT pgxu_probe');
             const { sqlstate } = pgErrorFields(error);
-            checks.push({ check: 'probe', ok: false, message: `${label} failed: ${describePgError(error)}${sqlstate === '25006' ? ' (probes run read-only)' : ''}`, details: [probe.sql] });
+            checks.push({ check: 'probe', ok: false, message: `${label} failed: ${describePgError(error)}${sqlstate === '25006' ? ' (probes run read-only)' : ''}`, details: [statement] });
         }
     }
-}
-
-;// CONCATENATED MODULE: ./src/core/sql-split.ts
-const EXPECT = /^[ \t]*--[ \t]*expect:[ \t]?(.*)$/;
-/**
- * Splits SQL into statements on `;`, respecting '…' and "…" quotes, $tag$…$tag$ bodies, and
- * line comments and (nested) block comments, as PostgreSQL's own lexer does.
- */
-function splitStatements(text) {
-    const probes = [];
-    let start = 0;
-    let i = 0;
-    const lineAt = (offset) => text.slice(0, offset).split('\n').length;
-    const push = (end, expect) => {
-        const raw = text.slice(start, end);
-        const sql = raw.trim();
-        if (sql.length > 0 && !/^(--[^\n]*\n?|\s)*$/.test(sql)) {
-            const leading = raw.length - raw.trimStart().length;
-            probes.push({ sql, line: lineAt(start + leading), ...(expect !== undefined ? { expect: expect.trim() } : {}) });
-        }
-    };
-    while (i < text.length) {
-        const c = text[i];
-        const next = text[i + 1];
-        if (c === "'" || c === '"') {
-            i = skipQuoted(text, i, c);
-        }
-        else if (c === '-' && next === '-') {
-            i = text.indexOf('\n', i);
-            if (i < 0)
-                i = text.length;
-        }
-        else if (c === '/' && next === '*') {
-            i = skipBlockComment(text, i);
-        }
-        else if (c === '$') {
-            const tag = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(text.slice(i));
-            if (tag && !/[A-Za-z0-9_]/.test(text[i - 1] ?? '')) {
-                const close = text.indexOf(tag[0], i + tag[0].length);
-                i = close < 0 ? text.length : close + tag[0].length;
-            }
-            else {
-                i++;
-            }
-        }
-        else if (c === ';') {
-            const lineEnd = text.indexOf('\n', i);
-            const rest = text.slice(i + 1, lineEnd < 0 ? text.length : lineEnd);
-            const expect = EXPECT.exec(rest)?.[1];
-            push(i, expect);
-            i = expect !== undefined ? (lineEnd < 0 ? text.length : lineEnd) : i + 1;
-            start = i;
-        }
-        else {
-            i++;
-        }
-    }
-    push(text.length);
-    return probes;
-}
-function skipQuoted(text, from, quote) {
-    let i = from + 1;
-    while (i < text.length) {
-        if (text[i] === quote) {
-            if (text[i + 1] === quote)
-                i += 2;
-            else
-                return i + 1;
-        }
-        else {
-            i++;
-        }
-    }
-    return text.length;
-}
-function skipBlockComment(text, from) {
-    let depth = 0;
-    let i = from;
-    while (i < text.length) {
-        if (text[i] === '/' && text[i + 1] === '*') {
-            depth++;
-            i += 2;
-        }
-        else if (text[i] === '*' && text[i + 1] === '/') {
-            depth--;
-            i += 2;
-            if (depth === 0)
-                return i;
-        }
-        else {
-            i++;
-        }
-    }
-    return text.length;
 }
 
 ;// CONCATENATED MODULE: ./src/modes/verify.ts
@@ -21431,7 +21582,7 @@ function executeSettings(inputs) {
 async function planToApply(context) {
     const { inputs } = context;
     if (inputs.plan && inputs.extensions.length > 0) {
-        throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions');
     }
     if (inputs.plan)
         return { plan: loadPlan(inputs.plan) };
@@ -21450,6 +21601,9 @@ const notStarted = (name) => ({ name, outcome: 'not_started', durationMs: 0, ext
  * time; after a failure `on-failure: stop` starts nothing new, `continue` goes on (`max-failures`).
  */
 async function execute(context) {
+    // The canary's probes are refused before anything connects, not after the canary was updated.
+    if (context.inputs.canary > 0)
+        readProbes(context.inputs.verifySql);
     const { plan, server, cache } = await planToApply(context);
     if (plan.status === 'dry_run_blocked')
         return blockedPlanResult(context, plan);
@@ -21542,6 +21696,90 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
     };
 }
 
+;// CONCATENATED MODULE: ./src/core/changes.ts
+
+
+
+
+/** Every database the plan changes, with the planned `from` of each changed extension. */
+function changesOfPlan(plan) {
+    return plan.databases
+        .map((d) => ({ database: d.name, extensions: Object.fromEntries(d.extensions.filter(isChange).map((e) => [e.name, e.from])) }))
+        .filter((d) => Object.keys(d.extensions).length > 0);
+}
+const extensionOutcomeSchema = looseObject({ name: schemas_string(), from: schemas_string().nullable(), outcome: schemas_string() });
+const executeReportSchema = looseObject({
+    mode: literal('execute'),
+    databases: array(looseObject({ name: schemas_string(), extensions: array(extensionOutcomeSchema) }))
+});
+const runReportSchema = looseObject({ mode: literal('run'), execute: executeReportSchema.optional() });
+const compactReportSchema = looseObject({ mode: schemas_enum(['execute', 'run']), truncated: object({ reportFile: schemas_string() }) });
+/** Outcomes after which the catalog may differ from `from`: a failed staged update may have walked some hops. */
+const MAY_HAVE_CHANGED = new Set(['updated', 'installed', 'failed', 'interrupted']);
+/** Every database an execute report says was changed or may have been, with each extension's `from`. */
+function changesOfReport(report) {
+    return report.databases
+        .map((d) => ({
+        database: d.name,
+        extensions: Object.fromEntries(d.extensions.filter((e) => MAY_HAVE_CHANGED.has(e.outcome)).map((e) => [e.name, e.from]))
+    }))
+        .filter((d) => Object.keys(d.extensions).length > 0);
+}
+/** Both sources together: a database or extension named by either is included; the plan's `from` wins. */
+function mergeChanges(...sources) {
+    const merged = new Map();
+    for (const source of sources.reverse()) {
+        for (const { database, extensions } of source)
+            merged.set(database, { ...merged.get(database), ...extensions });
+    }
+    return [...merged].map(([database, extensions]) => ({ database, extensions })).sort((a, b) => a.database.localeCompare(b.database));
+}
+/** The largest report file read: a 1,000-database execute report is a few MB. */
+const REPORT_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
+function readReportText(input, what) {
+    const text = input.trim();
+    if (text.startsWith('{'))
+        return text;
+    if (!(0,external_node_fs_namespaceObject.existsSync)(text)) {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${what} must be the JSON of an execute or run step (steps.<id>.outputs.report) or the path of its report-file; neither was found`);
+    }
+    const stat = (0,external_node_fs_namespaceObject.statSync)(text);
+    if (!stat.isFile())
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${text} is not a file`);
+    if (stat.size > REPORT_FILE_LIMIT_BYTES)
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${text} is larger than ${REPORT_FILE_LIMIT_BYTES} bytes`);
+    return (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8');
+}
+/**
+ * The `report` input: an execute or run report (JSON or its file; a compacted output is followed
+ * to its report-file, one level only). Returns what it says was changed.
+ */
+function loadReportChanges(input) {
+    const parse = (text, what) => {
+        try {
+            return JSON.parse(text);
+        }
+        catch {
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${what} is not valid JSON`);
+        }
+    };
+    let value = parse(readReportText(input, 'the value'), 'the value');
+    const compact = compactReportSchema.safeParse(value);
+    if (compact.success) {
+        const file = compact.data.truncated.reportFile;
+        value = parse(readReportText(file, `the report-file ${file}`), `the report-file ${file}`);
+        if (compactReportSchema.safeParse(value).success)
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": the report-file ${file} is itself a compacted report`);
+    }
+    const execute = executeReportSchema.safeParse(value);
+    if (execute.success)
+        return changesOfReport(execute.data);
+    const run = runReportSchema.safeParse(value);
+    if (run.success)
+        return run.data.execute ? changesOfReport(run.data.execute) : [];
+    throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "report": not the report of an execute or run step');
+}
+
 ;// CONCATENATED MODULE: ./src/core/recovery/manifest.ts
 
 
@@ -21554,6 +21792,10 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
  * relative to that directory, so a snapshot can be moved (or uploaded and downloaded) as a whole.
  */
 const MANIFEST_FILE = 'manifest.json';
+/** Present in a snapshot directory from its creation until its manifest is written: no baseline yet. */
+const INCOMPLETE_MARKER = 'INCOMPLETE';
+/** Present in a snapshot directory while a rollback from it runs; left behind by one that was interrupted. */
+const ROLLBACK_MARKER = 'rollback-in-progress.json';
 const MANIFEST_KIND = 'pg-extension-upgrade/snapshot';
 const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'];
 const manifest_extensionSchema = object({
@@ -21650,6 +21892,8 @@ const manifest_manifestSchema = object({
     })
         .optional(),
     databases: array(databaseSchema),
+    /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
+    plan: object({ fingerprint: schemas_string(), databases: array(schemas_string()) }).optional(),
     files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() }))
 });
 const manifest_NAME = /^[A-Za-z0-9_.-]+$/;
@@ -21709,19 +21953,22 @@ function manifestPathOf(input) {
 /** Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`. */
 function readManifest(input) {
     const path = manifestPathOf(input);
+    if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), INCOMPLETE_MARKER))) {
+        throw new core_errors/* CodedError */.A('SNAPSHOT_INCOMPLETE', `input "snapshot": ${(0,external_node_path_namespaceObject.dirname)(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`);
+    }
     if (!(0,external_node_fs_namespaceObject.existsSync)(path))
-        throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
     let parsed;
     try {
         parsed = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
     }
     catch (error) {
-        throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${errorMessage(error)})`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${(0,core_errors/* errorMessage */.g)(error)})`);
     }
     const result = manifest_manifestSchema.safeParse(parsed);
     if (!result.success) {
         const first = result.error.issues[0];
-        throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
     }
     return { manifest: result.data, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
 }
@@ -21753,7 +22000,7 @@ async function verifyFiles(dir, manifest, only) {
             problems.push(`${file.path} has sha256 ${sum.slice(0, 12)}…, the manifest says ${file.sha256.slice(0, 12)}…`);
     }
     if (problems.length > 0)
-        throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
 }
 /** Manifests found in a snapshot directory: the directory itself and its immediate subdirectories. */
 function manifestsUnder(root) {
@@ -21782,12 +22029,12 @@ function manifestsUnder(root) {
     return found;
 }
 
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: external "node:perf_hooks"
 const external_node_perf_hooks_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:perf_hooks");
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: ./src/core/programs.ts
 
 
@@ -21797,6 +22044,9 @@ const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import
 
 
 
+
+/** How long an interrupted program gets between SIGTERM and SIGKILL. */
+const INTERRUPT_GRACE_MS = 2000;
 /** A program that exited unsuccessfully: the message carries the tail of its stderr. */
 class ProgramError extends Error {
     result;
@@ -21882,11 +22132,17 @@ function runProgram(file, args, options = {}) {
     }
     const shown = commandLine(file, args);
     const started = external_node_perf_hooks_namespaceObject.performance.now();
+    const interruptible = options.interruptible ?? true;
+    const already = (0,interrupt/* interruptedBy */.kH)();
+    if (interruptible && already)
+        return Promise.reject(new interrupt/* InterruptedError */.p4(already, `about to run ${shown}`));
     return new Promise((resolve, reject) => {
         const child = (0,external_node_child_process_namespaceObject.spawn)(command, argv, {
             cwd: options.cwd,
             env,
             stdio: ['pipe', 'pipe', 'pipe'],
+            // Its own process group, so that an interruption stops it and everything it started.
+            detached: interruptible,
             ...(method === 'setuid' ? { uid: options.as.uid, gid: options.as.gid } : {})
         });
         let stdout = '';
@@ -21912,12 +22168,31 @@ function runProgram(file, args, options = {}) {
                 setTimeout(() => child.kill('SIGKILL'), 5000).unref();
             }, options.timeoutMs)
             : undefined;
+        const killGroup = (signal) => {
+            try {
+                if (child.pid)
+                    process.kill(-child.pid, signal);
+            }
+            catch {
+                // already gone
+            }
+        };
+        const onInterrupt = () => {
+            killGroup('SIGTERM');
+            setTimeout(() => killGroup('SIGKILL'), INTERRUPT_GRACE_MS).unref();
+        };
+        if (interruptible)
+            interrupt/* interruption */.YW.addEventListener('abort', onInterrupt, { once: true });
         const finish = (code, signal) => {
             if (settled)
                 return;
             settled = true;
             if (timer)
                 clearTimeout(timer);
+            interrupt/* interruption */.YW.removeEventListener('abort', onInterrupt);
+            const stoppedBy = interruptible ? (0,interrupt/* interruptedBy */.kH)() : undefined;
+            if (stoppedBy && (signal !== null || code !== 0))
+                return reject(new interrupt/* InterruptedError */.p4(stoppedBy, `running ${shown}`));
             const result = { commandLine: shown, code, signal, stdout, stderr, durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started };
             const ok = code !== null && (options.okCodes ?? [0]).includes(code);
             if (ok)
@@ -21936,6 +22211,7 @@ function runProgram(file, args, options = {}) {
             settled = true;
             if (timer)
                 clearTimeout(timer);
+            interrupt/* interruption */.YW.removeEventListener('abort', onInterrupt);
             const hint = method === 'sudo' ? ` (as ${options.as.name} through sudo -n: passwordless sudo is needed when not running as root or as that user)` : '';
             const result = { commandLine: shown, code: null, signal: null, stdout, stderr, durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started };
             reject(new ProgramError(scrub(`${shown} could not be started: ${error.message}${hint}`, secrets), result));
@@ -21959,7 +22235,7 @@ function runProgram(file, args, options = {}) {
 }
 /** Runs a user-supplied shell command (stop-command, start-command) with `sh -c`. */
 function runShell(command, options = {}) {
-    return runProgram('/bin/sh', ['-c', command], { keepPgEnv: true, ...options });
+    return runProgram('/bin/sh', ['-c', command], { keepPgEnv: true, interruptible: false, ...options });
 }
 const isExecutable = (path) => {
     try {
@@ -21987,13 +22263,13 @@ function findProgram(name, search) {
         const given = (0,external_node_path_namespaceObject.join)(search.binDir, name);
         if (isExecutable(given))
             return given;
-        throw new CodedError('PROGRAM_MISSING', `${name} is not in pg-bin-dir (${search.binDir}); install the PostgreSQL client programs there or fix pg-bin-dir`);
+        throw new core_errors/* CodedError */.A('PROGRAM_MISSING', `${name} is not in pg-bin-dir (${search.binDir}); install the PostgreSQL client programs there or fix pg-bin-dir`);
     }
     const found = programCandidates(name, search).find(isExecutable);
     if (found)
         return found;
     const where = search.serverMajor ? `/usr/lib/postgresql/${search.serverMajor}/bin, /usr/pgsql-${search.serverMajor}/bin or PATH` : 'PATH';
-    throw new CodedError('PROGRAM_MISSING', `${name} was not found in ${where}; install the PostgreSQL ${search.serverMajor ?? ''} client programs or set pg-bin-dir`.replace('  ', ' '));
+    throw new core_errors/* CodedError */.A('PROGRAM_MISSING', `${name} was not found in ${where}; install the PostgreSQL ${search.serverMajor ?? ''} client programs or set pg-bin-dir`.replace('  ', ' '));
 }
 const majors = new Map();
 /** The major version a PostgreSQL program belongs to (`pg_dump --version`). */
@@ -22004,7 +22280,7 @@ async function programMajor(path, env) {
     const result = await runProgram(path, ['--version'], { env, timeoutMs: 30_000 });
     const match = /\(PostgreSQL\)\s+(\d+)/.exec(result.stdout) ?? /(\d+)(?:\.\d+)?/.exec(result.stdout);
     if (!match)
-        throw new CodedError('PROGRAM_MISSING', `cannot tell the version of ${path} from "${result.stdout.trim()}"`);
+        throw new core_errors/* CodedError */.A('PROGRAM_MISSING', `cannot tell the version of ${path} from "${result.stdout.trim()}"`);
     const major = Number(match[1]);
     majors.set(path, major);
     return major;
@@ -22019,7 +22295,7 @@ async function findCompatibleProgram(name, serverMajor, search, rule) {
     const ok = rule === 'exact' ? major === serverMajor : major >= serverMajor;
     if (!ok) {
         const need = rule === 'exact' ? `version ${serverMajor} exactly` : `version ${serverMajor} or newer`;
-        throw new CodedError('PROGRAM_MISSING', `${path} is PostgreSQL ${major}, but the server is ${serverMajor}: ${name} must be ${need} (set pg-bin-dir to the right one)`);
+        throw new core_errors/* CodedError */.A('PROGRAM_MISSING', `${path} is PostgreSQL ${major}, but the server is ${serverMajor}: ${name} must be ${need} (set pg-bin-dir to the right one)`);
     }
     return path;
 }
@@ -22027,6 +22303,7 @@ async function findCompatibleProgram(name, serverMajor, search, rule) {
 const pathExists = (path) => existsSync(path);
 
 ;// CONCATENATED MODULE: ./src/core/recovery/wal.ts
+
 
 
 
@@ -22137,7 +22414,7 @@ async function scanRestorePoints(waldump, archiveDir, segments, segmentSize, opt
         if (ran.code !== 0) {
             const message = ran.stderr.trim().split('\n').pop() ?? '';
             if (options.strict)
-                throw new CodedError('WAL_MISSING', `pg_waldump could not read the archived WAL ${run[0]} … ${run[run.length - 1]}: ${message}`);
+                throw new core_errors/* CodedError */.A('WAL_MISSING', `pg_waldump could not read the archived WAL ${run[0]} … ${run[run.length - 1]}: ${message}`);
             result.incomplete.push(`${run[0]} … ${run[run.length - 1]}: ${message}`);
         }
     }
@@ -22179,6 +22456,7 @@ async function waitForArchive(client, walFile, archiveDir, segmentSize, timeoutM
         const elapsed = Date.now() - started;
         if (elapsed >= timeoutMs)
             break;
+        (0,interrupt/* throwIfInterrupted */.sK)(`waiting for ${walFile} to be archived`);
         if (Date.now() - lastReport >= 5000) {
             lastReport = Date.now();
             log.info(`waiting for ${walFile} to be archived: ${formatDuration(elapsed)} of ${formatDuration(timeoutMs)}; last archived ${row.last_archived_wal ?? 'none'}${Number(row.failed_count) > 0 ? `; ${row.failed_count} failure(s), last ${row.last_failed_wal}` : ''}`);
@@ -22186,7 +22464,7 @@ async function waitForArchive(client, walFile, archiveDir, segmentSize, timeoutM
         await new Promise((resolve) => setTimeout(resolve, delay));
     }
     const failure = row && row.last_failed_wal ? `; the archiver last failed on ${row.last_failed_wal} at ${row.last_failed_time?.toISOString()} (${row.failed_count} failure(s)): check archive_command and the server log` : '';
-    throw new CodedError('ARCHIVE_TIMEOUT', `${walFile} was not archived within wait-timeout (${formatDuration(timeoutMs)}); last archived: ${row?.last_archived_wal ?? 'none'}${failure}`);
+    throw new core_errors/* CodedError */.A('ARCHIVE_TIMEOUT', `${walFile} was not archived within wait-timeout (${formatDuration(timeoutMs)}); last archived: ${row?.last_archived_wal ?? 'none'}${failure}`);
 }
 /** `backup_manifest`'s WAL range (plain format): the timeline and start/end LSN the backup needs. */
 function readBackupWalRange(manifestPath) {
@@ -22339,6 +22617,7 @@ async function countRows(client) {
 
 
 
+
 /**
  * Times the phases of a snapshot or rollback and prints a line when each starts and ends, so the
  * log reads as progress and the report carries every duration.
@@ -22349,11 +22628,13 @@ class PhaseClock {
     constructor(log) {
         this.log = log;
     }
+    /** Runs one phase; an interrupted process starts none (the error is recorded as the phase's failure). */
     async run(name, work) {
         const started = external_node_perf_hooks_namespaceObject.performance.now();
         let detail;
         this.log.info(`▶ ${name}`);
         try {
+            (0,interrupt/* throwIfInterrupted */.sK)(`about to ${name}`);
             const value = await work((text) => {
                 detail = text;
             });
@@ -22364,7 +22645,7 @@ class PhaseClock {
         }
         catch (error) {
             const durationMs = external_node_perf_hooks_namespaceObject.performance.now() - started;
-            const message = errorMessage(error);
+            const message = (0,core_errors/* errorMessage */.g)(error);
             this.phases.push({ name, durationMs, ok: false, detail: message });
             this.log.warn(`✗ ${name} failed after ${formatDuration(durationMs)}: ${message}`);
             throw error;
@@ -22387,7 +22668,7 @@ function ticker(log, everyMs, line) {
  * Preconditions that failed, each with its own code and message. Thrown before anything moves,
  * so the message can promise that nothing was changed.
  */
-class ChecksFailed extends CodedError {
+class ChecksFailed extends core_errors/* CodedError */.A {
     failures;
     constructor(failures) {
         super(failures[0]?.code ?? 'INVALID_INPUT', failures.map((f) => `${f.code}: ${f.message}`).join('; '));
@@ -22415,7 +22696,7 @@ class CheckList {
                 this.failures.push(...error.failures);
                 return undefined;
             }
-            if (error instanceof CodedError) {
+            if (error instanceof core_errors/* CodedError */.A) {
                 this.fail(error.code, error.message, scope);
                 return undefined;
             }
@@ -22431,9 +22712,9 @@ class CheckList {
 function findingsOf(error, fallback, scope = {}) {
     if (error instanceof ChecksFailed)
         return error.failures;
-    if (error instanceof CodedError)
+    if (error instanceof core_errors/* CodedError */.A)
         return [{ code: error.code, message: error.message, ...scope }];
-    return [{ code: fallback, message: errorMessage(error), ...scope }];
+    return [{ code: fallback, message: (0,core_errors/* errorMessage */.g)(error), ...scope }];
 }
 
 ;// CONCATENATED MODULE: ./src/core/rollback/types.ts
@@ -22461,6 +22742,22 @@ function versionsBefore(drift, recorded) {
 
 
 const recordedVersions = (ctx, database) => Object.fromEntries((ctx.manifest.databases.find((d) => d.name === database)?.extensions ?? []).map((e) => [e.name, e.version]));
+/** Whether each extension's recorded version is still shipped and a chain of scripts leads back to it. */
+async function pathProblems(connect, database, changed) {
+    if (changed.length === 0)
+        return [];
+    const rows = await withSession(connect, { database, purpose: 'rollback-inspect' }, async (client) => (await client.query(`SELECT e.name, e.now, e.recorded,
+                (SELECT p.path FROM pg_extension_update_paths(e.name) p WHERE p.source = e.now AND p.target = e.recorded) AS path,
+                EXISTS (SELECT 1 FROM pg_available_extension_versions v WHERE v.name = e.name AND v.version = e.recorded) AS available
+         FROM json_to_recordset($1::json) AS e(name text, now text, recorded text)`, [JSON.stringify(changed)])).rows);
+    return rows.flatMap((row) => {
+        if (!row.available)
+            return [{ code: 'VERSION_NOT_AVAILABLE', database, extension: row.name, message: `${row.name} ${row.recorded} is no longer shipped on the server (its script files are gone)` }];
+        if (row.path === null)
+            return [{ code: 'NO_UPDATE_PATH', database, extension: row.name, message: `${row.name}: no downgrade script leads from ${row.now} back to ${row.recorded}` }];
+        return [];
+    });
+}
 /**
  * Whether downgrade scripts can bring every drifted database back: each changed extension needs
  * its recorded version shipped and an update path back to it; a dropped or added extension, or a
@@ -22479,60 +22776,112 @@ async function downgradeObstacles(ctx) {
         for (const added of drift.added) {
             obstacles.push({ code: 'NO_ROLLBACK_PATH', database, extension: added.name, message: `${added.name} ${added.version} was installed since the snapshot; a downgrade does not drop extensions` });
         }
-        if (drift.changed.length === 0)
-            continue;
-        const rows = await withSession(ctx.connect, { database, purpose: 'rollback-inspect' }, async (client) => (await client.query(`SELECT e.name, e.now, e.recorded,
-                  (SELECT p.path FROM pg_extension_update_paths(e.name) p WHERE p.source = e.now AND p.target = e.recorded) AS path,
-                  EXISTS (SELECT 1 FROM pg_available_extension_versions v WHERE v.name = e.name AND v.version = e.recorded) AS available
-           FROM json_to_recordset($1::json) AS e(name text, now text, recorded text)`, [JSON.stringify(drift.changed)])).rows);
-        for (const row of rows) {
-            if (!row.available) {
-                obstacles.push({ code: 'VERSION_NOT_AVAILABLE', database, extension: row.name, message: `${row.name} ${row.recorded} is no longer shipped on the server (its script files are gone)` });
-            }
-            else if (row.path === null) {
-                obstacles.push({ code: 'NO_UPDATE_PATH', database, extension: row.name, message: `${row.name}: no downgrade script leads from ${row.now} back to ${row.recorded}` });
-            }
-        }
+        obstacles.push(...(await pathProblems(ctx.connect, database, drift.changed)));
     }
     return obstacles;
 }
 /**
- * downgrade: ALTER EXTENSION … UPDATE TO '<recorded>' per database, under execute's whole
- * discipline (advisory lock, a fresh session per statement, lock_timeout retries), then the
- * versions are read back.
+ * One database: ALTER EXTENSION … UPDATE TO '<recorded>' under execute's whole discipline
+ * (advisory lock, a fresh session per statement, lock_timeout retries), then the versions are read back.
  */
+async function downgradeDatabase(connect, server, job, settings, log, phases) {
+    const started = external_node_perf_hooks_namespaceObject.performance.now();
+    const report = await phases.run(`downgrade ${job.database}`, async (note) => {
+        const done = await log.group(`database ${job.database}`, () => executeDatabase(connect, {
+            name: job.database,
+            request: { extensions: job.changed.map((c) => ({ name: c.name, version: c.recorded })), allowDowngrade: true, installMissing: false, stagedExtensions: [] }
+        }, server, settings, log));
+        note(done.extensions.map((e) => `${e.name} ${e.walked.join(' → ')}: ${e.outcome}`).join('; ') || done.outcome);
+        return done;
+    });
+    const after = await withSession(connect, { database: job.database, purpose: 'rollback-verify' }, readVersions);
+    const wrong = Object.entries(job.recorded).filter(([name, version]) => after[name] !== version);
+    const failed = report.outcome === 'failed' || wrong.length > 0;
+    return {
+        name: job.database,
+        outcome: failed ? 'failed' : 'rolled_back',
+        before: job.before,
+        after,
+        recorded: job.recorded,
+        durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+        detail: failed
+            ? `${report.code ?? 'ROLLBACK_FAILED'}: ${report.message ?? ''}${wrong.length ? ` (now ${wrong.map(([n]) => `${n} ${after[n] ?? 'missing'}`).join(', ')}; recorded ${wrong.map(([n, v]) => `${n} ${v}`).join(', ')})` : ''}`
+            : `${report.extensions.filter((e) => e.outcome === 'updated').length} extension(s) downgraded`
+    };
+}
+/** downgrade: every drifted database of the snapshot back to its recorded versions. */
 async function rollBackByDowngrade(ctx) {
     const drifted = ctx.drift.filter(hasDrift);
     const server = await withSession(ctx.connect, { database: drifted[0]?.name, purpose: 'rollback-inspect' }, inspectServer);
     const results = [];
     for (const drift of drifted) {
-        const started = external_node_perf_hooks_namespaceObject.performance.now();
         const recorded = recordedVersions(ctx, drift.name);
-        const before = versionsBefore(drift, recorded);
-        const report = await ctx.phases.run(`downgrade ${drift.name}`, async (note) => {
-            const done = await ctx.log.group(`database ${drift.name}`, () => executeDatabase(ctx.connect, {
-                name: drift.name,
-                request: { extensions: drift.changed.map((c) => ({ name: c.name, version: c.recorded })), allowDowngrade: true, installMissing: false, stagedExtensions: [] }
-            }, server, ctx.request.execute, ctx.log));
-            note(done.extensions.map((e) => `${e.name} ${e.walked.join(' → ')}: ${e.outcome}`).join('; ') || done.outcome);
-            return done;
-        });
-        const after = await withSession(ctx.connect, { database: drift.name, purpose: 'rollback-verify' }, readVersions);
-        const wrong = Object.entries(recorded).filter(([name, version]) => after[name] !== version);
-        const failed = report.outcome === 'failed' || wrong.length > 0;
-        results.push({
-            name: drift.name,
-            outcome: failed ? 'failed' : 'rolled_back',
-            before,
-            after,
-            recorded,
-            durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
-            detail: failed
-                ? `${report.code ?? 'ROLLBACK_FAILED'}: ${report.message ?? ''}${wrong.length ? ` (now ${wrong.map(([n]) => `${n} ${after[n] ?? 'missing'}`).join(', ')}; recorded ${wrong.map(([n, v]) => `${n} ${v}`).join(', ')})` : ''}`
-                : `${report.extensions.filter((e) => e.outcome === 'updated').length} extension(s) downgraded`
-        });
+        const job = { database: drift.name, changed: drift.changed, recorded, before: versionsBefore(drift, recorded) };
+        results.push(await downgradeDatabase(ctx.connect, server, job, ctx.request.execute, ctx.log, ctx.phases));
     }
     return results;
+}
+/**
+ * Without a snapshot (`run` with snapshot-strategy none): every extension the upgrade moved goes
+ * back to the version the plan found, by downgrade scripts — only when every one of them has a
+ * script back; otherwise nothing is touched and each obstacle is reported.
+ */
+async function rollBackToPrior(changes, settings, deps) {
+    const started = external_node_perf_hooks_namespaceObject.performance.now();
+    const phases = new PhaseClock(deps.log);
+    const obstacles = [];
+    const jobs = [];
+    const outcome = (partial) => ({
+        phases: phases.phases,
+        findings: [],
+        warnings: [],
+        databases: [],
+        changed: false,
+        durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+        ...partial
+    });
+    await phases.run('compare with the planned versions', async (note) => {
+        for (const change of changes) {
+            const now = await withSession(deps.connect, { database: change.database, purpose: 'rollback-inspect' }, readVersions);
+            const changed = [];
+            for (const [name, from] of Object.entries(change.extensions)) {
+                const current = now[name];
+                if (current === from || (current === undefined && from === null))
+                    continue;
+                if (from === null)
+                    obstacles.push({ code: 'NO_ROLLBACK_PATH', database: change.database, extension: name, message: `${name} ${current} was installed by the upgrade; a downgrade does not drop extensions` });
+                else if (current === undefined)
+                    obstacles.push({ code: 'NO_ROLLBACK_PATH', database: change.database, extension: name, message: `${name} was dropped; a downgrade cannot recreate it` });
+                else
+                    changed.push({ name, now: current, recorded: from });
+            }
+            obstacles.push(...(await pathProblems(deps.connect, change.database, changed)));
+            if (changed.length > 0) {
+                const recorded = Object.fromEntries(changed.map((c) => [c.name, c.recorded]));
+                jobs.push({ database: change.database, changed, recorded, before: Object.fromEntries(changed.map((c) => [c.name, c.now])) });
+            }
+        }
+        note(jobs.length === 0 ? 'every database is at its planned versions' : jobs.map((j) => `${j.database}: ${j.changed.map((c) => `${c.name} ${c.now} → ${c.recorded}`).join(', ')}`).join('; '));
+    });
+    if (obstacles.length > 0) {
+        return outcome({ status: 'rollback_failed', reason: 'no snapshot, and downgrade scripts cannot bring every changed extension back: there is no way back', findings: obstacles });
+    }
+    if (jobs.length === 0)
+        return outcome({ status: 'nothing_to_do', reason: 'every extension is already at the version the plan found; nothing was changed' });
+    const server = await withSession(deps.connect, { database: jobs[0].database, purpose: 'rollback-inspect' }, inspectServer);
+    const results = [];
+    for (const job of jobs)
+        results.push(await downgradeDatabase(deps.connect, server, job, settings, deps.log, phases));
+    const failed = results.filter((r) => r.outcome === 'failed');
+    return outcome({
+        status: failed.length > 0 ? 'rollback_failed' : 'rolled_back',
+        strategy: 'downgrade',
+        reason: 'no snapshot (snapshot-strategy none), but every changed extension has a downgrade script back to the version the plan found',
+        discarded: { scope: 'none', summary: `No data: the downgrade scripts change only the extensions' own objects in ${jobs.map((j) => j.database).join(', ')}.` },
+        findings: failed.map((r) => ({ code: 'ROLLBACK_FAILED', database: r.name, message: r.detail ?? 'failed' })),
+        databases: results,
+        changed: results.some((r) => r.outcome === 'rolled_back' || r.outcome === 'failed')
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/core/rollback/dump-restore.ts
@@ -22632,7 +22981,7 @@ async function dumpObstacles(ctx) {
         }
     });
     const found = await findCompatibleProgram('pg_restore', Math.floor(ctx.facts.versionNum / 10000), { binDir: ctx.request.pgBinDir || undefined, env: ctx.request.env }, 'atLeast').catch((error) => error);
-    if (found instanceof CodedError)
+    if (found instanceof core_errors/* CodedError */.A)
         obstacles.push({ code: found.code, message: found.message });
     return obstacles;
 }
@@ -22748,7 +23097,7 @@ async function restoreOne(ctx, db, exists, pgRestore, stamp) {
                 }
                 catch (error) {
                     if (!ctx.request.terminateConnections || attempt >= 5) {
-                        throw new CodedError('SESSIONS_CONNECTED', `${db.name} cannot be renamed aside: ${describePgError(error)}`);
+                        throw new core_errors/* CodedError */.A('SESSIONS_CONNECTED', `${db.name} cannot be renamed aside: ${describePgError(error)}`);
                     }
                 }
             }
@@ -22816,7 +23165,7 @@ async function restoreOne(ctx, db, exists, pgRestore, stamp) {
                         ...extra.map((name) => `${name} ${versions[name]} is installed but was not recorded`),
                         ...mismatches.slice(0, 10)
                     ];
-                    throw new CodedError('ROLLBACK_FAILED', `the restored ${db.name} does not match the snapshot: ${problems.join('; ')}`);
+                    throw new core_errors/* CodedError */.A('ROLLBACK_FAILED', `the restored ${db.name} does not match the snapshot: ${problems.join('; ')}`);
                 }
                 note(`${Object.keys(recorded).length} extension version(s) and ${Object.keys(counts).length} table(s) with ${rows} row(s) match`);
                 return { versions, tables: Object.keys(counts).length, rows };
@@ -22857,7 +23206,7 @@ async function restoreOne(ctx, db, exists, pgRestore, stamp) {
         };
     }
     catch (error) {
-        const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error);
+        const message = error instanceof core_errors/* CodedError */.A ? error.message : describePgError(error) || (0,core_errors/* errorMessage */.g)(error);
         const putBack = [];
         if (created) {
             try {
@@ -23038,7 +23387,7 @@ async function checkNameUnused(name, root, archive, checks, env, maxSegments = 1
         segments = archivedSegments(archive.dir);
     }
     catch (error) {
-        checks.fail('ARCHIVING_DISABLED', `the archive directory ${archive.dir} cannot be read: ${errorMessage(error)}`);
+        checks.fail('ARCHIVING_DISABLED', `the archive directory ${archive.dir} cannot be read: ${(0,core_errors/* errorMessage */.g)(error)}`);
         return { evidence: 'refused' };
     }
     const since = newestBackupStart(archive.dir);
@@ -23054,7 +23403,7 @@ async function checkNameUnused(name, root, archive, checks, env, maxSegments = 1
         scan = await scanRestorePoints(archive.waldump, archive.dir, segments, archive.segmentSize, { env });
     }
     catch (error) {
-        checks.fail('PROGRAM_MISSING', `pg_waldump could not scan ${archive.dir}: ${errorMessage(error)}`);
+        checks.fail('PROGRAM_MISSING', `pg_waldump could not scan ${archive.dir}: ${(0,core_errors/* errorMessage */.g)(error)}`);
         return { evidence: 'refused' };
     }
     const clash = scan.points.find((p) => p.name === name);
@@ -23098,7 +23447,7 @@ async function takeBaseBackup(ctx) {
                 ctx.log.info(`pg_basebackup: ${formatBytes(Number(last[1]) * 1024)} of ${formatBytes(Number(last[2]) * 1024)} (${last[3]}%)`);
             }
         }).catch((error) => {
-            throw new CodedError('SNAPSHOT_FAILED', error instanceof ProgramError ? error.message : String(error));
+            throw new core_errors/* CodedError */.A('SNAPSHOT_FAILED', error instanceof ProgramError ? error.message : String(error));
         });
         const range = readBackupWalRange((0,external_node_path_namespaceObject.join)(base, 'backup_manifest'));
         note(`${formatBytes(range.bytes)} in ${Math.round(result.durationMs)} ms; WAL ${range.startLsn} … ${range.endLsn} on timeline ${range.timeline}`);
@@ -23127,7 +23476,7 @@ async function verifyBaseBackup(pgVerifybackup, base, env, checksums = true) {
         return result.durationMs;
     }
     catch (error) {
-        throw new CodedError('SNAPSHOT_CORRUPT', `pg_verifybackup rejects the base backup in ${base}: ${error instanceof Error ? error.message : String(error)}`);
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `pg_verifybackup rejects the base backup in ${base}: ${error instanceof Error ? error.message : String(error)}`);
     }
 }
 
@@ -23168,7 +23517,7 @@ class DataDirectory {
         return runAsMethod(this.owner) !== 'sudo';
     }
     asOwner(command, args, timeoutMs) {
-        return runProgram(command, args, { as: this.owner, env: this.env, cwd: this.parent, timeoutMs });
+        return runProgram(command, args, { as: this.owner, env: this.env, cwd: this.parent, timeoutMs, interruptible: false });
     }
     /** Hands a file or tree we created to the owner (only needed when we are root). */
     async give(path, recursive) {
@@ -23181,7 +23530,7 @@ class DataDirectory {
     }
     async rename(from, to) {
         if ((0,external_node_fs_namespaceObject.existsSync)(to))
-            throw new CodedError('ROLLBACK_FAILED', `${to} already exists; refusing to overwrite it`);
+            throw new core_errors/* CodedError */.A('ROLLBACK_FAILED', `${to} already exists; refusing to overwrite it`);
         if (this.inProcess)
             (0,external_node_fs_namespaceObject.renameSync)(from, to);
         else
@@ -23268,7 +23617,7 @@ class DataDirectory {
     /** pg_ctl on this directory as its owner. */
     async ctl(args, timeoutMs) {
         if (!this.programs.pgCtl)
-            throw new CodedError('PROGRAM_MISSING', 'pg_ctl was not found (set pg-bin-dir)');
+            throw new core_errors/* CodedError */.A('PROGRAM_MISSING', 'pg_ctl was not found (set pg-bin-dir)');
         return this.asOwner(this.programs.pgCtl, ['-D', this.path, ...args], timeoutMs);
     }
     pgCtlCommand(args) {
@@ -23287,7 +23636,7 @@ class DataDirectory {
         while (this.isRunning() && Date.now() < deadline)
             await new Promise((resolve) => setTimeout(resolve, 100));
         if (this.isRunning())
-            throw new CodedError('ROLLBACK_FAILED', `the server on ${this.path} is still running after the stop command`);
+            throw new core_errors/* CodedError */.A('ROLLBACK_FAILED', `the server on ${this.path} is still running after the stop command`);
     }
     /** Starts the server; with pg_ctl the log goes to `logFile`. Resolves when the command returned. */
     async start(startCommand, logFile, timeoutMs) {
@@ -23321,7 +23670,7 @@ function readLogTail(file, fromOffset = 0) {
         return (0,external_node_fs_namespaceObject.readFileSync)(file).subarray(fromOffset).toString('utf8');
     }
     catch (error) {
-        return `(cannot read ${file}: ${errorMessage(error)})`;
+        return `(cannot read ${file}: ${(0,core_errors/* errorMessage */.g)(error)})`;
     }
 }
 function fileSize(file) {
@@ -23465,7 +23814,7 @@ async function pitrObstacles(ctx) {
             return await findCompatibleProgram(name, major, search, 'exact');
         }
         catch (error) {
-            fail(error instanceof CodedError ? error.code : 'PROGRAM_MISSING', errorMessage(error));
+            fail(error instanceof core_errors/* CodedError */.A ? error.code : 'PROGRAM_MISSING', (0,core_errors/* errorMessage */.g)(error));
             return undefined;
         }
     };
@@ -23478,7 +23827,7 @@ async function pitrObstacles(ctx) {
         dataDir = new DataDirectory(pgdata, { pgCtl: pgCtl ?? safeFind('pg_ctl', major, search), pgControldata }, request.env);
     }
     catch (error) {
-        fail('INVALID_INPUT', `input "pgdata": ${errorMessage(error)}`);
+        fail('INVALID_INPUT', `input "pgdata": ${(0,core_errors/* errorMessage */.g)(error)}`);
         return { obstacles };
     }
     if (facts.dataDirectory) {
@@ -23503,7 +23852,7 @@ async function pitrObstacles(ctx) {
             }
         }
         catch (error) {
-            fail('INSUFFICIENT_PRIVILEGE', `cannot read ${pgdata} as its owner ${dataDir.owner.name}: ${errorMessage(error)}`);
+            fail('INSUFFICIENT_PRIVILEGE', `cannot read ${pgdata} as its owner ${dataDir.owner.name}: ${(0,core_errors/* errorMessage */.g)(error)}`);
         }
     }
     try {
@@ -23534,7 +23883,7 @@ async function pitrObstacles(ctx) {
             await verifyFiles(ctx.manifestDir, manifest, (path) => path.startsWith(`${backup.path}/`));
         }
         catch (error) {
-            fail('SNAPSHOT_CORRUPT', errorMessage(error));
+            fail('SNAPSHOT_CORRUPT', (0,core_errors/* errorMessage */.g)(error));
         }
         const needed = (backup.bytes ?? 0) + 4 * manifest.server.walSegmentSize;
         const free = freeBytes(dataDir.parent);
@@ -23694,7 +24043,7 @@ async function rollBackByPitr(ctx, prepared) {
             }
             catch (error) {
                 const excerpt = logExcerpt(readLogTail(dataDir.currentLogFile(request.startCommand ? undefined : logFile), logOffset));
-                throw new CodedError('RECOVERY_FAILED', `the restored server did not start: ${errorMessage(error)}${excerpt ? `\n${excerpt}` : ''}`);
+                throw new core_errors/* CodedError */.A('RECOVERY_FAILED', `the restored server did not start: ${(0,core_errors/* errorMessage */.g)(error)}${excerpt ? `\n${excerpt}` : ''}`);
             }
             note(request.startCommand ? 'with start-command' : `pg_ctl start, log ${logFile}`);
         });
@@ -23722,14 +24071,14 @@ async function rollBackByPitr(ctx, prepared) {
                 });
             }
             if (problems.length > 0)
-                throw new CodedError('RECOVERY_FAILED', `the recovered cluster does not hold the recorded versions: ${problems.join('; ')}`);
+                throw new core_errors/* CodedError */.A('RECOVERY_FAILED', `the recovered cluster does not hold the recorded versions: ${problems.join('; ')}`);
             note(`${manifest.databases.length} database(s) match the snapshot`);
         });
     }
     catch (error) {
         for (const result of results)
             result.outcome = 'put_back';
-        const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error);
+        const message = error instanceof core_errors/* CodedError */.A ? error.message : describePgError(error) || (0,core_errors/* errorMessage */.g)(error);
         pitr.logExcerpt = logExcerpt(readLogTail(pitr.logFile ?? dataDir.currentLogFile(request.startCommand ? undefined : logFile), logOffset));
         if (!moved) {
             await dataDir.remove(staging).catch(() => undefined);
@@ -23741,7 +24090,7 @@ async function rollBackByPitr(ctx, prepared) {
             }
             else
                 recovery.push('nothing was moved; the server still runs on the original data directory');
-            throw Object.assign(new CodedError(error instanceof CodedError ? error.code : 'ROLLBACK_FAILED', message), { pitr, recovery });
+            throw Object.assign(new core_errors/* CodedError */.A(error instanceof core_errors/* CodedError */.A ? error.code : 'ROLLBACK_FAILED', message), { pitr, recovery });
         }
         const putBack = await putOriginalBack(ctx, prepared, previous, failedDir, logFile, putBackCommands);
         pitr.putBack = putBack.ok;
@@ -23749,7 +24098,7 @@ async function rollBackByPitr(ctx, prepared) {
             pitr.failedDir = failedDir;
         recovery.push(...putBack.lines);
         pitr.stoppedForMs = stoppedAt ? external_node_perf_hooks_namespaceObject.performance.now() - stoppedAt : undefined;
-        throw Object.assign(new CodedError(error instanceof CodedError ? error.code : 'RECOVERY_FAILED', message), { pitr, recovery });
+        throw Object.assign(new core_errors/* CodedError */.A(error instanceof core_errors/* CodedError */.A ? error.code : 'RECOVERY_FAILED', message), { pitr, recovery });
     }
     // 2. Promotion: from here the cluster is on a new timeline and the rollback has happened.
     await phases.run('promote', async (note) => {
@@ -23767,7 +24116,7 @@ async function rollBackByPitr(ctx, prepared) {
                 if (!row.rec)
                     break;
                 if (Date.now() > deadline)
-                    throw new CodedError('ROLLBACK_FAILED', 'the server did not leave recovery within wait-timeout after the promotion request');
+                    throw new core_errors/* CodedError */.A('ROLLBACK_FAILED', 'the server did not leave recovery within wait-timeout after the promotion request');
                 await new Promise((resolve) => setTimeout(resolve, 10));
             }
             return (await client.query(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`)).rows[0];
@@ -23786,7 +24135,7 @@ async function rollBackByPitr(ctx, prepared) {
             note('postgresql.auto.conf no longer sets recovery targets; recovery.signal is gone');
         }
         catch (error) {
-            ctx.warnings.push({ code: 'ROLLBACK_FAILED', message: `the recovery settings could not be removed from ${autoConf} (${errorMessage(error)}): delete the lines between "# ${MARKER} begin" and "# ${MARKER} end" before the next restart` });
+            ctx.warnings.push({ code: 'ROLLBACK_FAILED', message: `the recovery settings could not be removed from ${autoConf} (${(0,core_errors/* errorMessage */.g)(error)}): delete the lines between "# ${MARKER} begin" and "# ${MARKER} end" before the next restart` });
             note('failed; see warnings');
         }
     });
@@ -23813,24 +24162,24 @@ async function waitForTarget(ctx, prepared, rp, logFile, logOffset, timeoutMs) {
         const log = readLogTail(logFile, logOffset);
         const fatal = log.split('\n').filter((line) => /\b(FATAL|PANIC)\b/.test(line) && !/the database system is (starting up|not yet accepting)/.test(line));
         if (fatal.length > 0)
-            throw new CodedError('RECOVERY_FAILED', `recovery failed: ${fatal.slice(-3).join(' | ')}`);
+            throw new core_errors/* CodedError */.A('RECOVERY_FAILED', `recovery failed: ${fatal.slice(-3).join(' | ')}`);
         if (!prepared.dataDir.isRunning())
-            throw new CodedError('RECOVERY_FAILED', `the restored server stopped during recovery${log ? `: ${logExcerpt(log, 5).replace(/\n/g, ' | ')}` : ''}`);
+            throw new core_errors/* CodedError */.A('RECOVERY_FAILED', `the restored server stopped during recovery${log ? `: ${logExcerpt(log, 5).replace(/\n/g, ' | ')}` : ''}`);
         try {
             last = await withSession(ctx.connect, { database: prepared.probeDatabase, purpose: 'rollback-recovery' }, async (client) => (await client.query(`SELECT pg_is_in_recovery() AS in_recovery, ${pauseState} AS pause_state, pg_last_wal_replay_lsn()::text AS replay_lsn`)).rows[0]);
             if (!last.in_recovery)
-                throw new CodedError('RECOVERY_FAILED', 'recovery ended without pausing at the restore point (was the server promoted by someone else?)');
+                throw new core_errors/* CodedError */.A('RECOVERY_FAILED', 'recovery ended without pausing at the restore point (was the server promoted by someone else?)');
             if (last.pause_state === 'paused' && last.replay_lsn && parseLsn(last.replay_lsn) >= target)
                 return last.replay_lsn;
         }
         catch (error) {
-            if (error instanceof CodedError && error.code === 'RECOVERY_FAILED')
+            if (error instanceof core_errors/* CodedError */.A && error.code === 'RECOVERY_FAILED')
                 throw error;
             // not accepting connections yet
         }
         const elapsed = Date.now() - started;
         if (elapsed > timeoutMs) {
-            throw new CodedError('RECOVERY_FAILED', `recovery did not pause at ${rp.name} within wait-timeout (${formatDuration(timeoutMs)}); last replayed ${last?.replay_lsn ?? 'nothing yet'}`);
+            throw new core_errors/* CodedError */.A('RECOVERY_FAILED', `recovery did not pause at ${rp.name} within wait-timeout (${formatDuration(timeoutMs)}); last replayed ${last?.replay_lsn ?? 'nothing yet'}`);
         }
         if (Date.now() - lastReport >= 5000) {
             lastReport = Date.now();
@@ -23877,12 +24226,16 @@ async function putOriginalBack(ctx, prepared, previous, failedDir, logFile, comm
         return { ok: true, lines };
     }
     catch (error) {
-        lines.push(`Putting the original back failed (${errorMessage(error)}). The original data directory is intact in ${previous}. Put it back by hand, as ${dataDir.owner.name}:`, ...commands.map((c) => `  ${c}`));
+        lines.push(`Putting the original back failed (${(0,core_errors/* errorMessage */.g)(error)}). The original data directory is intact in ${previous}. Put it back by hand, as ${dataDir.owner.name}:`, ...commands.map((c) => `  ${c}`));
         return { ok: false, lines };
     }
 }
 
 ;// CONCATENATED MODULE: ./src/core/rollback/index.ts
+
+
+
+
 
 
 
@@ -23920,6 +24273,62 @@ async function compareWithSnapshot(ctx, manifest, names) {
         });
     }
     return drift;
+}
+/**
+ * The databases the upgrade changed (from the plan or the execute report) that the snapshot does
+ * not record: each one whose extensions are no longer at their `from` versions is a
+ * ROLLBACK_INCOMPLETE finding, since nothing in this snapshot can bring it back.
+ */
+async function uncoveredChanges(ctx, manifest, changes) {
+    const covered = new Set(manifest.databases.map((d) => d.name));
+    const existing = new Set(ctx.facts.databases.map((d) => d.name));
+    const findings = [];
+    const coveredList = manifest.databases.length > 0 ? manifest.databases.map((d) => d.name).slice(0, 10).join(', ') + (covered.size > 10 ? `, … (${covered.size} in all)` : '') : 'no database';
+    for (const change of changes.filter((c) => !covered.has(c.database))) {
+        const message = (what) => `${change.database} ${what}, and the snapshot ${manifest.id} does not cover it (it records ${coveredList}): this rollback cannot restore it`;
+        if (!existing.has(change.database)) {
+            findings.push({ code: 'ROLLBACK_INCOMPLETE', database: change.database, message: message('was to be changed by the upgrade and no longer exists') });
+            continue;
+        }
+        const now = await withSession(ctx.connect, { database: change.database, purpose: 'rollback-inspect' }, readVersions);
+        const moved = Object.entries(change.extensions).filter(([name, from]) => (now[name] ?? null) !== from);
+        if (moved.length === 0)
+            continue;
+        const what = moved.map(([name, from]) => `${name} ${from ?? '(not installed)'} → ${now[name] ?? '(not installed)'}`).join(', ');
+        findings.push({ code: 'ROLLBACK_INCOMPLETE', database: change.database, message: message(`was changed by the upgrade (${what})`) });
+    }
+    return findings;
+}
+/** A rollback from this snapshot that is running, or was interrupted halfway: refuse to start another. */
+function refuseIfMarked(dir) {
+    const path = (0,external_node_path_namespaceObject.join)(dir, ROLLBACK_MARKER);
+    if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+        return;
+    let marker = {};
+    try {
+        marker = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
+    }
+    catch {
+        // an unreadable marker still means a rollback did not finish
+    }
+    const what = `a ${marker.strategy ?? ''} rollback of ${marker.databases?.join(', ') || 'this snapshot'} started ${marker.startedAt ?? '(time unknown)'} by process ${marker.pid ?? '?'} on ${marker.host ?? '?'}`;
+    throw new core_errors/* CodedError */.A('ROLLBACK_INTERRUPTED', `${what} did not finish (${path} is still there): the databases it names may be half restored. Check them (mode verify, or rollback-strategy dump keeps the replaced database aside), then remove ${path} and roll back again`);
+}
+/**
+ * Marks the snapshot while a rollback from it runs, so that one interrupted halfway is not
+ * silently repeated. A snapshot on read-only storage cannot be marked: said, not fatal.
+ */
+function markRollback(dir, strategy, databases, warnings) {
+    const path = (0,external_node_path_namespaceObject.join)(dir, ROLLBACK_MARKER);
+    const marker = { pid: process.pid, host: (0,external_node_os_namespaceObject.hostname)(), startedAt: new Date().toISOString(), strategy, databases };
+    try {
+        (0,external_node_fs_namespaceObject.writeFileSync)(path, `${JSON.stringify(marker)}\n`, { flag: 'wx' });
+        return path;
+    }
+    catch (error) {
+        warnings.push({ code: 'ROLLBACK_INTERRUPTED', message: `could not write ${path} (${(0,core_errors/* errorMessage */.g)(error)}): if this rollback is interrupted, a later one will not know` });
+        return undefined;
+    }
 }
 function describeDrift(drift) {
     return drift
@@ -24014,25 +24423,32 @@ async function rollBack(request, deps) {
     const phases = new PhaseClock(deps.log);
     const warnings = [];
     const { manifest, path, dir } = readManifest(request.manifestPath);
-    const outcome = (partial) => ({
-        snapshot: { id: manifest.id, strategy: manifest.strategy, path, createdAt: manifest.createdAt, restorePoint: manifest.restorePoint?.name },
-        phases: phases.phases,
-        findings: [],
-        warnings,
-        databases: [],
-        changed: false,
-        durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
-        ...partial
-    });
+    let uncovered = [];
+    const outcome = (partial) => {
+        const done = {
+            snapshot: { id: manifest.id, strategy: manifest.strategy, path, createdAt: manifest.createdAt, restorePoint: manifest.restorePoint?.name },
+            phases: phases.phases,
+            findings: [],
+            warnings,
+            databases: [],
+            changed: false,
+            durationMs: external_node_perf_hooks_namespaceObject.performance.now() - started,
+            ...partial
+        };
+        // A changed database the snapshot cannot restore makes any rollback incomplete, never a success.
+        return uncovered.length > 0 ? { ...done, status: 'rollback_failed', findings: [...done.findings, ...uncovered] } : done;
+    };
     let strategy;
     let reason = '';
     let discarded;
+    let marker;
+    let interrupted = false;
     try {
         if (request.strategy === 'dump' && !manifest.databases.some((d) => d.dump)) {
-            throw new CodedError('INVALID_INPUT', `input "rollback-strategy": dump needs a snapshot taken with snapshot-strategy dump; ${manifest.id} is ${manifest.strategy}`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "rollback-strategy": dump needs a snapshot taken with snapshot-strategy dump; ${manifest.id} is ${manifest.strategy}`);
         }
         if (request.strategy === 'pitr' && !manifest.restorePoint) {
-            throw new CodedError('INVALID_INPUT', `input "rollback-strategy": pitr needs a snapshot with a restore point (snapshot-strategy basebackup); ${manifest.id} is ${manifest.strategy}`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "rollback-strategy": pitr needs a snapshot with a restore point (snapshot-strategy basebackup); ${manifest.id} is ${manifest.strategy}`);
         }
         const facts = await phases.run('inspect the server', async (note) => {
             const read = await withSession(deps.connect, { purpose: 'rollback-inspect' }, readClusterFacts);
@@ -24040,15 +24456,30 @@ async function rollBack(request, deps) {
             return read;
         });
         if (facts.systemIdentifier !== manifest.server.systemIdentifier) {
-            throw new CodedError('SNAPSHOT_MISMATCH', `the snapshot ${manifest.id} belongs to another cluster: it records system identifier ${manifest.server.systemIdentifier}, the server at database-url has ${facts.systemIdentifier}; nothing was changed`);
+            throw new core_errors/* CodedError */.A('SNAPSHOT_MISMATCH', `the snapshot ${manifest.id} belongs to another cluster: it records system identifier ${manifest.server.systemIdentifier}, the server at database-url has ${facts.systemIdentifier}; nothing was changed`);
         }
         if (facts.inRecovery)
-            throw new CodedError('READ_ONLY_SERVER', 'the server is a standby (in recovery); roll back on the primary');
+            throw new core_errors/* CodedError */.A('READ_ONLY_SERVER', 'the server is a standby (in recovery); roll back on the primary');
         const names = request.databases?.length ? request.databases : manifest.databases.map((d) => d.name);
         const unknown = names.filter((name) => !manifest.databases.some((d) => d.name === name));
         if (unknown.length > 0)
-            throw new CodedError('INVALID_INPUT', `input "databases": ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in the snapshot, which has ${manifest.databases.map((d) => d.name).join(', ')}`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "databases": ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in the snapshot, which has ${manifest.databases.map((d) => d.name).join(', ')}`);
+        refuseIfMarked(dir);
         const ctx = { ...deps, request, manifest, manifestDir: dir, facts, phases, drift: [], warnings };
+        uncovered = await phases.run('check that the snapshot covers every changed database', async (note) => {
+            if (!request.changes) {
+                warnings.push({ code: 'COVERAGE_UNCHECKED', message: 'rollback was given neither plan nor report, so it cannot check that the snapshot covers every database the upgrade changed; pass the dry-run plan or the execute report' });
+                note('not checked: neither plan nor report was given');
+                return [];
+            }
+            if (request.planFingerprint && manifest.plan && manifest.plan.fingerprint !== request.planFingerprint) {
+                warnings.push({ code: 'SNAPSHOT_MISMATCH', message: `the snapshot was taken for plan ${manifest.plan.fingerprint}, not for the plan given (${request.planFingerprint})` });
+            }
+            const wanted = request.databases ? request.changes.filter((c) => request.databases.includes(c.database)) : request.changes;
+            const found = await uncoveredChanges(ctx, manifest, wanted);
+            note(found.length === 0 ? `${wanted.length} changed database(s), all covered` : `${found.length} changed database(s) not covered: ${found.map((f) => f.database).join(', ')}`);
+            return found;
+        });
         ctx.drift = await phases.run('compare with the snapshot', async (note) => {
             const drift = await compareWithSnapshot(ctx, manifest, names);
             note(drift.some(hasDrift) ? describeDrift(drift) : `${names.length} database(s) match the snapshot`);
@@ -24079,6 +24510,7 @@ async function rollBack(request, deps) {
         let results = [];
         let pitr;
         let recovery = [];
+        marker = markRollback(dir, strategy, ctx.drift.filter(hasDrift).map((d) => d.name), warnings);
         if (strategy === 'downgrade') {
             results = await rollBackByDowngrade(ctx);
         }
@@ -24099,6 +24531,7 @@ async function rollBack(request, deps) {
                 recovery = done.recovery;
             }
             catch (error) {
+                interrupted = error instanceof interrupt/* InterruptedError */.p4;
                 const details = error;
                 return outcome({
                     status: 'rollback_failed',
@@ -24137,9 +24570,15 @@ async function rollBack(request, deps) {
         });
     }
     catch (error) {
-        if (!(error instanceof CodedError))
-            deps.log.debug(errorMessage(error));
+        interrupted = error instanceof interrupt/* InterruptedError */.p4;
+        if (!(error instanceof core_errors/* CodedError */.A))
+            deps.log.debug((0,core_errors/* errorMessage */.g)(error));
         return outcome({ status: 'rollback_failed', strategy, reason: reason || 'stopped before a strategy was chosen', discarded, findings: findingsOf(error, 'ROLLBACK_FAILED') });
+    }
+    finally {
+        // An interrupted rollback leaves its marker: the next one must not start blind.
+        if (marker && !interrupted)
+            (0,external_node_fs_namespaceObject.rmSync)(marker, { force: true });
     }
 }
 
@@ -24188,11 +24627,11 @@ async function dumpDatabase(ctx, database, index) {
             // Counting runs while pg_dump reads: both see the exported snapshot.
             const [counts, dumped] = await Promise.all([countRows(session), dump.catch((error) => error)]);
             if (dumped instanceof Error)
-                throw new CodedError('SNAPSHOT_FAILED', dumped instanceof ProgramError ? dumped.message : String(dumped));
+                throw new core_errors/* CodedError */.A('SNAPSHOT_FAILED', dumped instanceof ProgramError ? dumped.message : String(dumped));
             await session.query('COMMIT');
             open = false;
             const listed = await runProgram(ctx.programs.pgRestore, ['--list', file], { env: ctx.request.env }).catch((error) => {
-                throw new CodedError('SNAPSHOT_CORRUPT', `pg_restore --list cannot read the dump of ${database}: ${error instanceof Error ? error.message : String(error)}`);
+                throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `pg_restore --list cannot read the dump of ${database}: ${error instanceof Error ? error.message : String(error)}`);
             });
             const entries = tocEntries(listed.stdout).length;
             const entry = await fileEntry(ctx.dir, file);
@@ -24243,7 +24682,7 @@ async function createRestorePoint(ctx, name, options) {
         ctx.leftBehind.push(`restore point "${name}" at ${row.lsn} in ${row.wal_file} (a WAL record: harmless, but its name must not be reused)`);
         await client.query('SELECT pg_switch_wal()');
         if (!row.after) {
-            throw new CodedError('SNAPSHOT_FAILED', `restore point ${name} at ${row.lsn} is not after the base backup's end ${options.afterLsn}; recovery could not reach it`);
+            throw new core_errors/* CodedError */.A('SNAPSHOT_FAILED', `restore point ${name} at ${row.lsn} is not after the base backup's end ${options.afterLsn}; recovery could not reach it`);
         }
         note(`${row.lsn} in ${row.wal_file} on timeline ${row.timeline}; WAL switched`);
         return row;
@@ -24259,14 +24698,14 @@ async function createRestorePoint(ctx, name, options) {
             const first = options.scanFrom ?? created.wal_file;
             const missing = missingSegments(archiveDir, first, created.wal_file, segmentSize);
             if (missing.length > 0)
-                throw new CodedError('WAL_MISSING', `the archive ${archiveDir} lacks ${missing.join(', ')}, which recovery to ${name} needs`);
+                throw new core_errors/* CodedError */.A('WAL_MISSING', `the archive ${archiveDir} lacks ${missing.join(', ')}, which recovery to ${name} needs`);
             const segments = segmentRange(first, created.wal_file, segmentSize);
             const scan = await scanRestorePoints(ctx.programs.pgWaldump, archiveDir, segments, segmentSize, { env: ctx.request.env, strict: true });
             const named = scan.points.filter((p) => p.name === name);
             const lsn = parseLsn(created.lsn);
             if (named.length !== 1 || named[0].endLsn !== lsn) {
                 const where = named.map((p) => formatLsn(p.endLsn)).join(', ');
-                throw new CodedError('RESTORE_POINT_EXISTS', `the archived WAL from ${first} to ${created.wal_file} holds ${named.length} restore point(s) named "${name}" (${where || 'none'}), expected exactly one at ${created.lsn}; recovery would not stop at this snapshot`);
+                throw new core_errors/* CodedError */.A('RESTORE_POINT_EXISTS', `the archived WAL from ${first} to ${created.wal_file} holds ${named.length} restore point(s) named "${name}" (${where || 'none'}), expected exactly one at ${created.lsn}; recovery would not stop at this snapshot`);
             }
             const evidence = `${options.uniqueness}; after creation pg_waldump found exactly one "${name}" (at ${created.lsn}) in ${segments.length} archived segment(s) ${first} … ${created.wal_file}`;
             note(`exactly one "${name}" in ${segments.length} segment(s) from ${first}`);
@@ -24285,6 +24724,7 @@ async function createRestorePoint(ctx, name, options) {
 }
 
 ;// CONCATENATED MODULE: ./src/core/snapshot/index.ts
+
 
 
 
@@ -24389,6 +24829,39 @@ async function preflight(request, strategy, facts, deps, id, databases, checks) 
     }
     return { programs, archiveDir, uniqueness };
 }
+const alive = (pid) => {
+    try {
+        process.kill(pid, 0);
+        return true;
+    }
+    catch (error) {
+        return error.code === 'EPERM';
+    }
+};
+/**
+ * Snapshot directories under `root` left by a run that died before its manifest was written (its
+ * process is gone): they are no baseline, so the next snapshot removes them and says so.
+ */
+function removeAbandoned(root, log) {
+    if (!(0,external_node_fs_namespaceObject.existsSync)(root))
+        return;
+    for (const entry of (0,external_node_fs_namespaceObject.readdirSync)(root, { withFileTypes: true })) {
+        const marker = (0,external_node_path_namespaceObject.join)(root, entry.name, INCOMPLETE_MARKER);
+        if (!entry.isDirectory() || !(0,external_node_fs_namespaceObject.existsSync)(marker))
+            continue;
+        let owner;
+        try {
+            owner = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(marker, 'utf8'));
+        }
+        catch {
+            owner = undefined;
+        }
+        if (owner && owner.host === (0,external_node_os_namespaceObject.hostname)() && alive(owner.pid))
+            continue;
+        (0,external_node_fs_namespaceObject.rmSync)((0,external_node_path_namespaceObject.join)(root, entry.name), { recursive: true, force: true });
+        log.info(`removed ${(0,external_node_path_namespaceObject.join)(root, entry.name)}: a snapshot interrupted ${owner ? `at ${owner.startedAt} ` : ''}before its manifest was written`);
+    }
+}
 function removeIfEmpty(dir) {
     try {
         if ((0,external_node_fs_namespaceObject.existsSync)(dir) && (0,external_node_fs_namespaceObject.readdirSync)(dir).length === 0)
@@ -24428,10 +24901,10 @@ async function takeSnapshot(request, deps) {
         if (request.restorePoint) {
             const problem = restorePointProblem(request.restorePoint);
             if (problem)
-                throw new CodedError('INVALID_INPUT', `input "restore-point": ${problem}`);
+                throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "restore-point": ${problem}`);
         }
         if (request.databases.length === 0)
-            throw new CodedError('INVALID_INPUT', 'input "databases": no database to snapshot');
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "databases": no database to snapshot');
         const facts = await phases.run('inspect the server', async (note) => {
             const read = await withSession(deps.connect, { purpose: 'snapshot-inspect' }, readClusterFacts);
             note(`PostgreSQL ${read.version}, system ${read.systemIdentifier}, timeline ${read.timeline ?? '(standby)'}, wal_level ${read.walLevel}, archive_mode ${read.archiveMode}`);
@@ -24463,10 +24936,14 @@ async function takeSnapshot(request, deps) {
         }
         const root = (0,external_node_path_namespaceObject.resolve)(request.root);
         rootCreated = !(0,external_node_fs_namespaceObject.existsSync)(root);
+        removeAbandoned(root, deps.log);
         const dir = (0,external_node_path_namespaceObject.join)(root, id);
         (0,external_node_fs_namespaceObject.mkdirSync)(dir, { recursive: true });
         wroteSomething = true;
         leftBehind.push(dir);
+        // Until the manifest is written, the directory says it is no baseline, even if this process is killed.
+        const marker = { pid: process.pid, host: (0,external_node_os_namespaceObject.hostname)(), startedAt: new Date().toISOString() };
+        (0,external_node_fs_namespaceObject.writeFileSync)((0,external_node_path_namespaceObject.join)(dir, INCOMPLETE_MARKER), `${JSON.stringify(marker)}\n`);
         const ctx = { ...deps, request, phases, facts, id, dir, archiveDir: prepared.archiveDir, programs: prepared.programs, leftBehind, warnings };
         const manifest = {
             kind: MANIFEST_KIND,
@@ -24489,6 +24966,7 @@ async function takeSnapshot(request, deps) {
                 ? null
                 : { method: facts.archiveLibrary ? 'archive_library' : 'archive_command', directory: localArchiveDirectory(facts) },
             databases: [],
+            ...(request.plan ? { plan: request.plan } : {}),
             files: []
         };
         if (chosen.strategy === 'dump') {
@@ -24540,7 +25018,7 @@ async function takeSnapshot(request, deps) {
                     const then = Object.fromEntries(database.extensions.map((e) => [e.name, e.version]));
                     const names = new Set([...Object.keys(now), ...Object.keys(then)]);
                     if ([...names].some((name) => now[name] !== then[name])) {
-                        throw new CodedError('SNAPSHOT_FAILED', `the extensions of ${database.name} changed while the snapshot was taken (${JSON.stringify(then)} → ${JSON.stringify(now)}); take it again`);
+                        throw new core_errors/* CodedError */.A('SNAPSHOT_FAILED', `the extensions of ${database.name} changed while the snapshot was taken (${JSON.stringify(then)} → ${JSON.stringify(now)}); take it again`);
                     }
                 }
                 note('unchanged');
@@ -24552,6 +25030,7 @@ async function takeSnapshot(request, deps) {
         }
         const manifestPath = await phases.run('write the manifest', async (note) => {
             const path = writeManifest(dir, manifest);
+            (0,external_node_fs_namespaceObject.rmSync)((0,external_node_path_namespaceObject.join)(dir, INCOMPLETE_MARKER));
             note(path);
             return path;
         });
@@ -24595,6 +25074,8 @@ async function takeSnapshot(request, deps) {
 
 
 
+
+
 /** Where snapshots go when snapshot-dir is empty: under RUNNER_TEMP (or the system temp directory). */
 function defaultSnapshotRoot(env) {
     return (0,external_node_path_namespaceObject.join)(env.RUNNER_TEMP || (0,external_node_os_namespaceObject.tmpdir)(), 'pg-extension-upgrade', 'snapshots');
@@ -24602,13 +25083,13 @@ function defaultSnapshotRoot(env) {
 /** The snapshot request of the inputs; bad input is INVALID_INPUT naming the input. */
 function snapshotRequest(inputs, databases, env) {
     if (inputs.snapshotStrategy === 'none') {
-        throw new CodedError('INVALID_INPUT', 'input "snapshot-strategy": none is only for mode run (skip the snapshot step instead); use auto, basebackup, restore-point or dump');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "snapshot-strategy": none is only for mode run (skip the snapshot step instead); use auto, basebackup, restore-point or dump');
     }
     const name = inputs.restorePoint.trim();
     if (name) {
         const problem = restorePointProblem(name);
         if (problem)
-            throw new CodedError('INVALID_INPUT', `input "restore-point": ${problem}`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "restore-point": ${problem}`);
     }
     const given = inputs.snapshotDir.trim();
     return {
@@ -24689,12 +25170,46 @@ async function snapshot(context) {
     const { inputs, target, connect, log, env } = context;
     // Inputs are judged before anything connects; the databases are resolved afterwards.
     const request = snapshotRequest(inputs, [], env);
-    request.databases = await targetDatabases(context);
+    if (inputs.plan) {
+        const covered = plannedDatabases(inputs);
+        if (covered.databases.length === 0)
+            return planChangesNothing(covered.fingerprint, redact(target));
+        request.databases = covered.databases;
+        request.plan = covered;
+    }
+    else {
+        request.databases = await targetDatabases(context);
+    }
     const outcome = await takeSnapshot(request, { connect, target, log });
     return snapshotResult(outcome, redact(target));
 }
+/** With `plan`, a snapshot covers exactly the databases the plan changes, and records the plan. */
+function plannedDatabases(inputs) {
+    if (inputs.databases.length > 0 || inputs.excludeDatabases.length > 0) {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "databases": give one or the other; with a plan the snapshot covers exactly the databases the plan changes');
+    }
+    const plan = loadPlan(inputs.plan);
+    if (plan.status === 'dry_run_blocked') {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": the plan is blocked, so execute will change nothing; fix its blockers and plan again before taking a snapshot');
+    }
+    return { fingerprint: plan.fingerprint, databases: changesOfPlan(plan).map((c) => c.database) };
+}
+function planChangesNothing(fingerprint, target) {
+    return {
+        mode: 'snapshot',
+        status: 'nothing_to_do',
+        changed: false,
+        errors: [],
+        warnings: [],
+        error: undefined,
+        target,
+        report: { schemaVersion: 1, mode: 'snapshot', status: 'nothing_to_do', reason: `the plan (${fingerprint}) changes no database, so there is nothing to snapshot`, durationMs: 0, phases: [], changed: false, leftBehind: [] }
+    };
+}
 
 ;// CONCATENATED MODULE: ./src/modes/rollback.ts
+
+
 
 
 
@@ -24713,14 +25228,14 @@ function resolveManifest(inputs, env) {
     if (name) {
         const problem = restorePointProblem(name);
         if (problem)
-            throw new CodedError('INVALID_INPUT', `input "restore-point": ${problem}`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "restore-point": ${problem}`);
     }
     if (inputs.snapshot.trim()) {
         const path = manifestPathOf(inputs.snapshot);
         if (name && (0,external_node_fs_namespaceObject.existsSync)(path)) {
             const recorded = readManifest(path).manifest.restorePoint?.name;
             if (recorded !== name)
-                throw new CodedError('INVALID_INPUT', `inputs "snapshot" and "restore-point" disagree: the snapshot's restore point is ${recorded ?? '(none)'}, not ${name}; give one of them`);
+                throw new core_errors/* CodedError */.A('INVALID_INPUT', `inputs "snapshot" and "restore-point" disagree: the snapshot's restore point is ${recorded ?? '(none)'}, not ${name}; give one of them`);
         }
         return path;
     }
@@ -24728,14 +25243,14 @@ function resolveManifest(inputs, env) {
         const root = inputs.snapshotDir.trim() ? (0,external_node_path_namespaceObject.resolve)(inputs.snapshotDir.trim()) : defaultSnapshotRoot(env);
         const found = manifestsUnder(root).find((m) => m.manifest.restorePoint?.name === name || m.manifest.id === name);
         if (!found)
-            throw new CodedError('INVALID_INPUT', `input "restore-point": no snapshot under ${root} records restore point ${name}; give the manifest in "snapshot", or the snapshot-dir it was written to`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "restore-point": no snapshot under ${root} records restore point ${name}; give the manifest in "snapshot", or the snapshot-dir it was written to`);
         return found.path;
     }
-    throw new CodedError('INVALID_INPUT', 'input "snapshot": required for rollback: the manifest.json of the snapshot step (steps.<id>.outputs.snapshot), or give restore-point with snapshot-dir');
+    throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "snapshot": required for rollback: the manifest.json of the snapshot step (steps.<id>.outputs.snapshot), or give restore-point with snapshot-dir');
 }
 function rollbackRequest(inputs, env) {
     if (inputs.rollbackStrategy === 'pitr' && !inputs.pgdata.trim()) {
-        throw new CodedError('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server (for example /var/lib/postgresql/15/main)');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server (for example /var/lib/postgresql/15/main)');
     }
     return {
         strategy: inputs.rollbackStrategy,
@@ -24750,7 +25265,18 @@ function rollbackRequest(inputs, env) {
         terminateConnections: inputs.terminateConnections,
         waitTimeoutMs: inputs.waitTimeout,
         execute: executeSettings(inputs),
+        ...changesOfInputs(inputs),
         env
+    };
+}
+/** What the `plan` and `report` inputs say the upgrade changed; nothing when neither is given. */
+function changesOfInputs(inputs) {
+    if (!inputs.plan && !inputs.report)
+        return {};
+    const plan = inputs.plan ? loadPlan(inputs.plan) : undefined;
+    return {
+        changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report) : []),
+        ...(plan ? { planFingerprint: plan.fingerprint } : {})
     };
 }
 /** The mode's result of a rollback outcome (also for run, which rolls back itself). */
@@ -24767,10 +25293,9 @@ function rollbackResult(outcome, target) {
         warnings: outcome.warnings,
         error: first ? `${first.code}: ${first.message.replace(/\.?$/, '.')}${outcome.findings.length > 1 ? ` (and ${outcome.findings.length - 1} more.)` : ''}${untouched}` : undefined,
         target,
-        outputs: {
-            snapshot: outcome.snapshot.path,
-            ...(outcome.snapshot.restorePoint ? { 'restore-point': outcome.snapshot.restorePoint } : {})
-        }
+        outputs: outcome.snapshot
+            ? { snapshot: outcome.snapshot.path, ...(outcome.snapshot.restorePoint ? { 'restore-point': outcome.snapshot.restorePoint } : {}) }
+            : {}
     };
 }
 /**
@@ -24797,6 +25322,9 @@ async function rollback(context) {
 
 
 
+
+
+
 const ORDER = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback'];
 /**
  * run: the whole envelope in one step — dry-run, snapshot (snapshot-strategy, `none` allowed),
@@ -24807,8 +25335,10 @@ const ORDER = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback'];
 async function run(context) {
     const { inputs, target, connect, log, env } = context;
     if (inputs.rollbackStrategy === 'pitr' && !inputs.pgdata.trim()) {
-        throw new CodedError('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server');
     }
+    // Probes are refused before anything connects, not after the upgrade they were to verify.
+    readProbes(inputs.verifySql);
     const stages = [];
     const report = { schemaVersion: 1, mode: 'run', status: 'failed', stages };
     const errors = [];
@@ -24839,6 +25369,8 @@ async function run(context) {
         const changes = plan.databases.flatMap((d) => d.extensions).filter((e) => e.action === 'update' || e.action === 'install').length;
         return { value: plan, status: plan.status, detail: `${changes} change(s) in ${plan.databases.length} database(s)` };
     });
+    // A plan cut short by an interruption covers only some databases: nothing may act on it.
+    (0,interrupt/* throwIfInterrupted */.sK)('planning');
     warnings.push(...plan.warnings);
     if (plan.status === 'dry_run_blocked') {
         errors.push(...plan.blockers);
@@ -24848,12 +25380,15 @@ async function run(context) {
         return finish('nothing_to_do');
     const approved = plan;
     let manifestPath;
+    const planned = changesOfPlan(approved);
     if (inputs.snapshotStrategy === 'none') {
-        stages.push({ name: 'snapshot', status: 'skipped', durationMs: 0, detail: 'snapshot-strategy none: no way back if the upgrade fails' });
+        stages.push({ name: 'snapshot', status: 'skipped', durationMs: 0, detail: 'snapshot-strategy none: the way back is downgrade scripts, where every changed extension has one' });
     }
     else {
         const taken = await stage('snapshot', async () => {
-            const outcome = await takeSnapshot(snapshotRequest(inputs, approved.databases.map((d) => d.name), env), { connect, target, log });
+            const request = snapshotRequest(inputs, planned.map((c) => c.database), env);
+            request.plan = { fingerprint: approved.fingerprint, databases: request.databases };
+            const outcome = await takeSnapshot(request, { connect, target, log });
             const result = snapshotResult(outcome, redact(target));
             return { value: result, status: result.status, detail: outcome.ok ? `${outcome.strategy}: ${outcome.reason}` : (result.error ?? 'failed') };
         });
@@ -24873,6 +25408,15 @@ async function run(context) {
     report.execute = executed;
     changed = executeChanged(executed);
     const executeFailure = executed.status === 'failed' ? executeResult(context, approved, executed) : undefined;
+    const signal = (0,interrupt/* interruptedBy */.kH)();
+    if (signal) {
+        // The runner kills the process seconds after its signal: no verify and no rollback can finish in time.
+        for (const name of ['verify', 'rollback'])
+            stages.push({ name, status: 'not_reached', durationMs: 0, detail: `interrupted by ${signal}` });
+        if (executeFailure)
+            errors.push(...executeFailure.errors);
+        return finish('failed', `interrupted by ${signal} after execute; nothing was verified or rolled back`, stateGuidance(executed, undefined));
+    }
     let verifyFailure;
     if (executeFailure) {
         stages.push({ name: 'verify', status: 'skipped', durationMs: 0, detail: 'execute failed' });
@@ -24893,14 +25437,12 @@ async function run(context) {
     }
     errors.push(...failure.errors);
     const what = executeFailure ? 'execute failed' : 'verify failed';
-    if (!manifestPath) {
-        stages.push({ name: 'rollback', status: 'skipped', durationMs: 0, detail: 'no snapshot (snapshot-strategy none)' });
-        return finish('failed', `${what} and there is no snapshot to roll back to. ${failure.error ?? ''}`.trim(), stateGuidance(executed, undefined));
-    }
+    const changes = mergeChanges(planned, changesOfReport(executed));
     const snapshotPath = manifestPath;
     const rolledBack = await stage('rollback', async () => {
-        const request = rollbackRequest({ ...inputs, snapshot: snapshotPath, restorePoint: '' }, env);
-        const outcome = await rollBack(request, { connect, target, log });
+        const outcome = snapshotPath
+            ? await rollBack({ ...rollbackRequest({ ...inputs, snapshot: snapshotPath, restorePoint: '', plan: '', report: '' }, env), changes, planFingerprint: approved.fingerprint }, { connect, target, log })
+            : await rollBackToPrior(changes, executeSettings(inputs), { connect, target, log });
         const result = rollbackResult(outcome, redact(target));
         return { value: result, status: result.status, detail: outcome.strategy ? `${outcome.strategy}: ${outcome.reason}` : outcome.reason };
     });
@@ -24908,11 +25450,13 @@ async function run(context) {
     warnings.push(...rolledBack.warnings);
     if (rolledBack.status === 'rolled_back' || rolledBack.status === 'nothing_to_do') {
         changed = changed || rolledBack.changed;
-        return finish('rolled_back', `${what}; the databases were restored to the snapshot, so the upgrade did not happen. ${failure.error ?? ''}`.trim());
+        const how = snapshotPath ? 'restored to the snapshot' : 'brought back to their planned versions by downgrade scripts';
+        return finish('rolled_back', `${what}; the databases were ${how}, so the upgrade did not happen. ${failure.error ?? ''}`.trim());
     }
     errors.push(...rolledBack.errors);
     changed = changed || rolledBack.changed;
-    return finish('failed', `${what}, and the rollback failed too: ${rolledBack.error ?? 'see the report'}`, stateGuidance(executed, report.rollback));
+    const noWayBack = !snapshotPath && !rolledBack.changed;
+    return finish('failed', noWayBack ? `${what}, and there is no way back: no snapshot, and ${rolledBack.error ?? 'no downgrade path'}` : `${what}, and the rollback failed too: ${rolledBack.error ?? 'see the report'}`, stateGuidance(executed, report.rollback));
 }
 /** Where the databases stand after a failed run, and what to do about it. */
 function stateGuidance(executed, rollback) {
@@ -24931,9 +25475,12 @@ function stateGuidance(executed, rollback) {
  * rollback; run, whose upgrade did not happen when it rolled back, sets `fails` itself.
  */
 const FAILURE_STATUSES = new Set(['dry_run_blocked', 'failed', 'verify_failed', 'rollback_failed', 'drift_detected']);
-/** The status a mode reports when it cannot finish at all (bad input, unreachable server). */
+/**
+ * The status a mode reports when it cannot finish at all (bad input, unreachable server). A
+ * dry-run that could not plan says `failed`, never a plan verdict.
+ */
 const FAILURE_STATUS = {
-    'dry-run': 'dry_run_blocked',
+    'dry-run': 'failed',
     snapshot: 'failed',
     execute: 'failed',
     verify: 'verify_failed',
@@ -24980,27 +25527,48 @@ async function runMode(raw, log, env = process.env) {
         const manifest = readExtensionManifest(inputs, env);
         const target = resolveTarget(inputs.databaseUrl, env);
         const connect = makeConnector(target, inputs.connectTimeout);
-        const result = await modes_MODES[inputs.mode]({ inputs, target, connect, log, env, manifest });
+        const result = interrupted(inputs.mode, await modes_MODES[inputs.mode]({ inputs, target, connect, log, env, manifest }));
         return manifest ? { ...result, manifest } : result;
     }
     catch (error) {
-        if (!(error instanceof CodedError) && error instanceof Error && error.stack)
+        if (!(error instanceof core_errors/* CodedError */.A) && error instanceof Error && error.stack)
             log.debug(error.stack);
         return failureResult(mode && mode in modes_MODES ? mode : undefined, error);
     }
+}
+/** Modes that only read: interrupted, what they read is incomplete and must not pass for a verdict. */
+const READ_ONLY = new Set(['dry-run', 'verify', 'drift']);
+/**
+ * The result of a mode that ran while the process was interrupted. A read-only mode's partial
+ * verdict is replaced by the interruption; a changing mode keeps its report (the state each
+ * database was left in): failed with INTERRUPTED first, or, when it had finished, as it was.
+ */
+function interrupted(mode, result) {
+    const signal = (0,interrupt/* interruptedBy */.kH)();
+    if (!signal)
+        return result;
+    const error = new interrupt/* InterruptedError */.p4(signal, `running ${mode}`);
+    if (READ_ONLY.has(mode))
+        return failureResult(mode, error);
+    if (!fails(result)) {
+        return { ...result, warnings: [...result.warnings, { code: error.code, message: `${signal} arrived after ${mode} had finished its work; its result stands` }] };
+    }
+    const finding = { code: error.code, message: `${error.message}; the report gives the state each database was left in` };
+    const others = result.errors.filter((e) => e.code !== 'INTERRUPTED');
+    return { ...result, errors: [finding, ...others], error: `${error.code}: ${finding.message}${others.length > 0 && result.error ? `. ${result.error}` : ''}` };
 }
 /** The `manifest` input: a YAML file in the repository, exclusive with `extensions`. */
 function readExtensionManifest(inputs, env) {
     if (!inputs.manifest)
         return undefined;
     if (inputs.extensions.length > 0) {
-        throw new CodedError('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions');
     }
     return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd() });
 }
 function failureResult(mode, error) {
-    const code = error instanceof CodedError ? error.code : 'UNEXPECTED_ERROR';
-    const message = error instanceof CodedError ? error.message : describePgError(error) || errorMessage(error);
+    const code = error instanceof core_errors/* CodedError */.A ? error.code : 'UNEXPECTED_ERROR';
+    const message = error instanceof core_errors/* CodedError */.A ? error.message : describePgError(error) || (0,core_errors/* errorMessage */.g)(error);
     const finding = { code, message };
     // An invalid manifest is reported problem by problem, each on its line.
     const errors = error instanceof ManifestError
@@ -25010,25 +25578,9 @@ function failureResult(mode, error) {
         mode,
         status: mode ? FAILURE_STATUS[mode] : 'failed',
         changed: false,
-        // A gate reading fromJSON(steps.plan.outputs.plan).status must get JSON even when nothing was planned.
-        plan: mode === 'dry-run' ? unplanned(finding) : undefined,
         errors,
         warnings: [],
         error: `${code}: ${message}`
-    };
-}
-function unplanned(blocker) {
-    return {
-        schemaVersion: 1,
-        status: 'dry_run_blocked',
-        createdAt: new Date().toISOString(),
-        server: { version: 'unknown', versionNum: 0, isReplica: false },
-        request: { extensions: [], allowDowngrade: false, installMissing: false, stagedExtensions: [] },
-        databases: [],
-        blockers: [blocker],
-        warnings: [],
-        members: {},
-        fingerprint: fingerprintPlan([])
     };
 }
 
@@ -25145,7 +25697,9 @@ function rollbackSections(result) {
         return [];
     const sections = [];
     const lines = [
-        `Snapshot: \`${report.snapshot.id}\` (${report.snapshot.strategy}, ${report.snapshot.createdAt})${report.snapshot.restorePoint ? `, restore point \`${report.snapshot.restorePoint}\`` : ''} — \`${report.snapshot.path}\``,
+        report.snapshot
+            ? `Snapshot: \`${report.snapshot.id}\` (${report.snapshot.strategy}, ${report.snapshot.createdAt})${report.snapshot.restorePoint ? `, restore point \`${report.snapshot.restorePoint}\`` : ''} — \`${report.snapshot.path}\``
+            : 'No snapshot: the planned versions were restored by downgrade scripts.',
         `Strategy: **${report.strategy ?? 'none'}** — ${report.reason}`
     ];
     if (report.pitr) {
@@ -25252,7 +25806,7 @@ function findingLine(finding) {
 function findingSections(result) {
     const sections = [];
     if (result.errors.length > 0) {
-        const heading = result.mode === 'dry-run' ? 'Blockers' : 'Errors';
+        const heading = result.status === 'dry_run_blocked' ? 'Blockers' : 'Errors';
         sections.push({ heading: `${heading} (${result.errors.length})`, items: result.errors.map(findingLine) });
     }
     if (result.warnings.length > 0) {
@@ -25471,7 +26025,7 @@ function parseArguments(argv) {
         const token = argv[i];
         if (!token.startsWith('--')) {
             if (inputs.mode !== undefined)
-                throw new CodedError('INVALID_INPUT', `unexpected argument "${token}"; the mode is already "${inputs.mode}"`);
+                throw new core_errors/* CodedError */.A('INVALID_INPUT', `unexpected argument "${token}"; the mode is already "${inputs.mode}"`);
             inputs.mode = token;
             continue;
         }
@@ -25486,7 +26040,7 @@ function parseArguments(argv) {
             continue;
         }
         if (!known.has(flag) || flag === 'mode') {
-            throw new CodedError('INVALID_INPUT', `unknown option "--${flag}"; see --help for the options`);
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `unknown option "--${flag}"; see --help for the options`);
         }
         const name = flag;
         const boolean = inputMeta(name)?.kind === 'boolean';
@@ -25497,7 +26051,7 @@ function parseArguments(argv) {
                 value = 'true';
             }
             else if (next === undefined) {
-                throw new CodedError('INVALID_INPUT', `option "--${flag}" needs a value`);
+                throw new core_errors/* CodedError */.A('INVALID_INPUT', `option "--${flag}" needs a value`);
             }
             else {
                 value = next;
@@ -25543,6 +26097,7 @@ function usage() {
 
 
 
+
 const EXIT = { ok: 0, failed: 1, usage: 2 };
 function cliLogger(stderr, secrets) {
     let depth = 0;
@@ -25573,7 +26128,7 @@ async function main(argv, env = process.env, streams = process) {
         parsed = parseArguments(argv);
     }
     catch (error) {
-        streams.stderr.write(`${error instanceof CodedError ? `${error.code}: ` : ''}${errorMessage(error)}\n\n${usage()}\n`);
+        streams.stderr.write(`${error instanceof core_errors/* CodedError */.A ? `${error.code}: ` : ''}${(0,core_errors/* errorMessage */.g)(error)}\n\n${usage()}\n`);
         return EXIT.usage;
     }
     if (parsed.help || parsed.inputs.mode === undefined) {
@@ -25590,6 +26145,9 @@ async function main(argv, env = process.env, streams = process) {
         const colour = parsed.colour ?? (Boolean(streams.stdout.isTTY) && !env.NO_COLOR);
         streams.stdout.write(scrub(renderText(present(result), colour), secrets));
     }
+    const signal = (0,interrupt/* interruptedBy */.kH)();
+    if (signal)
+        return interrupt/* INTERRUPT_EXIT_CODE */.lz[signal];
     if (result.errors.some((e) => e.code === 'INVALID_INPUT'))
         return EXIT.usage;
     return fails(result) ? EXIT.failed : EXIT.ok;
@@ -25604,6 +26162,92 @@ function jsonView(result) {
         ...result.outputs,
         ...(result.error ? { error: result.error } : {})
     };
+}
+
+
+/***/ }),
+
+/***/ 4296:
+/***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
+
+/* harmony export */ __nccwpck_require__.d(__webpack_exports__, {
+/* harmony export */   A: () => (/* binding */ CodedError),
+/* harmony export */   g: () => (/* binding */ errorMessage)
+/* harmony export */ });
+/** An expected failure: reported with its code and message, never with a stack trace. */
+class CodedError extends Error {
+    code;
+    constructor(code, message) {
+        super(message);
+        this.code = code;
+        this.name = 'CodedError';
+    }
+}
+function errorMessage(error) {
+    return error instanceof Error ? error.message : String(error);
+}
+
+
+/***/ }),
+
+/***/ 9192:
+/***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
+
+/* harmony export */ __nccwpck_require__.d(__webpack_exports__, {
+/* harmony export */   YW: () => (/* binding */ interruption),
+/* harmony export */   cE: () => (/* binding */ installInterruptHandlers),
+/* harmony export */   kH: () => (/* binding */ interruptedBy),
+/* harmony export */   lz: () => (/* binding */ INTERRUPT_EXIT_CODE),
+/* harmony export */   p4: () => (/* binding */ InterruptedError),
+/* harmony export */   sK: () => (/* binding */ throwIfInterrupted)
+/* harmony export */ });
+/* unused harmony export interrupt */
+/* harmony import */ var _errors_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(4296);
+
+/**
+ * The process-wide interruption. A runner cancelling a job sends SIGINT or SIGTERM and kills the
+ * process seconds later, so the adapters turn those signals into this abort: long work checks it
+ * between steps, child programs are killed with it, in-flight statements are cancelled with it,
+ * and the mode still reports the state it reached.
+ */
+const controller = new AbortController();
+const interruption = controller.signal;
+/** The exit code of a process stopped by a signal, as shells report it (128 + signal number). */
+const INTERRUPT_EXIT_CODE = { SIGINT: 130, SIGTERM: 143 };
+function interrupt(signal) {
+    if (!controller.signal.aborted)
+        controller.abort(signal);
+}
+/** The signal that interrupted this process, if any. */
+function interruptedBy() {
+    return controller.signal.aborted ? controller.signal.reason : undefined;
+}
+class InterruptedError extends _errors_js__WEBPACK_IMPORTED_MODULE_0__/* .CodedError */ .A {
+    signal;
+    constructor(signal, doing) {
+        super('INTERRUPTED', `interrupted by ${signal} while ${doing}`);
+        this.signal = signal;
+        this.name = 'InterruptedError';
+    }
+}
+/** Throws InterruptedError when the process was interrupted; call it before each step that changes something. */
+function throwIfInterrupted(doing) {
+    const signal = interruptedBy();
+    if (signal)
+        throw new InterruptedError(signal, doing);
+}
+/**
+ * Installs the SIGINT/SIGTERM handlers once. The first signal aborts the work so that it can
+ * stop at a known state and report it; a second one exits at once.
+ */
+function installInterruptHandlers(onSecond = (s) => process.exit(INTERRUPT_EXIT_CODE[s])) {
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+        process.on(signal, () => {
+            if (interruptedBy())
+                return onSecond(signal);
+            interrupt(signal);
+        });
+    }
 }
 
 

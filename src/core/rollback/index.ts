@@ -118,6 +118,9 @@ function markRollback(dir: string, strategy: RollbackStrategy, databases: string
     writeFileSync(path, `${JSON.stringify(marker)}\n`, { flag: 'wx' })
     return path
   } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new CodedError('CONCURRENT_RUN', `another rollback from this snapshot started meanwhile (${path} appeared); nothing was changed by this one`)
+    }
     warnings.push({ code: 'ROLLBACK_INTERRUPTED', message: `could not write ${path} (${errorMessage(error)}): if this rollback is interrupted, a later one will not know` })
     return undefined
   }
