@@ -1,3 +1,6 @@
 import { run } from './action/main.js'
+import { installInterruptHandlers } from './core/interrupt.js'
+
+installInterruptHandlers()
 
 await run()

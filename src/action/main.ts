@@ -1,5 +1,6 @@
 import * as core from '@actions/core'
 import { scrub } from '../core/connection.js'
+import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
 import type { Logger } from '../core/logger.js'
 import { INPUT_NAMES, inputSecrets, type RawInputs } from '../inputs.js'
 import { runMode } from '../modes/index.js'
@@ -48,4 +49,6 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
     if (result.errors.length === 0) core.error(scrub(result.error ?? result.status, secrets))
     process.exitCode = 1
   }
+  const signal = interruptedBy()
+  if (signal) process.exitCode = INTERRUPT_EXIT_CODE[signal]
 }

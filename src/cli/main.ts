@@ -1,4 +1,5 @@
 import { CodedError, errorMessage } from '../core/errors.js'
+import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
 import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
 import { inputSecrets } from '../inputs.js'
@@ -57,6 +58,8 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     const colour = parsed.colour ?? (Boolean(streams.stdout.isTTY) && !env.NO_COLOR)
     streams.stdout.write(scrub(renderText(present(result), colour), secrets))
   }
+  const signal = interruptedBy()
+  if (signal) return INTERRUPT_EXIT_CODE[signal]
   if (result.errors.some((e) => e.code === 'INVALID_INPUT')) return EXIT.usage
   return fails(result) ? EXIT.failed : EXIT.ok
 }
