@@ -270,6 +270,30 @@ describe('an interrupted execute (SIGINT, as a cancelled job sends)', () => {
   }, 40_000)
 })
 
+describe('a server that goes away mid-update', () => {
+  it('reports the versions as unknown, with the reason, never as the planned or the old ones', async () => {
+    const db = uniqueName('lock_down')
+    await cluster.createDatabase(db, { pgxu_lock_first: '1.0', pgxu_lock_slow: '1.0' })
+    const running = execute(db, { extensions: 'pgxu_lock_first, pgxu_lock_slow', 'connect-timeout': '2s' })
+    await updating(db, 'pgxu_lock_slow')
+    cluster.stop('immediate')
+    let result: ModeResult
+    try {
+      result = await running
+    } finally {
+      cluster.start()
+    }
+    expect(result.status).toBe('failed')
+    expect(report(result).databases[0]).toMatchObject({ outcome: 'failed', code: 'CONNECTION_LOST' })
+    for (const name of ['pgxu_lock_first', 'pgxu_lock_slow']) {
+      const e = extension(result, name)!
+      expect(e.finalVersion).toBeNull()
+      expect(e.finalVersionUnknown).toContain('could not be re-read')
+    }
+    expect(await cluster.extensionVersions(db)).toMatchObject({ pgxu_lock_first: '1.1', pgxu_lock_slow: '1.0' })
+  }, 60_000)
+})
+
 describe('randomized faults, then a second run at once', () => {
   it('never has two updaters, never loses a row, and the last report matches the catalog', async () => {
     const faults = ['kill', 'coordinator', 'updater'] as const

@@ -592,6 +592,10 @@ function watchLockWaits(coordinator: pg.Client, pid: number, lockTimeoutMs: numb
   }
 }
 
+/** The catalog version as the report may state it: never "not installed" when it could not be read. */
+export const catalogVersion = (e: Pick<ExtensionReport, 'finalVersion' | 'finalVersionUnknown'>): string =>
+  e.finalVersionUnknown ? 'unknown (not re-read)' : (e.finalVersion ?? 'not installed')
+
 /** Turns a database report into findings for annotations. */
 export function reportFindings(report: DatabaseReport): Finding[] {
   const findings: Finding[] = report.extensions

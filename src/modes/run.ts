@@ -1,4 +1,5 @@
 import { redact } from '../core/connection.js'
+import { catalogVersion } from '../core/executor.js'
 import { CodedError } from '../core/errors.js'
 import type { Finding, Plan } from '../core/plan.js'
 import { rollBack } from '../core/rollback/index.js'
@@ -156,7 +157,7 @@ export async function run(context: ModeContext): Promise<ModeResult> {
 function stateGuidance(executed: ExecuteReport, rollback: RollbackReport | undefined): string[] {
   const lines = executed.databases
     .filter((d) => d.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed' || e.outcome === 'failed'))
-    .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${e.finalVersion ?? 'not installed'}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`)
+    .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${catalogVersion(e)}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`)
   const next = rollback?.recovery?.length
     ? rollback.recovery
     : ['Inspect the databases with mode verify, then either fix forward (execute again once the cause is fixed) or roll back with mode rollback and the snapshot output, choosing a strategy it allows.']
