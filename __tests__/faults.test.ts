@@ -290,7 +290,9 @@ describe('a server that goes away mid-update', () => {
       expect(e.finalVersion).toBeNull()
       expect(e.finalVersionUnknown).toContain('could not be re-read')
     }
-    expect(await cluster.extensionVersions(db)).toMatchObject({ pgxu_lock_first: '1.1', pgxu_lock_slow: '1.0' })
+    // The test server runs with synchronous_commit=off, so an immediate stop may lose even the
+    // first update's commit: exactly why the report must not claim any version here.
+    expect((await cluster.extensionVersions(db)).pgxu_lock_slow).toBe('1.0')
   }, 60_000)
 })
 

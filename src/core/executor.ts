@@ -129,11 +129,10 @@ class UpdateGuard {
   private stopReason?: { code: StopCode; message: string }
   /** Whether the stop cut work short (an update cancelled or not started). */
   affected = false
-  private inFlight?: { pid: number; session: pg.Client }
+  private inFlight?: { pid: number; session: pg.Client; ended: Promise<unknown> }
   private cancelling?: Promise<void>
   private stopped!: () => void
   readonly whenStopped = new Promise<void>((resolve) => (this.stopped = resolve))
-  private readonly onInterrupt = () => this.trip('INTERRUPTED', `interrupted by ${interruptedBy() ?? 'a signal'}`)
   private readonly onCoordinatorLost = () =>
     this.trip('CONNECTION_LOST', `the coordinator session holding the upgrade lock on ${this.database} was lost`)
   private coordinator?: pg.Client
@@ -142,8 +141,9 @@ class UpdateGuard {
     private readonly connect: Connector,
     private readonly database: string
   ) {
-    if (interruption.aborted) this.onInterrupt()
-    else interruption.addEventListener('abort', this.onInterrupt, { once: true })
+    const signal = interruptedBy()
+    if (signal) this.trip('INTERRUPTED', `interrupted by ${signal}`)
+    else guarded.add(this)
   }
 
   /** Watches the coordinator from the moment it holds the lock: its end is the lock's end. */
@@ -161,15 +161,16 @@ class UpdateGuard {
     if (this.stopReason) return
     this.stopReason = { code, message }
     this.stopped()
-    if (this.inFlight) this.cancelling = this.cancelInFlight()
+    if (this.inFlight) this.cancelling = this.cancelInFlight(this.inFlight)
   }
 
   /** Runs a statement that the guard cancels when it trips; refuses to start once it has. */
   async run<T>(session: pg.Client, statement: () => Promise<T>): Promise<T> {
     if (this.stopReason) throw new CodedError(this.stopReason.code, this.stopReason.message)
-    this.inFlight = { pid: backendPid(session), session }
+    const running = statement()
+    this.inFlight = { pid: backendPid(session), session, ended: running.catch(() => undefined) }
     try {
-      return await statement()
+      return await running
     } finally {
       this.inFlight = undefined
       await this.cancelling
@@ -187,30 +188,38 @@ class UpdateGuard {
    * one that is gone); when none can be had, the session is closed, and the server aborts the
    * statement at its next client_connection_check_interval.
    */
-  private async cancelInFlight(): Promise<void> {
+  private async cancelInFlight(statement: { pid: number; session: pg.Client; ended: Promise<unknown> }): Promise<void> {
+    let done = false
+    void statement.ended.then(() => (done = true))
     let canceller: pg.Client | undefined
     try {
       canceller = await this.connect({ database: this.database, purpose: 'cancel' })
-      while (this.inFlight) {
-        await canceller.query('SELECT pg_cancel_backend($1)', [this.inFlight.pid])
-        await Promise.race([defaultSleep(200), this.inFlightEnded()])
+      while (!done) {
+        await canceller.query('SELECT pg_cancel_backend($1)', [statement.pid])
+        await Promise.race([defaultSleep(200), statement.ended])
       }
     } catch {
-      if (this.inFlight) void closeQuietly(this.inFlight.session)
+      if (!done) void closeQuietly(statement.session)
     } finally {
       await closeQuietly(canceller)
     }
   }
 
-  private async inFlightEnded(): Promise<void> {
-    while (this.inFlight) await defaultSleep(20)
-  }
-
   dispose(): void {
-    interruption.removeEventListener('abort', this.onInterrupt)
+    guarded.delete(this)
     this.coordinator?.off('end', this.onCoordinatorLost)
   }
 }
+
+/** The guards of the databases being updated: one listener for all, however many run side by side. */
+const guarded = new Set<UpdateGuard>()
+interruption.addEventListener(
+  'abort',
+  () => {
+    for (const guard of guarded) guard.trip('INTERRUPTED', `interrupted by ${interruptedBy() ?? 'a signal'}`)
+  },
+  { once: true }
+)
 
 /**
  * Applies one database's plan under the safety envelope:
