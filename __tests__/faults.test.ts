@@ -2,6 +2,7 @@ import { describe, expect, it } from '@jest/globals'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import type { Logger } from '../src/core/logger.js'
+import { updateSessionSettings } from '../src/core/executor.js'
 import { classify } from '../src/core/sqlstate.js'
 import type { ExecuteReport } from '../src/modes/execute.js'
 import { runMode } from '../src/modes/index.js'
@@ -178,6 +179,14 @@ describe('a run killed with SIGKILL mid-update (a cancelled CI job)', () => {
     expect(extension(result, 'pgxu_lock_slow')).toMatchObject({ from: '1.0', outcome: 'updated', finalVersion: '1.1' })
     expect(await rowCount(db, 'pgxu_lock_slow_rows')).toBe(100)
   }, 40_000)
+})
+
+describe('client_connection_check_interval by server version', () => {
+  it('is sent from PostgreSQL 14 on, and never to 13, which would refuse the connection', () => {
+    const settings = { lockTimeoutMs: 1000, statementTimeoutMs: 60_000, maxRetries: 1, longTransactionMs: 1000 }
+    expect(updateSessionSettings(settings, { versionNum: 140000 })).toMatchObject({ client_connection_check_interval: '1s' })
+    expect(updateSessionSettings(settings, { versionNum: 130012 })).not.toHaveProperty('client_connection_check_interval')
+  })
 })
 
 describe('a run that takes the lock while an earlier run’s update is still alive', () => {
