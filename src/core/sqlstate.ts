@@ -13,6 +13,8 @@ export type Disposition = 'retry' | 'reconnect' | 'halt'
 interface Rule {
   /** A full SQLSTATE, or a two-character class. */
   sqlstate: string
+  /** Only when the message matches too: one SQLSTATE can mean different things (XX000). */
+  message?: RegExp
   disposition: Disposition
   code: Code
   meaning: string
@@ -26,6 +28,13 @@ export const SQLSTATE_RULES: readonly Rule[] = [
   { sqlstate: '57014', disposition: 'halt', code: 'STATEMENT_TIMEOUT', meaning: 'the statement was cancelled (statement_timeout or an operator)' },
   { sqlstate: '42501', disposition: 'halt', code: 'INSUFFICIENT_PRIVILEGE', meaning: 'the role lacks a privilege the script needs' },
   { sqlstate: '58P01', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: "a file the extension needs is missing: the server's binaries do not match" },
+  {
+    sqlstate: 'XX000',
+    message: /tuple concurrently (updated|deleted)/i,
+    disposition: 'halt',
+    code: 'CONCURRENT_RUN',
+    meaning: 'another session updated the same catalog row at the same time: a concurrent run or a manual update'
+  },
   { sqlstate: 'XX000', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: "an internal error, typically a loaded library that differs from the catalog (Citus XX000)" },
   { sqlstate: '42883', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: 'a function or symbol the script needs does not exist in the installed library' },
   { sqlstate: '42710', disposition: 'halt', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'an object the script creates already exists (a name collision with a user object?)' },
@@ -54,7 +63,7 @@ export interface Classified {
 export function classify(error: unknown): Classified {
   const fields = pgErrorFields(error)
   const rule = fields.sqlstate
-    ? (SQLSTATE_RULES.find((r) => r.sqlstate === fields.sqlstate) ??
+    ? (SQLSTATE_RULES.find((r) => r.sqlstate === fields.sqlstate && (!r.message || r.message.test(fields.message))) ??
       SQLSTATE_RULES.find((r) => r.sqlstate.length === 2 && fields.sqlstate!.startsWith(r.sqlstate)) ??
       FALLBACK)
     : LOST_CONNECTION.test(fields.message)

@@ -2,6 +2,7 @@ import { CatalogCache, inspectServer, type ServerFacts } from '../core/catalog.j
 import { redact, withSession } from '../core/connection.js'
 import { formatDuration } from '../core/duration.js'
 import { CodedError } from '../core/errors.js'
+import { interruptedBy, interruption } from '../core/interrupt.js'
 import { executeDatabase, reportFindings, type DatabaseReport, type ExecuteSettings } from '../core/executor.js'
 import type { Logger } from '../core/logger.js'
 import type { DatabasePlan, Plan, PlanRequest } from '../core/plan.js'
@@ -49,7 +50,10 @@ export function requestFor(database: DatabasePlan, request: PlanRequest): PlanRe
   return { ...request, extensions: database.extensions.filter((e) => e.to !== null).map((e) => ({ name: e.name, version: e.to as string })) }
 }
 
-const notStarted = (name: string): DatabaseReport => ({ name, outcome: 'not_started', durationMs: 0, extensions: [] })
+const notStarted = (name: string): DatabaseReport => {
+  const signal = interruptedBy()
+  return { name, outcome: 'not_started', durationMs: 0, extensions: [], ...(signal ? { code: 'INTERRUPTED', message: `not started: interrupted by ${signal}` } : {}) }
+}
 
 /**
  * execute: apply an approved plan. Each database is re-inspected under its advisory lock and
@@ -116,7 +120,7 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
   const runOne = async (name: string, dbLog: Logger, verifyAfter: boolean): Promise<DatabaseReport> => {
     const database = byName.get(name)!
     const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache)
-    if (verifyAfter && report.outcome !== 'failed') {
+    if (verifyAfter && report.outcome !== 'failed' && !interruption.aborted) {
       const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes, statementTimeoutMs: inputs.statementTimeout })
       const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)
       report.canary = { verified: broken.length === 0, failures: broken }
@@ -128,11 +132,12 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
     return report
   }
 
+  // An interrupted run starts no new database; those in flight stop at a known state and report it.
   const mayStart = () =>
-    inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0
+    !interruption.aborted && (inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0)
   const title = (name: string) => `database ${name}`
   const canary = names.slice(0, inputs.canary)
-  const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0)
+  const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0 && !interruption.aborted)
   const canaryPassed = failures === 0
   if (canary.length > 0) log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started')
   const rest = names.slice(canary.length)

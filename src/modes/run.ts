@@ -1,5 +1,6 @@
 import { changesOfPlan, changesOfReport, mergeChanges } from '../core/changes.js'
 import { redact } from '../core/connection.js'
+import { catalogVersion } from '../core/executor.js'
 import { interruptedBy, throwIfInterrupted } from '../core/interrupt.js'
 import { CodedError } from '../core/errors.js'
 import type { Finding, Plan } from '../core/plan.js'
@@ -180,7 +181,7 @@ export async function run(context: ModeContext): Promise<ModeResult> {
 function stateGuidance(executed: ExecuteReport, rollback: RollbackReport | undefined): string[] {
   const lines = executed.databases
     .filter((d) => d.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed' || e.outcome === 'failed'))
-    .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${e.finalVersion ?? 'not installed'}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`)
+    .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${catalogVersion(e)}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`)
   const next = rollback?.recovery?.length
     ? rollback.recovery
     : ['Inspect the databases with mode verify, then either fix forward (execute again once the cause is fixed) or roll back with mode rollback and the snapshot output, choosing a strategy it allows.']

@@ -7,6 +7,7 @@ import type { DriftReport } from '../modes/drift.js'
 import type { RunReport, Stage } from '../modes/run.js'
 import type { DriftEntry } from '../core/drift.js'
 import { formatDuration } from '../core/duration.js'
+import { catalogVersion } from '../core/executor.js'
 import { capped, type Document, type Section } from './document.js'
 import { rollbackSections, snapshotSections } from './recovery.js'
 
@@ -145,7 +146,7 @@ function executeSections(report: ExecuteReport): Section[] {
           String(e.attempts),
           formatDuration(e.durationMs),
           e.outcome === 'failed'
-            ? `${e.code}${e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : ''}: ${e.message ?? ''}${e.failedHop ? ` [hop ${e.failedHop.from} → ${e.failedHop.to}]` : ''}; catalog at ${e.finalVersion ?? 'not installed'}`
+            ? `${e.code}${e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : ''}: ${e.message ?? ''}${e.failedHop ? ` [hop ${e.failedHop.from} → ${e.failedHop.to}]` : ''}; catalog at ${catalogVersion(e)}`
             : (e.message ?? '')
         ])
   )
