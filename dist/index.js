@@ -52752,6 +52752,13 @@ const SQLSTATE_RULES = [
     { sqlstate: '57014', disposition: 'halt', code: 'STATEMENT_TIMEOUT', meaning: 'the statement was cancelled (statement_timeout or an operator)' },
     { sqlstate: '42501', disposition: 'halt', code: 'INSUFFICIENT_PRIVILEGE', meaning: 'the role lacks a privilege the script needs' },
     { sqlstate: '58P01', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: "a file the extension needs is missing: the server's binaries do not match" },
+    {
+        sqlstate: 'XX000',
+        message: /tuple concurrently (updated|deleted)/i,
+        disposition: 'halt',
+        code: 'CONCURRENT_RUN',
+        meaning: 'another session updated the same catalog row at the same time: a concurrent run or a manual update'
+    },
     { sqlstate: 'XX000', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: "an internal error, typically a loaded library that differs from the catalog (Citus XX000)" },
     { sqlstate: '42883', disposition: 'halt', code: 'LIBRARY_MISMATCH', meaning: 'a function or symbol the script needs does not exist in the installed library' },
     { sqlstate: '42710', disposition: 'halt', code: 'UPGRADE_SCRIPT_FAILED', meaning: 'an object the script creates already exists (a name collision with a user object?)' },
@@ -52769,7 +52776,7 @@ const LOST_CONNECTION = /Connection terminated|ECONNRESET|EPIPE|ECONNREFUSED|ETI
 function classify(error) {
     const fields = pgErrorFields(error);
     const rule = fields.sqlstate
-        ? (SQLSTATE_RULES.find((r) => r.sqlstate === fields.sqlstate) ??
+        ? (SQLSTATE_RULES.find((r) => r.sqlstate === fields.sqlstate && (!r.message || r.message.test(fields.message))) ??
             SQLSTATE_RULES.find((r) => r.sqlstate.length === 2 && fields.sqlstate.startsWith(r.sqlstate)) ??
             FALLBACK)
         : LOST_CONNECTION.test(fields.message)
@@ -52779,6 +52786,7 @@ function classify(error) {
 }
 
 ;// CONCATENATED MODULE: ./src/core/executor.ts
+
 
 
 
@@ -52802,14 +52810,24 @@ function advisoryKeys(database) {
     return [PRODUCT_LOCK_KEY, fnv31(database)];
 }
 const defaultSleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The purpose, and so the application_name suffix, of the sessions that run ALTER EXTENSION. */
+const UPDATE_PURPOSE = 'update';
+/** The server aborts a statement whose client is gone within this (PostgreSQL 14+). */
+const CLIENT_CHECK_INTERVAL = '1s';
+/** client_connection_check_interval exists from PostgreSQL 14 on; older servers refuse it at startup. */
+function clientCheck(server) {
+    return server.versionNum >= 140000 ? { client_connection_check_interval: CLIENT_CHECK_INTERVAL } : {};
+}
 /** Session settings for the upgrading session, sent as startup options so ALTER stays statement #1. */
-function updateSessionSettings(settings) {
+function updateSessionSettings(settings, server) {
     return {
         lock_timeout: `${settings.lockTimeoutMs}ms`,
         statement_timeout: `${settings.statementTimeoutMs}ms`,
         // A parallel worker can load the old library mid-update (timescaledb#3286).
         max_parallel_workers_per_gather: 0,
-        max_parallel_maintenance_workers: 0
+        max_parallel_maintenance_workers: 0,
+        // A run killed mid-update (a cancelled CI job) must not leave its ALTER running unlocked.
+        ...clientCheck(server)
     };
 }
 function updateStatement(client, entry, version) {
@@ -52819,13 +52837,114 @@ function updateStatement(client, entry, version) {
         : `ALTER EXTENSION ${name} UPDATE TO ${client.escapeLiteral(version)}`;
 }
 /**
+ * Why this database's updates must stop now: the coordinator lost its session, and with it the
+ * advisory lock, or the process was interrupted. Tripping it cancels the statement in flight
+ * (server-side, so that the ALTER rolls back) and no further update is started.
+ */
+class UpdateGuard {
+    connect;
+    database;
+    stopReason;
+    /** Whether the stop cut work short (an update cancelled or not started). */
+    affected = false;
+    inFlight;
+    cancelling;
+    stopped;
+    whenStopped = new Promise((resolve) => (this.stopped = resolve));
+    onCoordinatorLost = () => this.trip('CONNECTION_LOST', `the coordinator session holding the upgrade lock on ${this.database} was lost`);
+    coordinator;
+    constructor(connect, database) {
+        this.connect = connect;
+        this.database = database;
+        const signal = (0,interrupt/* interruptedBy */.kH)();
+        if (signal)
+            this.trip('INTERRUPTED', `interrupted by ${signal}`);
+        else
+            guarded.add(this);
+    }
+    /** Watches the coordinator from the moment it holds the lock: its end is the lock's end. */
+    watch(coordinator) {
+        this.coordinator = coordinator;
+        coordinator.on('end', this.onCoordinatorLost);
+    }
+    /** Why updates must stop, once they must (a method, so that it is read afresh after each await). */
+    reason() {
+        return this.stopReason;
+    }
+    trip(code, message) {
+        if (this.stopReason)
+            return;
+        this.stopReason = { code, message };
+        this.stopped();
+        if (this.inFlight)
+            this.cancelling = this.cancelInFlight(this.inFlight);
+    }
+    /** Runs a statement that the guard cancels when it trips; refuses to start once it has. */
+    async run(session, statement) {
+        if (this.stopReason)
+            throw new core_errors/* CodedError */.A(this.stopReason.code, this.stopReason.message);
+        const running = statement();
+        this.inFlight = { pid: backendPid(session), session, ended: running.catch(() => undefined) };
+        try {
+            return await running;
+        }
+        finally {
+            this.inFlight = undefined;
+            await this.cancelling;
+        }
+    }
+    /** A sleep that ends early when the guard trips. */
+    async sleep(ms, sleep) {
+        await Promise.race([sleep(ms), this.whenStopped]);
+    }
+    /**
+     * A cancel that reaches a backend before it has read the statement is ignored, so it is repeated
+     * until the statement has ended. It comes from a session of its own (the coordinator may be the
+     * one that is gone); when none can be had, the session is closed, and the server aborts the
+     * statement at its next client_connection_check_interval.
+     */
+    async cancelInFlight(statement) {
+        let done = false;
+        void statement.ended.then(() => (done = true));
+        let canceller;
+        try {
+            canceller = await this.connect({ database: this.database, purpose: 'cancel' });
+            while (!done) {
+                await canceller.query('SELECT pg_cancel_backend($1)', [statement.pid]);
+                await Promise.race([defaultSleep(200), statement.ended]);
+            }
+        }
+        catch {
+            if (!done)
+                void closeQuietly(statement.session);
+        }
+        finally {
+            await closeQuietly(canceller);
+        }
+    }
+    dispose() {
+        guarded.delete(this);
+        this.coordinator?.off('end', this.onCoordinatorLost);
+    }
+}
+/** The guards of the databases being updated: one listener for all, however many run side by side. */
+const guarded = new Set();
+interrupt/* interruption */.YW.addEventListener('abort', () => {
+    for (const guard of guarded)
+        guard.trip('INTERRUPTED', `interrupted by ${(0,interrupt/* interruptedBy */.kH)() ?? 'a signal'}`);
+}, { once: true });
+/**
  * Applies one database's plan under the safety envelope:
  * 1. a coordinator session takes the database's advisory lock (a second run waits, then gives up
  *    with CONCURRENT_RUN) and stays open to watch lock waits and re-read versions;
- * 2. in the same round trip the database is re-inspected under the lock; a plan it no longer
- *    matches is PLAN_STALE;
+ * 2. under the lock, it waits for any update an earlier run left running on the database (a run
+ *    that was killed or lost its lock), bounded by the lock wait, then re-inspects the database;
+ *    a plan it no longer matches is PLAN_STALE;
  * 3. each extension, in order, is updated on a fresh session where the ALTER is the first
- *    statement; lock timeouts are retried with backoff; a failure stops its dependents.
+ *    statement; lock timeouts are retried with backoff; a failure stops its dependents;
+ * 4. if the coordinator's session ends (and with it the lock), or the process is interrupted, the
+ *    update in flight is cancelled and nothing further is started (CONNECTION_LOST, INTERRUPTED);
+ * 5. the versions reported are re-read from the catalog, or reported unknown.
  */
 async function executeDatabase(connect, target, server, settings, log, cache = new CatalogCache()) {
     const started = Date.now();
@@ -52837,16 +52956,25 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         ...(code ? { code, message } : {})
     });
     const lockWaitMs = settings.lockTimeoutMs * Math.max(1, settings.maxRetries);
+    const guard = new UpdateGuard(connect, target.name);
     let coordinator;
     try {
-        coordinator = await connect({ database: target.name, purpose: 'coordinator', settings: { lock_timeout: `${lockWaitMs}ms` } });
-        const inspection = await inspectDatabase(coordinator, {
-            targets: target.request.extensions.map((e) => e.name),
-            longTransactionMs: settings.longTransactionMs,
-            depth: 'apply',
-            cache,
-            advisoryLock: advisoryKeys(target.name)
-        }, false).catch((error) => (classify(error).sqlstate === '55P03' ? concurrentRun(coordinator, target.name, lockWaitMs) : Promise.reject(error)));
+        const early = guard.reason();
+        if (early)
+            throw new core_errors/* CodedError */.A(early.code, `${early.message}; nothing was started on ${target.name}`);
+        coordinator = await connect({
+            database: target.name,
+            purpose: 'coordinator',
+            settings: { lock_timeout: `${lockWaitMs}ms`, ...clientCheck(server) }
+        });
+        const session = coordinator;
+        const inspect = (advisoryLock) => inspectDatabase(session, { targets: target.request.extensions.map((e) => e.name), longTransactionMs: settings.longTransactionMs, depth: 'apply', cache, advisoryLock }, false);
+        let inspection = await guard
+            .run(session, () => inspect(advisoryKeys(target.name)))
+            .catch((error) => (!guard.reason() && classify(error).sqlstate === '55P03' ? concurrentRun(session, target.name, lockWaitMs) : Promise.reject(error)));
+        guard.watch(session);
+        if (await awaitEarlierUpdates(session, target.name, lockWaitMs, guard, log))
+            inspection = await inspect();
         const facts = inspection.database;
         if (target.planned)
             assertStillPlanned(facts, server, target.planned);
@@ -52855,7 +52983,13 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         if (refusals.length > 0) {
             throw new core_errors/* CodedError */.A(refusals[0].code, refusals.map((f) => f.message).join('; '));
         }
-        const extensions = await applyAll(connect, coordinator, target.name, fresh.plan.extensions, settings, log);
+        const run = { connect, coordinator: session, database: target.name, server, settings, log, guard };
+        const extensions = await applyAll(run, fresh.plan.extensions);
+        const stop = guard.reason();
+        if (stop && guard.affected) {
+            const cut = stop.code === 'CONNECTION_LOST' ? 'its update in flight was cancelled and nothing further was started' : 'no further update was started';
+            return report('failed', extensions, stop.code, `${stop.message}; ${cut}`);
+        }
         const failed = extensions.find((e) => e.outcome === 'failed');
         const changed = extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed');
         if (failed)
@@ -52863,12 +52997,42 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         return report(changed ? 'updated' : 'current', extensions);
     }
     catch (error) {
-        const coded = error instanceof core_errors/* CodedError */.A ? error : new core_errors/* CodedError */.A(classify(error).code, describePgError(error));
+        const stop = guard.reason();
+        const coded = error instanceof core_errors/* CodedError */.A ? error : stop ? new core_errors/* CodedError */.A(stop.code, `${stop.message}: ${describePgError(error)}`) : new core_errors/* CodedError */.A(classify(error).code, describePgError(error));
         return report('failed', [], coded.code, coded.message);
     }
     finally {
+        guard.dispose();
         // Ending the session releases its advisory lock.
         await closeQuietly(coordinator);
+    }
+}
+/**
+ * The lock says no other run is active, but a run that was killed, or lost its coordinator, may
+ * have left an ALTER running that the server has not aborted yet: wait for it (bounded by the lock
+ * wait) rather than collide with it. Returns whether there was one.
+ */
+async function awaitEarlierUpdates(coordinator, database, waitMs, guard, log) {
+    const deadline = Date.now() + waitMs;
+    let waited = false;
+    for (;;) {
+        const live = await coordinator.query(`SELECT pid, usename AS user, application_name AS application, state,
+              (extract(epoch FROM now() - coalesce(xact_start, query_start)) * 1000)::bigint AS "ageMs", left(query, 500) AS query
+       FROM pg_stat_activity
+       WHERE datname = current_database() AND application_name = $1 AND state <> 'idle' AND pid <> pg_backend_pid()`, [`${APPLICATION_NAME}/${UPDATE_PURPOSE}`]);
+        if (live.rows.length === 0)
+            return waited;
+        const who = live.rows.map((s) => `pid ${s.pid} (${s.user ?? '?'}, running ${formatDuration(Number(s.ageMs))}: ${s.query ?? ''})`).join(', ');
+        if (Date.now() >= deadline) {
+            throw new core_errors/* CodedError */.A('CONCURRENT_RUN', `an update by an earlier run is still running on ${database}: ${who}; waited ${formatDuration(waitMs)}`);
+        }
+        if (!waited)
+            log.info(`waiting up to ${formatDuration(waitMs)} for an update an earlier run left running on ${database}: ${who}`);
+        waited = true;
+        await guard.sleep(Math.min(200, Math.max(0, deadline - Date.now())), defaultSleep);
+        const stop = guard.reason();
+        if (stop)
+            throw new core_errors/* CodedError */.A(stop.code, `${stop.message} while waiting for ${who}`);
     }
 }
 /** Another run holds the database's advisory lock: say who, from the coordinator. */
@@ -52906,12 +53070,18 @@ function assertStillPlanned(facts, server, planned) {
         throw new core_errors/* CodedError */.A('PLAN_STALE', `${facts.name} changed since the plan was made (${problems.join('; ')}); run dry-run again`);
     }
 }
-async function applyAll(connect, coordinator, database, entries, settings, log) {
+async function applyAll(run, entries) {
     const reports = [];
     const failed = new Set();
     for (const entry of entries) {
         if (!isChange(entry)) {
             reports.push(blank(entry, 'already_current'));
+            continue;
+        }
+        const stop = run.guard.reason();
+        if (stop) {
+            run.guard.affected = true;
+            reports.push({ ...blank(entry, 'skipped'), message: `not attempted: ${stop.message}` });
             continue;
         }
         const missing = entry.requires.filter((r) => failed.has(r));
@@ -52920,21 +53090,46 @@ async function applyAll(connect, coordinator, database, entries, settings, log) 
             reports.push({ ...blank(entry, 'skipped'), message: `not attempted: it requires ${missing.join(', ')}, which failed` });
             continue;
         }
-        const result = await applyOne(connect, coordinator, database, entry, settings, log);
+        const result = await applyOne(run, entry);
         if (result.outcome === 'failed')
             failed.add(entry.name);
         reports.push(result);
     }
-    const versions = await readVersions(coordinator).catch(() => undefined);
-    for (const r of reports)
-        r.finalVersion = versions ? (versions[r.name] ?? null) : r.finalVersion;
+    const versions = await rereadVersions(run);
+    for (const r of reports) {
+        if (typeof versions === 'string') {
+            r.finalVersion = null;
+            r.finalVersionUnknown = versions;
+        }
+        else {
+            r.finalVersion = versions[r.name] ?? null;
+        }
+    }
     return reports;
+}
+/**
+ * The catalog's versions now: from the coordinator, or from a fresh session when the coordinator
+ * is gone; the reason when neither can be had (the report then says unknown, never assumes).
+ */
+async function rereadVersions(run) {
+    try {
+        return await readVersions(run.coordinator);
+    }
+    catch {
+        try {
+            return await withSession(run.connect, { database: run.database, purpose: 'reread' }, readVersions);
+        }
+        catch (error) {
+            return `the catalog could not be re-read: ${describePgError(error)}`;
+        }
+    }
 }
 function blank(entry, outcome) {
     return { name: entry.name, from: entry.from, to: entry.to, walked: entry.from ? [entry.from] : [], attempts: 0, durationMs: 0, outcome, finalVersion: entry.from, blockers: [] };
 }
 /** One extension: the whole path in one statement, or hop by hop when staged. */
-async function applyOne(connect, coordinator, database, entry, settings, log) {
+async function applyOne(run, entry) {
+    const { log } = run;
     const started = Date.now();
     const steps = entry.staged ? entry.path.slice(1) : [entry.to];
     const report = { ...blank(entry, 'failed'), outcome: 'failed' };
@@ -52943,13 +53138,19 @@ async function applyOne(connect, coordinator, database, entry, settings, log) {
     let current = entry.from;
     for (const step of steps) {
         const hop = { from: current ?? '(new)', to: step };
-        const attempt = await runWithRetries(connect, coordinator, database, entry, step, settings, log, report);
+        const attempt = await runWithRetries(run, entry, step, report);
         if (attempt.ok) {
             // One ALTER walks every hop of the path inside its transaction.
             const start = current === null ? 0 : entry.path.indexOf(current) + 1;
             report.walked.push(...entry.path.slice(start, entry.path.indexOf(step) + 1));
             current = step;
             continue;
+        }
+        if (report.attempts === 0) {
+            // Stopped before its first statement (the lock was lost, or the run interrupted).
+            report.outcome = 'skipped';
+            report.message = attempt.message;
+            return report;
         }
         report.code = attempt.code;
         report.sqlstate = attempt.sqlstate;
@@ -52970,13 +53171,34 @@ function scriptHop(where, entry) {
     return match ? { from: match[1], to: match[2] } : undefined;
 }
 const escapeRegExp = (text) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-async function runWithRetries(connect, coordinator, database, entry, version, settings, log, report) {
+/**
+ * The coordinator still holds the advisory lock: checked before each update is started, so that an
+ * update never starts unlocked (one that is running when the lock goes is cancelled by the guard).
+ */
+async function assertLocked(run) {
+    const [key1, key2] = advisoryKeys(run.database);
+    const held = await run.coordinator
+        .query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+         AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 2`, [key1, key2])
+        .then((r) => r.rows.length > 0)
+        .catch(() => false);
+    if (!held)
+        run.guard.trip('CONNECTION_LOST', `the coordinator session holding the upgrade lock on ${run.database} was lost`);
+}
+async function runWithRetries(run, entry, version, report) {
+    const { connect, coordinator, database, settings, log, guard } = run;
     const sleep = settings.sleep ?? defaultSleep;
     for (let attempt = 1;; attempt++) {
+        await assertLocked(run);
+        const early = guard.reason();
+        if (early) {
+            guard.affected = true;
+            return { ok: false, code: early.code, message: `not attempted: ${early.message}` };
+        }
         report.attempts++;
         let session;
         try {
-            session = await connect({ database, purpose: 'update', settings: updateSessionSettings(settings) });
+            session = await connect({ database, purpose: UPDATE_PURPOSE, settings: updateSessionSettings(settings, run.server) });
         }
         catch (error) {
             return { ok: false, code: 'CONNECTION_FAILED', message: describePgError(error) };
@@ -52985,24 +53207,34 @@ async function runWithRetries(connect, coordinator, database, entry, version, se
         const watch = watchLockWaits(coordinator, backendPid(session), settings.lockTimeoutMs, report.blockers);
         const heartbeat = setInterval(() => log.info(`${entry.name}: still updating to ${version}, ${formatDuration(Date.now() - started)} elapsed`), 30_000);
         try {
-            await session.query(updateStatement(session, entry, version));
+            await guard.run(session, () => session.query(updateStatement(session, entry, version)));
             return { ok: true };
         }
         catch (error) {
             const verdict = classify(error);
             const where = error.where;
+            const stop = guard.reason();
+            if (stop && (verdict.sqlstate === '57014' || verdict.disposition === 'reconnect' || error instanceof core_errors/* CodedError */.A)) {
+                // Cancelled by the guard; it may still have committed just before the cancel arrived.
+                guard.affected = true;
+                const now = await rereadVersions(run);
+                if (typeof now !== 'string' && now[entry.name] === version)
+                    return { ok: true };
+                const state = typeof now === 'string' ? now : `the catalog says ${now[entry.name] ?? 'not installed'}`;
+                return { ok: false, code: stop.code, sqlstate: verdict.sqlstate, message: `cancelled: ${stop.message}; ${state}` };
+            }
             if (verdict.disposition === 'reconnect') {
                 // The statement may have committed before the session died: look before deciding.
-                const now = await readVersions(coordinator).catch(() => undefined);
-                if (now?.[entry.name] === version)
+                const now = await rereadVersions(run);
+                if (typeof now !== 'string' && now[entry.name] === version)
                     return { ok: true };
-                const state = now ? `the catalog still says ${now[entry.name] ?? 'not installed'}` : 'the version could not be re-read';
+                const state = typeof now === 'string' ? now : `the catalog still says ${now[entry.name] ?? 'not installed'}`;
                 return { ok: false, code: verdict.code, sqlstate: verdict.sqlstate, message: `${describePgError(error)}; ${state}` };
             }
             if (verdict.disposition === 'retry' && attempt <= settings.maxRetries) {
                 const delay = backoff(attempt, settings);
                 log.info(`${entry.name}: ${verdict.meaning} (attempt ${attempt} of ${settings.maxRetries + 1}); retrying in ${formatDuration(delay)}`);
-                await sleep(delay);
+                await guard.sleep(delay, sleep);
                 continue;
             }
             const exhausted = verdict.disposition === 'retry' ? ` after ${attempt} attempt(s)` : '';
@@ -53053,6 +53285,8 @@ function watchLockWaits(coordinator, pid, lockTimeoutMs, seen) {
         }
     };
 }
+/** The catalog version as the report may state it: never "not installed" when it could not be read. */
+const catalogVersion = (e) => e.finalVersionUnknown ? 'unknown (not re-read)' : (e.finalVersion ?? 'not installed');
 /** Turns a database report into findings for annotations. */
 function reportFindings(report) {
     const findings = report.extensions
@@ -53755,6 +53989,7 @@ function verifyResult(context, report) {
 
 
 
+
 function executeSettings(inputs) {
     return {
         lockTimeoutMs: inputs.lockTimeout,
@@ -53777,7 +54012,10 @@ async function planToApply(context) {
 function requestFor(database, request) {
     return { ...request, extensions: database.extensions.filter((e) => e.to !== null).map((e) => ({ name: e.name, version: e.to })) };
 }
-const notStarted = (name) => ({ name, outcome: 'not_started', durationMs: 0, extensions: [] });
+const notStarted = (name) => {
+    const signal = (0,interrupt/* interruptedBy */.kH)();
+    return { name, outcome: 'not_started', durationMs: 0, extensions: [], ...(signal ? { code: 'INTERRUPTED', message: `not started: interrupted by ${signal}` } : {}) };
+};
 /**
  * execute: apply an approved plan. Each database is re-inspected under its advisory lock and
  * refused if it moved off the plan (PLAN_STALE); each update runs on a fresh session where it
@@ -53838,7 +54076,7 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
     const runOne = async (name, dbLog, verifyAfter) => {
         const database = byName.get(name);
         const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache);
-        if (verifyAfter && report.outcome !== 'failed') {
+        if (verifyAfter && report.outcome !== 'failed' && !interrupt/* interruption */.YW.aborted) {
             const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes, statementTimeoutMs: inputs.statementTimeout });
             const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`);
             report.canary = { verified: broken.length === 0, failures: broken };
@@ -53852,10 +54090,11 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
             log.info(`[${finished}/${names.length}] ${name}: ${report.outcome} (${formatDuration(report.durationMs)})${report.code ? ` ${report.code}` : ''}`);
         return report;
     };
-    const mayStart = () => inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0;
+    // An interrupted run starts no new database; those in flight stop at a known state and report it.
+    const mayStart = () => !interrupt/* interruption */.YW.aborted && (inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0);
     const title = (name) => `database ${name}`;
     const canary = names.slice(0, inputs.canary);
-    const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0);
+    const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0 && !interrupt/* interruption */.YW.aborted);
     const canaryPassed = failures === 0;
     if (canary.length > 0)
         log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started');
@@ -56511,6 +56750,9 @@ function markRollback(dir, strategy, databases, warnings) {
         return path;
     }
     catch (error) {
+        if (error.code === 'EEXIST') {
+            throw new core_errors/* CodedError */.A('CONCURRENT_RUN', `another rollback from this snapshot started meanwhile (${path} appeared); nothing was changed by this one`);
+        }
         warnings.push({ code: 'ROLLBACK_INTERRUPTED', message: `could not write ${path} (${(0,core_errors/* errorMessage */.g)(error)}): if this rollback is interrupted, a later one will not know` });
         return undefined;
     }
@@ -57510,6 +57752,7 @@ async function rollback(context) {
 
 
 
+
 const ORDER = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback'];
 /**
  * run: the whole envelope in one step — dry-run, snapshot (snapshot-strategy, `none` allowed),
@@ -57647,7 +57890,7 @@ async function run(context) {
 function stateGuidance(executed, rollback) {
     const lines = executed.databases
         .filter((d) => d.extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed' || e.outcome === 'failed'))
-        .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${e.finalVersion ?? 'not installed'}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`);
+        .map((d) => `${d.name}: ${d.extensions.map((e) => `${e.name} at ${catalogVersion(e)}${e.outcome === 'failed' ? ` (its update failed: ${e.code})` : ''}`).join(', ')}`);
     const next = rollback?.recovery?.length
         ? rollback.recovery
         : ['Inspect the databases with mode verify, then either fix forward (execute again once the cause is fixed) or roll back with mode rollback and the snapshot output, choosing a strategy it allows.'];
@@ -57975,6 +58218,7 @@ function rollbackSections(result) {
 
 
 
+
 /** How many rows a summary table shows before pointing at the JSON file. */
 const TABLE_ROW_LIMIT = 300;
 const PRESENTERS = {
@@ -58095,7 +58339,7 @@ function executeSections(report) {
             String(e.attempts),
             formatDuration(e.durationMs),
             e.outcome === 'failed'
-                ? `${e.code}${e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : ''}: ${e.message ?? ''}${e.failedHop ? ` [hop ${e.failedHop.from} → ${e.failedHop.to}]` : ''}; catalog at ${e.finalVersion ?? 'not installed'}`
+                ? `${e.code}${e.sqlstate ? ` (SQLSTATE ${e.sqlstate})` : ''}: ${e.message ?? ''}${e.failedHop ? ` [hop ${e.failedHop.from} → ${e.failedHop.to}]` : ''}; catalog at ${catalogVersion(e)}`
                 : (e.message ?? '')
         ]));
     const { shown, note } = document_capped(rows, TABLE_ROW_LIMIT);
