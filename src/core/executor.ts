@@ -7,7 +7,7 @@ import { formatDuration } from './duration.js'
 import { CodedError } from './errors.js'
 import type { Logger } from './logger.js'
 import { describePgError } from './pg-error.js'
-import { checkProgress, fingerprintDatabase, isChange, type DatabasePlan, type Finding, type PlannedExtension, type PlanRequest } from './plan.js'
+import { assertAgreesWithReplan, checkProgress, fingerprintDatabase, isChange, replanRequest, type DatabasePlan, type Finding, type PlannedExtension, type PlanRequest } from './plan.js'
 import { planDatabase } from './planner.js'
 import { classify } from './sqlstate.js'
 import { PRODUCT } from './product.js'
@@ -149,6 +149,7 @@ export async function executeDatabase(
     if (refusals.length > 0) {
       throw new CodedError(refusals[0].code, refusals.map((f) => f.message).join('; '))
     }
+    if (target.planned) assertAgreesWithReplan(target.planned, planDatabase(server, facts, replanRequest(target.planned, target.request), { lockConflicts: 'warn' }).plan)
     const extensions = await applyAll(connect, coordinator, target.name, fresh.plan.extensions, settings, log)
     const failed = extensions.find((e) => e.outcome === 'failed')
     const changed = extensions.some((e) => e.outcome === 'updated' || e.outcome === 'installed')

@@ -3,7 +3,7 @@ import { CodedError, errorMessage } from '../core/errors.js'
 import type { Logger } from '../core/logger.js'
 import { describePgError } from '../core/pg-error.js'
 import type { Code } from '../core/codes.js'
-import { fingerprintPlan, type Finding, type Plan } from '../core/plan.js'
+import { fingerprintPlan, sealPlan, type Finding, type Plan } from '../core/plan.js'
 import { loadManifest, ManifestError, type Manifest } from '../core/manifest.js'
 import { parseInputs, type Inputs, type Mode, type RawInputs } from '../inputs.js'
 import { drift } from './drift.js'
@@ -76,7 +76,7 @@ export function failureResult(mode: Mode | undefined, error: unknown): ModeResul
 }
 
 function unplanned(blocker: Finding): Plan {
-  return {
+  return sealPlan({
     schemaVersion: 1,
     status: 'dry_run_blocked',
     createdAt: new Date().toISOString(),
@@ -87,5 +87,5 @@ function unplanned(blocker: Finding): Plan {
     warnings: [],
     members: {},
     fingerprint: fingerprintPlan([])
-  }
+  })
 }

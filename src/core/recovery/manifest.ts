@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
+import { contentDigest, digestProblem } from '../digest.js'
 import { CodedError, errorMessage } from '../errors.js'
 
 /**
@@ -115,7 +116,9 @@ const manifestSchema = z.object({
     })
     .optional(),
   databases: z.array(databaseSchema),
-  files: z.array(z.object({ path: z.string(), bytes: z.number(), sha256: z.string() }))
+  files: z.array(z.object({ path: z.string(), bytes: z.number(), sha256: z.string() })),
+  /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
+  digest: z.string().optional()
 })
 
 export type SnapshotManifest = z.infer<typeof manifestSchema>
@@ -165,10 +168,11 @@ export async function fileEntry(snapshotDir: string, path: string): Promise<Snap
   return { path: relative(snapshotDir, path), bytes: statSync(path).size, sha256: await sha256File(path) }
 }
 
-/** Writes the manifest atomically (a temporary file renamed into place). */
+/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
 export function writeManifest(snapshotDir: string, manifest: SnapshotManifest): string {
   const path = join(snapshotDir, MANIFEST_FILE)
   const temporary = `${path}.tmp-${process.pid}`
+  manifest.digest = contentDigest(manifest)
   writeFileSync(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 })
   renameSync(temporary, path)
   return path
@@ -181,7 +185,10 @@ export function manifestPathOf(input: string): string {
   return path
 }
 
-/** Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`. */
+/**
+ * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
+ * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
+ */
 export function readManifest(input: string): { manifest: SnapshotManifest; path: string; dir: string } {
   const path = manifestPathOf(input)
   if (!existsSync(path)) throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`)
@@ -196,6 +203,8 @@ export function readManifest(input: string): { manifest: SnapshotManifest; path:
     const first = result.error.issues[0]
     throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`)
   }
+  const tampered = digestProblem(parsed)
+  if (tampered) throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`)
   return { manifest: result.data, path, dir: dirname(path) }
 }
 
