@@ -114,14 +114,14 @@ export async function dumpObstacles(ctx: RollbackContext): Promise<Finding[]> {
 
 /**
  * The database a dump rollback replaces is the one the dump's own archive header names
- * (`; Dbname:` of pg_restore --list), not merely what the manifest says: a manifest naming
+ * (`;     dbname:` of pg_restore --list), not merely what the manifest says: a manifest naming
  * another database would otherwise replace it with this dump.
  */
 export async function dumpedDatabaseProblem(pgRestore: string, dumpFile: string, database: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
   const listed = await runProgram(pgRestore, ['--list', dumpFile], { env }).catch((error: unknown) => error as Error)
   if (listed instanceof Error) return `pg_restore cannot read the archive header of ${dumpFile}: ${errorMessage(listed)}`
-  const dumped = /^;\s+Dbname: (.*)$/m.exec(listed.stdout)?.[1]
-  if (dumped === undefined) return `the archive header of ${dumpFile} names no database (no "; Dbname:" line in pg_restore --list)`
+  const dumped = /^;\s+dbname: (.*)$/im.exec(listed.stdout)?.[1]
+  if (dumped === undefined) return `the archive header of ${dumpFile} names no database (no "; dbname:" line in pg_restore --list)`
   if (dumped !== database) return `the manifest says ${dumpFile} is the dump of ${database}, but its archive header says it is the dump of ${dumped}; nothing was changed`
   return undefined
 }
