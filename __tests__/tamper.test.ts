@@ -132,6 +132,22 @@ describe('a tampered plan', () => {
     await unchanged()
   })
 
+  it('re-planning under the lock accepts a resumed run: an install pulled in by a requirement already done', async () => {
+    const resumed = uniqueName('tamper_resume')
+    await cluster.createDatabase(resumed)
+    const pulled = await dryRun(cluster, resumed, { extensions: 'earthdistance', 'install-missing': 'true' })
+    expect(pulled.databases[0].extensions.map((e) => [e.name, e.action, e.requiredBy ?? null])).toEqual([
+      ['cube', 'install', 'earthdistance'],
+      ['earthdistance', 'install', null]
+    ])
+    // What a run stopped after its first install leaves behind.
+    await cluster.query(`CREATE EXTENSION cube VERSION '${pulled.databases[0].extensions[0].to}'`, resumed)
+    const result = await runInProcess({ mode: 'execute', 'database-url': cluster.url(resumed), plan: JSON.stringify(pulled) })
+    expect(result.error).toBeUndefined()
+    expect(result.status).toBe('success')
+    expect(Object.keys(await cluster.extensionVersions(resumed))).toEqual(expect.arrayContaining(['cube', 'earthdistance']))
+  })
+
   it('the untouched plan, inline, from its file, or through a compacted plan, still executes', async () => {
     const full = join(dir, 'plan.json')
     writeFileSync(full, `${JSON.stringify(plan, null, 2)}\n`)
@@ -229,5 +245,23 @@ describe('a tampered snapshot manifest', () => {
     expect(result.error).toBeUndefined()
     expect(result.status).toBe('rolled_back')
     expect((await cluster.extensionVersions(app)).hstore).toBe('1.7')
+  })
+})
+
+describe('a tampered manifest found by restore-point under snapshot-dir', () => {
+  it('is named as SNAPSHOT_CORRUPT, not passed over as if no such snapshot existed', async () => {
+    const root = temporaryDirectory('pgxu-tamper-root-')
+    const db = uniqueName('tamper_named')
+    await cluster.createDatabase(db, { hstore: '1.7' })
+    const taken = await runInProcess({ mode: 'snapshot', 'database-url': cluster.url(db), 'snapshot-strategy': 'dump', 'snapshot-dir': root })
+    expect(taken.error).toBeUndefined()
+    const path = taken.outputs!.snapshot!
+    const value = JSON.parse(readFileSync(path, 'utf8')) as Json
+    value.databases[0].extensions.find((e: Json) => e.name === 'hstore').version = '1.6'
+    writeFileSync(path, JSON.stringify(value))
+    await cluster.query(`ALTER EXTENSION hstore UPDATE TO '1.8'`, db)
+    const result = await runInProcess({ mode: 'rollback', 'database-url': cluster.url(db), 'snapshot-dir': root, 'restore-point': value.id as string })
+    expectRefused(result, 'SNAPSHOT_CORRUPT', /manifest\.json cannot be trusted: its content does not match its "digest"/)
+    expect((await cluster.extensionVersions(db)).hstore).toBe('1.8')
   })
 })

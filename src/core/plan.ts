@@ -143,12 +143,12 @@ export function checkProgress(database: DatabaseFacts, planned: DatabasePlan): s
 
 /**
  * The request a database's entries were planned from, for re-planning it under the lock: each
- * entry the request named, with its exact version, or none where the control-file default was the
- * target (so the default is resolved again); installs pulled in by requirements come back by
- * themselves.
+ * entry with its exact version, or with none where the control-file default was the target (so
+ * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
+ * run they are already there, and nothing would pull them in again.
  */
 export function replanRequest(planned: DatabasePlan, request: PlanRequest): PlanRequest {
-  const extensions = planned.extensions.filter((e) => !e.requiredBy).map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }))
+  const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }))
   return { ...request, extensions }
 }
 

@@ -185,27 +185,33 @@ export function manifestPathOf(input: string): string {
   return path
 }
 
+/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
+function parseManifest(input: string): { manifest: SnapshotManifest; raw: unknown; path: string } {
+  const path = manifestPathOf(input)
+  if (!existsSync(path)) throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`)
+  let raw: unknown
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'))
+  } catch (error) {
+    throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${errorMessage(error)})`)
+  }
+  const result = manifestSchema.safeParse(raw)
+  if (!result.success) {
+    const first = result.error.issues[0]
+    throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`)
+  }
+  return { manifest: result.data, raw, path }
+}
+
 /**
  * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
  * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
  */
 export function readManifest(input: string): { manifest: SnapshotManifest; path: string; dir: string } {
-  const path = manifestPathOf(input)
-  if (!existsSync(path)) throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`)
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'))
-  } catch (error) {
-    throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${errorMessage(error)})`)
-  }
-  const result = manifestSchema.safeParse(parsed)
-  if (!result.success) {
-    const first = result.error.issues[0]
-    throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`)
-  }
-  const tampered = digestProblem(parsed)
+  const { manifest, raw, path } = parseManifest(input)
+  const tampered = digestProblem(raw)
   if (tampered) throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`)
-  return { manifest: result.data, path, dir: dirname(path) }
+  return { manifest, path, dir: dirname(path) }
 }
 
 /** Absolute path of a manifest-relative path. */
@@ -237,7 +243,11 @@ export async function verifyFiles(dir: string, manifest: SnapshotManifest, only?
   if (problems.length > 0) throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`)
 }
 
-/** Manifests found in a snapshot directory: the directory itself and its immediate subdirectories. */
+/**
+ * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
+ * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
+ * by readManifest, naming it, rather than told no such snapshot exists).
+ */
 export function manifestsUnder(root: string): Array<{ path: string; manifest: SnapshotManifest }> {
   if (!root || !existsSync(root)) return []
   const candidates = [join(root, MANIFEST_FILE)]
@@ -250,7 +260,7 @@ export function manifestsUnder(root: string): Array<{ path: string; manifest: Sn
   for (const path of candidates) {
     if (!existsSync(path)) continue
     try {
-      found.push({ path, manifest: readManifest(path).manifest })
+      found.push({ path, manifest: parseManifest(path).manifest })
     } catch {
       // not ours, or unreadable: ignored
     }
