@@ -3,7 +3,7 @@ import { readFileSync, truncateSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { contentDigest } from '../src/core/digest.js'
 import type { Plan } from '../src/core/plan.js'
-import type { SnapshotManifest } from '../src/core/recovery/manifest.js'
+import { readManifest } from '../src/core/recovery/manifest.js'
 import type { RawInputs } from '../src/inputs.js'
 import type { ExecuteReport } from '../src/modes/execute.js'
 import type { ModeResult } from '../src/modes/types.js'
@@ -18,7 +18,8 @@ import { dryRun, runInProcess, testCluster, uniqueName } from './helpers.js'
  */
 const cluster = await testCluster()
 
-type Json = Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+/** A plan or manifest as parsed JSON, edited freely by the tests. */
+type Json = Record<string, any>
 
 const copy = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T
 /** What an attacker who knows the digest's algorithm does after editing. */
@@ -31,6 +32,19 @@ function expectRefused(result: ModeResult, code: string, says: string | RegExp):
   expect(result.errors.map((e) => e.code)).toContain(code)
   expect(result.errors.find((e) => e.code === code)?.message).toMatch(says)
 }
+
+describe('the digest', () => {
+  it('is over the canonical content: key order does not matter, every nested field and every added field does, the digest itself does not', () => {
+    const document = { b: 1, a: { y: [1, { q: 'x', p: null }], x: 'text' }, skipped: undefined }
+    const digest = contentDigest(document)
+    expect(digest).toMatch(/^sha256:[0-9a-f]{64}$/)
+    expect(contentDigest({ a: { x: 'text', y: [1, { p: null, q: 'x' }] }, b: 1 })).toBe(digest)
+    expect(contentDigest({ ...document, digest: 'sha256:anything' })).toBe(digest)
+    expect(contentDigest({ ...document, a: { ...document.a, y: [1, { q: 'x', p: 0 }] } })).not.toBe(digest)
+    expect(contentDigest({ ...document, a: { ...document.a, y: [{ q: 'x', p: null }, 1] } })).not.toBe(digest)
+    expect(contentDigest({ ...document, added: false })).not.toBe(digest)
+  })
+})
 
 describe('a tampered plan', () => {
   const db = uniqueName('tamper_plan')
@@ -238,6 +252,18 @@ describe('a tampered snapshot manifest', () => {
       expectRefused(result, 'NO_ROLLBACK_PATH', /records hstore 1\.8, newer than the installed 1\.6; a rollback never moves an extension forward/)
     }
     expect((await cluster.extensionVersions(fresh)).hstore).toBe('1.6')
+  })
+
+  it('a field a later version adds is covered by the digest without any change to it', async () => {
+    const later = { ...copy(manifest), plan: { fingerprint: `sha256:${'2'.repeat(64)}`, databases: [app] } }
+    write(resealed(later))
+    try {
+      expect(readManifest(snapshot).manifest.id).toBe(manifest.id)
+      write({ ...later, plan: { ...later.plan, databases: ['postgres'] } })
+      expect(() => readManifest(snapshot)).toThrow(/SNAPSHOT_CORRUPT|cannot be trusted/)
+    } finally {
+      write(manifest)
+    }
   })
 
   it('the untouched manifest still rolls back', async () => {
