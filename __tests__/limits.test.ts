@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { HANDOFF_LIMIT_BYTES, setOutputs, writeResultFiles } from '../src/action/outputs.js'
 import type { DatabaseReport } from '../src/core/executor.js'
-import type { DatabasePlan, Finding, Plan } from '../src/core/plan.js'
+import { fingerprintPlan, sealPlan, type DatabasePlan, type Finding, type Plan } from '../src/core/plan.js'
 import { loadPlan } from '../src/core/plan-input.js'
 import type { ExecuteReport } from '../src/modes/execute.js'
 import type { ModeResult } from '../src/modes/types.js'
@@ -35,7 +35,7 @@ function fleetPlan(): Plan {
     }))
   }))
   const warnings: Finding[] = names.map((name) => ({ code: 'DEPENDENT_OBJECTS', database: name, extension: 'hstore', message: '2 user object(s) depend on members of hstore' }))
-  return {
+  return sealPlan({
     schemaVersion: 1,
     status: 'dry_run_approved',
     createdAt: new Date().toISOString(),
@@ -45,8 +45,8 @@ function fleetPlan(): Plan {
     blockers: [],
     warnings,
     members: { 'postgis@1.4': members },
-    fingerprint: `sha256:${'cd'.repeat(32)}`
-  }
+    fingerprint: fingerprintPlan(databases)
+  })
 }
 
 function fleetReport(): ExecuteReport {

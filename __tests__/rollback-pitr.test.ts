@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals'
 import { spawnSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, renameSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir, userInfo } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { Logger } from '../src/core/logger.js'
@@ -64,6 +64,21 @@ async function phases(db: string): Promise<string[]> {
 const timeline = async () => Number((await cluster.query<{ tl: number }>(`SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl`))[0].tl)
 const systemId = async () => (await cluster.query<{ id: string }>('SELECT system_identifier::text AS id FROM pg_control_system()'))[0].id
 const siblings = (suffix: string) => readdirSync(dirname(cluster.dataDir)).filter((name) => name.startsWith(`data.${suffix}`))
+
+/** The postmaster's pid: unchanged means the server was never stopped. */
+const postmasterPid = () => readFileSync(join(cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]
+
+/** Inverts one byte of a file; returns the function that puts it back. */
+function flipByte(path: string, offset: number): () => void {
+  const bytes = readFileSync(path)
+  const original = bytes[offset]
+  bytes[offset] = original ^ 0xff
+  writeFileSync(path, bytes)
+  return () => {
+    bytes[offset] = original
+    writeFileSync(path, bytes)
+  }
+}
 
 let snapshotPath = ''
 let manifest: SnapshotManifest
@@ -230,6 +245,47 @@ describe('pitr refusals change nothing', () => {
       await unchanged(before)
     } finally {
       renameSync(`${segment}.hidden`, segment)
+    }
+  })
+
+  it('verifies every byte of the base backup before the server is touched: one flipped byte is SNAPSHOT_CORRUPT naming the file', async () => {
+    await upgraded()
+    const before = { timeline: await timeline(), markers: await phases('app') }
+    const postmaster = postmasterPid()
+    // A data file of the backup: sizes and backup_manifest still match, only its CRC32C does not.
+    const relation = join('base', '1', readdirSync(join(dirname(snapshotPath), 'base', 'base', '1')).find((name) => /^\d+$/.test(name) && statSync(join(dirname(snapshotPath), 'base', 'base', '1', name)).size >= 8192)!)
+    const file = join(dirname(snapshotPath), 'base', relation)
+    const restore = flipByte(file, 4000)
+    try {
+      const result = await run(rollbackInputs(snapshotPath))
+      expect(result.status).toBe('rollback_failed')
+      expect(result.errors.map((e) => e.code)).toEqual(['SNAPSHOT_CORRUPT'])
+      expect(result.errors[0].message).toContain(relation)
+      expect(result.changed).toBe(false)
+      expect(postmasterPid()).toBe(postmaster)
+      expect((result.report as RollbackReport).phases.map((p) => p.name)).not.toContain('stop the server')
+      await unchanged(before)
+    } finally {
+      restore()
+    }
+  })
+
+  it('verifies the archived WAL recovery would replay before the server is touched: a damaged record is SNAPSHOT_CORRUPT naming the segment', async () => {
+    await upgraded()
+    const before = { timeline: await timeline(), markers: await phases('app') }
+    const postmaster = postmasterPid()
+    const segment = join(manifest.archive!.directory!, manifest.restorePoint!.walFile)
+    // Inside the first record after the segment's long page header: its CRC no longer matches.
+    const restore = flipByte(segment, 64)
+    try {
+      const result = await run(rollbackInputs(snapshotPath))
+      expect(result.status).toBe('rollback_failed')
+      expect(result.errors.map((e) => e.code)).toEqual(['SNAPSHOT_CORRUPT'])
+      expect(result.errors[0].message).toContain(manifest.restorePoint!.walFile)
+      expect(postmasterPid()).toBe(postmaster)
+      await unchanged(before)
+    } finally {
+      restore()
     }
   })
 

@@ -8,7 +8,7 @@ import { CodedError } from './errors.js'
 import { interruptedBy, interruption } from './interrupt.js'
 import type { Logger } from './logger.js'
 import { describePgError } from './pg-error.js'
-import { checkProgress, fingerprintDatabase, isChange, type DatabasePlan, type Finding, type PlannedExtension, type PlanRequest } from './plan.js'
+import { assertAgreesWithReplan, checkProgress, fingerprintDatabase, isChange, replanRequest, type DatabasePlan, type Finding, type PlannedExtension, type PlanRequest } from './plan.js'
 import { planDatabase } from './planner.js'
 import { classify } from './sqlstate.js'
 import { PRODUCT } from './product.js'
@@ -280,6 +280,7 @@ export async function executeDatabase(
     if (refusals.length > 0) {
       throw new CodedError(refusals[0].code, refusals.map((f) => f.message).join('; '))
     }
+    if (target.planned) assertAgreesWithReplan(target.planned, planDatabase(server, facts, replanRequest(target.planned, target.request), { lockConflicts: 'warn' }).plan)
     const run: Run = { connect, coordinator: session, database: target.name, server, settings, log, guard }
     const extensions = await applyAll(run, fresh.plan.extensions)
     const stop = guard.reason()

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto'
 import type { DatabaseFacts, Dependents, ServerFacts, SessionInfo } from './catalog.js'
 import type { Code } from './codes.js'
+import { contentDigest } from './digest.js'
+import { CodedError } from './errors.js'
 import type { ExtensionRequest } from './extension-list.js'
 
 export type Action = 'update' | 'install' | 'none' | 'blocked'
@@ -78,6 +80,13 @@ export interface Plan {
   truncated?: { planFile: string; reason: string }
   /** On the compact form: what the full plan holds. */
   counts?: { databases: number; changes: number; blockers: number; warnings: number }
+  /** sha256 over every other field (src/core/digest.ts); execute refuses a full plan that fails it. */
+  digest?: string
+}
+
+/** The plan with its digest: the last step of building one, so that any later edit shows. */
+export function sealPlan(plan: Plan): Plan {
+  return { ...plan, digest: contentDigest(plan) }
 }
 
 export const isChange = (extension: PlannedExtension) => extension.action === 'update' || extension.action === 'install'
@@ -132,4 +141,43 @@ export function checkProgress(database: DatabaseFacts, planned: DatabasePlan): s
     }
   }
   return problems
+}
+
+/**
+ * The request a database's entries were planned from, for re-planning it under the lock: each
+ * entry with its exact version, or with none where the control-file default was the target (so
+ * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
+ * run they are already there, and nothing would pull them in again.
+ */
+export function replanRequest(planned: DatabasePlan, request: PlanRequest): PlanRequest {
+  const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }))
+  return { ...request, extensions }
+}
+
+/**
+ * Where a plan's entries disagree with re-planning the same request on the database as it is now
+ * (under the lock): a different target, action or set of extensions. An update or install that
+ * re-planning finds already done is a resumed run, not a disagreement.
+ */
+export function replanDisagreements(planned: DatabasePlan, replanned: DatabasePlan): string[] {
+  const problems: string[] = []
+  const fresh = new Map(replanned.extensions.map((e) => [e.name, e]))
+  for (const entry of planned.extensions) {
+    const now = fresh.get(entry.name)
+    if (!now) {
+      problems.push(`${entry.name} (${entry.action} to ${entry.to}) is not what the request plans to`)
+      continue
+    }
+    if (now.to !== entry.to) problems.push(`${entry.name}: the plan says to ${entry.to}, re-planning the request gives ${now.to}`)
+    else if (now.action !== entry.action && !(isChange(entry) && now.action === 'none')) problems.push(`${entry.name}: the plan says ${entry.action}, re-planning the request gives ${now.action}`)
+  }
+  const names = new Set(planned.extensions.map((e) => e.name))
+  for (const entry of replanned.extensions) if (!names.has(entry.name)) problems.push(`re-planning the request also gives ${entry.name} (${entry.action} to ${entry.to}), which the plan lacks`)
+  return problems
+}
+
+/** Execute's check under the lock: the plan's entries are what its own request plans to, else PLAN_STALE. */
+export function assertAgreesWithReplan(planned: DatabasePlan, replanned: DatabasePlan): void {
+  const problems = replanDisagreements(planned, replanned)
+  if (problems.length > 0) throw new CodedError('PLAN_STALE', `the plan of ${planned.name} disagrees with re-planning its request now (${problems.join('; ')}); nothing was changed in ${planned.name}: run dry-run again`)
 }

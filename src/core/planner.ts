@@ -5,6 +5,7 @@ import type { ExtensionRequest } from './extension-list.js'
 import {
   fingerprintDatabase,
   fingerprintPlan,
+  sealPlan,
   isChange,
   type DatabasePlan,
   type Finding,
@@ -300,7 +301,7 @@ export function assemblePlan(server: ServerFacts, results: DatabasePlanResult[],
   const changes = plans.some((p) => p.extensions.some(isChange))
   const members: Record<string, string[]> = {}
   for (const result of results) for (const [key, list] of Object.entries(result.members)) members[key] ??= list
-  return {
+  return sealPlan({
     schemaVersion: 1,
     status: blockers.length > 0 ? 'dry_run_blocked' : changes ? 'dry_run_approved' : 'nothing_to_do',
     createdAt: now.toISOString(),
@@ -311,5 +312,5 @@ export function assemblePlan(server: ServerFacts, results: DatabasePlanResult[],
     warnings,
     members,
     fingerprint: fingerprintPlan(plans)
-  }
+  })
 }

@@ -41,7 +41,11 @@ export async function planToApply(context: ModeContext): Promise<{ plan: Plan; s
   if (inputs.plan && inputs.extensions.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions')
   }
-  if (inputs.plan) return { plan: loadPlan(inputs.plan) }
+  if (inputs.plan) {
+    const plan = loadPlan(inputs.plan)
+    if (plan.status === 'dry_run_blocked') throw new CodedError('INVALID_INPUT', `input "plan": ${blockedMessage(plan)}; execute applies only a plan the dry-run approved`)
+    return { plan }
+  }
   return planTargets(context, { lockConflicts: 'warn' })
 }
 
@@ -72,7 +76,7 @@ export async function execute(context: ModeContext): Promise<ModeResult> {
 }
 
 export const blockedMessage = (plan: Plan) =>
-  `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`
+  `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed${plan.blockers[0] ? `. ${plan.blockers[0].code}: ${plan.blockers[0].message}` : ''}`
 
 function blockedPlanResult(context: ModeContext, plan: Plan): ModeResult {
   return {

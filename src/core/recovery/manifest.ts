@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { createReadStream, existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { z } from 'zod'
+import { contentDigest, digestProblem } from '../digest.js'
 import { CodedError, errorMessage } from '../errors.js'
 
 /**
@@ -121,7 +122,9 @@ const manifestSchema = z.object({
   databases: z.array(databaseSchema),
   /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
   plan: z.object({ fingerprint: z.string(), databases: z.array(z.string()) }).optional(),
-  files: z.array(z.object({ path: z.string(), bytes: z.number(), sha256: z.string() }))
+  files: z.array(z.object({ path: z.string(), bytes: z.number(), sha256: z.string() })),
+  /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
+  digest: z.string().optional()
 })
 
 export type SnapshotManifest = z.infer<typeof manifestSchema>
@@ -171,10 +174,11 @@ export async function fileEntry(snapshotDir: string, path: string): Promise<Snap
   return { path: relative(snapshotDir, path), bytes: statSync(path).size, sha256: await sha256File(path) }
 }
 
-/** Writes the manifest atomically (a temporary file renamed into place). */
+/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
 export function writeManifest(snapshotDir: string, manifest: SnapshotManifest): string {
   const path = join(snapshotDir, MANIFEST_FILE)
   const temporary = `${path}.tmp-${process.pid}`
+  manifest.digest = contentDigest(manifest)
   writeFileSync(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 })
   renameSync(temporary, path)
   return path
@@ -187,25 +191,36 @@ export function manifestPathOf(input: string): string {
   return path
 }
 
-/** Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`. */
-export function readManifest(input: string): { manifest: SnapshotManifest; path: string; dir: string } {
+/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
+function parseManifest(input: string): { manifest: SnapshotManifest; raw: unknown; path: string } {
   const path = manifestPathOf(input)
   if (existsSync(join(dirname(path), INCOMPLETE_MARKER))) {
     throw new CodedError('SNAPSHOT_INCOMPLETE', `input "snapshot": ${dirname(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`)
   }
   if (!existsSync(path)) throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`)
-  let parsed: unknown
+  let raw: unknown
   try {
-    parsed = JSON.parse(readFileSync(path, 'utf8'))
+    raw = JSON.parse(readFileSync(path, 'utf8'))
   } catch (error) {
     throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${errorMessage(error)})`)
   }
-  const result = manifestSchema.safeParse(parsed)
+  const result = manifestSchema.safeParse(raw)
   if (!result.success) {
     const first = result.error.issues[0]
     throw new CodedError('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`)
   }
-  return { manifest: result.data, path, dir: dirname(path) }
+  return { manifest: result.data, raw, path }
+}
+
+/**
+ * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
+ * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
+ */
+export function readManifest(input: string): { manifest: SnapshotManifest; path: string; dir: string } {
+  const { manifest, raw, path } = parseManifest(input)
+  const tampered = digestProblem(raw)
+  if (tampered) throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`)
+  return { manifest, path, dir: dirname(path) }
 }
 
 /** Absolute path of a manifest-relative path. */
@@ -237,7 +252,11 @@ export async function verifyFiles(dir: string, manifest: SnapshotManifest, only?
   if (problems.length > 0) throw new CodedError('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`)
 }
 
-/** Manifests found in a snapshot directory: the directory itself and its immediate subdirectories. */
+/**
+ * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
+ * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
+ * by readManifest, naming it, rather than told no such snapshot exists).
+ */
 export function manifestsUnder(root: string): Array<{ path: string; manifest: SnapshotManifest }> {
   if (!root || !existsSync(root)) return []
   const candidates = [join(root, MANIFEST_FILE)]
@@ -250,7 +269,7 @@ export function manifestsUnder(root: string): Array<{ path: string; manifest: Sn
   for (const path of candidates) {
     if (!existsSync(path)) continue
     try {
-      found.push({ path, manifest: readManifest(path).manifest })
+      found.push({ path, manifest: parseManifest(path).manifest })
     } catch {
       // not ours, or unreadable: ignored
     }

@@ -100,8 +100,30 @@ export async function dumpObstacles(ctx: RollbackContext): Promise<Finding[]> {
   const found = await findCompatibleProgram('pg_restore', Math.floor(ctx.facts.versionNum / 10000), { binDir: ctx.request.pgBinDir || undefined, env: ctx.request.env }, 'atLeast').catch(
     (error: CodedError) => error
   )
-  if (found instanceof CodedError) obstacles.push({ code: found.code, message: found.message })
+  if (found instanceof CodedError) {
+    obstacles.push({ code: found.code, message: found.message })
+    return obstacles
+  }
+  for (const drift of drifted) {
+    const db = ctx.manifest.databases.find((d) => d.name === drift.name)!
+    const problem = await dumpedDatabaseProblem(found, inSnapshot(ctx.manifestDir, db.dump!.file), db.name, ctx.request.env)
+    if (problem) obstacles.push({ code: 'SNAPSHOT_CORRUPT', database: db.name, message: problem })
+  }
   return obstacles
+}
+
+/**
+ * The database a dump rollback replaces is the one the dump's own archive header names
+ * (`;     dbname:` of pg_restore --list), not merely what the manifest says: a manifest naming
+ * another database would otherwise replace it with this dump.
+ */
+export async function dumpedDatabaseProblem(pgRestore: string, dumpFile: string, database: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  const listed = await runProgram(pgRestore, ['--list', dumpFile], { env }).catch((error: unknown) => error as Error)
+  if (listed instanceof Error) return `pg_restore cannot read the archive header of ${dumpFile}: ${errorMessage(listed)}`
+  const dumped = /^;\s+dbname: (.*)$/im.exec(listed.stdout)?.[1]
+  if (dumped === undefined) return `the archive header of ${dumpFile} names no database (no "; dbname:" line in pg_restore --list)`
+  if (dumped !== database) return `the manifest says ${dumpFile} is the dump of ${database}, but its archive header says it is the dump of ${dumped}; nothing was changed`
+  return undefined
 }
 
 /**

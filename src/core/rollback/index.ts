@@ -12,6 +12,7 @@ import { readVersions } from '../catalog.js'
 import { readClusterFacts } from '../recovery/inventory.js'
 import { readManifest, ROLLBACK_MARKER, verifyFiles, type SnapshotManifest } from '../recovery/manifest.js'
 import { findingsOf, PhaseClock } from '../recovery/phases.js'
+import { compareVersions } from '../versions.js'
 import { downgradeObstacles, rollBackByDowngrade } from './downgrade.js'
 import { dumpObstacles, rollBackByDump } from './dump-restore.js'
 import { pitrDiscards, pitrObstacles, rollBackByPitr, walSinceRestorePoint, type PreparedPitr } from './pitr.js'
@@ -124,6 +125,23 @@ function markRollback(dir: string, strategy: RollbackStrategy, databases: string
     warnings.push({ code: 'ROLLBACK_INTERRUPTED', message: `could not write ${path} (${errorMessage(error)}): if this rollback is interrupted, a later one will not know` })
     return undefined
   }
+}
+
+/**
+ * A rollback only goes back. A recorded version newer than the installed one is not what an
+ * upgrade left behind (someone downgraded since, or the manifest lies): refused, naming each.
+ */
+export function forwardMoves(drift: DatabaseDrift[]): Finding[] {
+  return drift.flatMap((d) =>
+    d.changed
+      .filter((c) => compareVersions(c.recorded, c.now) > 0)
+      .map((c) => ({
+        code: 'NO_ROLLBACK_PATH' as const,
+        database: d.name,
+        extension: c.name,
+        message: `${d.name}: the snapshot records ${c.name} ${c.recorded}, newer than the installed ${c.now}; a rollback never moves an extension forward (to go to ${c.recorded}, run execute with ${c.name}@${c.recorded})`
+      }))
+  )
 }
 
 function describeDrift(drift: DatabaseDrift[]): string {
@@ -289,6 +307,8 @@ export async function rollBack(request: RollbackRequest, deps: RollbackDeps): Pr
       note(drift.some(hasDrift) ? describeDrift(drift) : `${names.length} database(s) match the snapshot`)
       return drift
     })
+    const forward = forwardMoves(ctx.drift)
+    if (forward.length > 0) return outcome({ status: 'rollback_failed', reason: 'the snapshot records versions newer than the installed ones; nothing was changed', findings: forward })
     const unchanged = (name: string): RollbackDatabaseResult => {
       const recorded = Object.fromEntries(manifest.databases.find((d) => d.name === name)!.extensions.map((e) => [e.name, e.version]))
       return { name, outcome: 'already_matched', before: recorded, after: recorded, recorded, durationMs: 0 }

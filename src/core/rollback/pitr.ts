@@ -11,7 +11,7 @@ import { findCompatibleProgram, findProgram, runAsMethod, runShell, shellQuote }
 import { formatBytes } from '../recovery/format.js'
 import { readVersions } from '../catalog.js'
 import { inSnapshot, verifyFiles } from '../recovery/manifest.js'
-import { CURRENT_TIMELINE_SQL, missingSegments, parseLsn, scanRestorePoints, segmentRange } from '../recovery/wal.js'
+import { CURRENT_TIMELINE_SQL, missingSegments, parseLsn, scanRestorePoints, segmentOf, segmentRange } from '../recovery/wal.js'
 import { freeBytes } from '../snapshot/preflight.js'
 import { verifyBaseBackup } from '../snapshot/basebackup.js'
 import { DataDirectory, fileSize, readLogTail, withoutRecoverySettings, withRecoverySettings } from './data-directory.js'
@@ -207,9 +207,13 @@ export async function pitrObstacles(ctx: RollbackContext): Promise<{ obstacles: 
         if (missing.length > 0) fail('WAL_MISSING', `the archive ${dir} lacks ${missing.join(', ')}, which recovery from the base backup to ${rp.name} needs`)
       }
       if (!obstacles.some((o) => o.code === 'WAL_MISSING')) {
-        const scan = await scanRestorePoints(pgWaldump, dir, [rp.walFile], manifest.server.walSegmentSize, { env: request.env })
-        const found = scan.points.find((p) => p.name === rp.name && p.endLsn === parseLsn(rp.lsn))
-        if (!found) fail('SNAPSHOT_MISMATCH', `the archived segment ${rp.walFile} holds no restore point "${rp.name}" at ${rp.lsn}; this archive does not belong to the snapshot`)
+        // Every record recovery will replay, CRC-checked by pg_waldump before anything stops.
+        const scan = await scanRestorePoints(pgWaldump, dir, segments, manifest.server.walSegmentSize, { env: request.env, strict: true }).catch((error: unknown) => error as Error)
+        if (scan instanceof Error) {
+          fail('SNAPSHOT_CORRUPT', `the archived WAL recovery needs is damaged${corruptSegment(scan.message, rp.timeline, manifest.server.walSegmentSize)}: ${errorMessage(scan)}`)
+        } else if (!scan.points.some((p) => p.name === rp.name && p.endLsn === parseLsn(rp.lsn))) {
+          fail('SNAPSHOT_MISMATCH', `the archived segment ${rp.walFile} holds no restore point "${rp.name}" at ${rp.lsn}; this archive does not belong to the snapshot`)
+        }
       }
     } finally {
       if (scratch) rmSync(scratch, { recursive: true, force: true })
@@ -222,6 +226,12 @@ export async function pitrObstacles(ctx: RollbackContext): Promise<{ obstacles: 
   if (obstacles.length > 0 || !pgControldata || !pgVerifybackup || !pgWaldump) return { obstacles }
   const probeDatabase = manifest.server.clusterDatabases.includes('postgres') ? 'postgres' : (manifest.databases[0]?.name ?? ctx.target.database)
   return { obstacles, prepared: { dataDir, base, restoreCommand, programs: { pgCtl, pgControldata, pgVerifybackup, pgWaldump }, probeDatabase } }
+}
+
+/** ` (segment …)` for the first LSN pg_waldump's error names, so the message points at a file. */
+function corruptSegment(message: string, timeline: number, segmentSize: number): string {
+  const lsn = /\bat ([0-9A-F]{1,8}\/[0-9A-F]{1,8})\b/.exec(message)?.[1]
+  return lsn ? ` (segment ${segmentOf(parseLsn(lsn), timeline, segmentSize)})` : ''
 }
 
 function safeFind(name: string, major: number, search: { binDir?: string; env?: NodeJS.ProcessEnv }): string | undefined {
@@ -273,14 +283,14 @@ export async function rollBackByPitr(
   const timeout = request.waitTimeoutMs
   const results: RollbackDatabaseResult[] = []
 
-  // 1. Copy and verify while the server still runs: nothing of the cluster moves yet. Every
-  // file's CRC32C was verified when the snapshot was taken; re-reading the whole backup here would
-  // double the reads of the rollback (docs/recovery.md), so this checks the manifest's integrity,
-  // that every file is there with its recorded size, and that the backup's WAL parses.
+  // 1. Copy and verify while the server still runs: nothing of the cluster moves yet. A backup
+  // can rot between the snapshot and the rollback, so pg_verifybackup re-reads it in full (every
+  // file's CRC32C, not only sizes) side by side with the copy, and the server is stopped only
+  // once both are done.
   try {
     const copyStarted = performance.now()
-    const verifying = verifyBaseBackup(prepared.programs.pgVerifybackup, prepared.base, request.env, false).then((ms) => {
-      phases.record('verify the base backup (pg_verifybackup --skip-checksums)', ms, true, 'manifest checksum, every file and its size, and the WAL from start to end verified')
+    const verifying = verifyBaseBackup(prepared.programs.pgVerifybackup, prepared.base, request.env).then((ms) => {
+      phases.record('verify the base backup (pg_verifybackup)', ms, true, 'backup_manifest checksum, every file with its size and CRC32C, and the WAL from start to end verified')
       return ms
     })
     verifying.catch(() => undefined)
