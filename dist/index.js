@@ -38327,7 +38327,7 @@ function extend(target) {
 
 /***/ }),
 
-/***/ 1174:
+/***/ 5806:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -52209,8 +52209,57 @@ function prefixedLogger(log, prefix) {
 
 // EXTERNAL MODULE: external "node:crypto"
 var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/core/digest.ts
+
+/**
+ * Tamper evidence for the JSON documents this tool writes and later trusts (plans, snapshot
+ * manifests): a sha256 over the document's canonical form — every field but `digest` itself,
+ * object keys sorted at every level, values as JSON writes them. Fields added later are covered
+ * without any change here.
+ */
+const DIGEST_FIELD = 'digest';
+/** The document as JSON with keys sorted at every level; undefined fields are left out, as JSON.stringify does. */
+function canonicalJson(value) {
+    return JSON.stringify(sortKeys(JSON.parse(JSON.stringify(value ?? null))));
+}
+function sortKeys(value) {
+    if (Array.isArray(value))
+        return value.map(sortKeys);
+    if (value === null || typeof value !== 'object')
+        return value;
+    const record = value;
+    return Object.fromEntries(Object.keys(record)
+        .sort()
+        .map((key) => [key, sortKeys(record[key])]));
+}
+/** `sha256:<hex>` over the canonical form of `document` without its `digest` field. */
+function contentDigest(document) {
+    const { [DIGEST_FIELD]: _ignored, ...content } = document;
+    return `sha256:${(0,external_node_crypto_.createHash)('sha256').update(canonicalJson(content)).digest('hex')}`;
+}
+/** Why `document` (as parsed from its file) fails its digest, or undefined when it matches. */
+function digestProblem(document) {
+    if (document === null || typeof document !== 'object' || Array.isArray(document))
+        return 'it is not a JSON object';
+    const recorded = document[DIGEST_FIELD];
+    if (recorded === undefined)
+        return `it carries no "${DIGEST_FIELD}" (written by an older version of this tool, or assembled by hand)`;
+    if (typeof recorded !== 'string')
+        return `its "${DIGEST_FIELD}" is not a string`;
+    const actual = contentDigest(document);
+    if (actual !== recorded)
+        return `its content does not match its "${DIGEST_FIELD}" (${recorded.slice(0, 19)}…, the content hashes to ${actual.slice(0, 19)}…): it was changed after it was written`;
+    return undefined;
+}
+
 ;// CONCATENATED MODULE: ./src/core/plan.ts
 
+
+
+/** The plan with its digest: the last step of building one, so that any later edit shows. */
+function sealPlan(plan) {
+    return { ...plan, digest: contentDigest(plan) };
+}
 const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
 const sha256 = (value) => `sha256:${(0,external_node_crypto_.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
 /**
@@ -52261,6 +52310,47 @@ function checkProgress(database, planned) {
         }
     }
     return problems;
+}
+/**
+ * The request a database's entries were planned from, for re-planning it under the lock: each
+ * entry with its exact version, or with none where the control-file default was the target (so
+ * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
+ * run they are already there, and nothing would pull them in again.
+ */
+function replanRequest(planned, request) {
+    const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }));
+    return { ...request, extensions };
+}
+/**
+ * Where a plan's entries disagree with re-planning the same request on the database as it is now
+ * (under the lock): a different target, action or set of extensions. An update or install that
+ * re-planning finds already done is a resumed run, not a disagreement.
+ */
+function replanDisagreements(planned, replanned) {
+    const problems = [];
+    const fresh = new Map(replanned.extensions.map((e) => [e.name, e]));
+    for (const entry of planned.extensions) {
+        const now = fresh.get(entry.name);
+        if (!now) {
+            problems.push(`${entry.name} (${entry.action} to ${entry.to}) is not what the request plans to`);
+            continue;
+        }
+        if (now.to !== entry.to)
+            problems.push(`${entry.name}: the plan says to ${entry.to}, re-planning the request gives ${now.to}`);
+        else if (now.action !== entry.action && !(isChange(entry) && now.action === 'none'))
+            problems.push(`${entry.name}: the plan says ${entry.action}, re-planning the request gives ${now.action}`);
+    }
+    const names = new Set(planned.extensions.map((e) => e.name));
+    for (const entry of replanned.extensions)
+        if (!names.has(entry.name))
+            problems.push(`re-planning the request also gives ${entry.name} (${entry.action} to ${entry.to}), which the plan lacks`);
+    return problems;
+}
+/** Execute's check under the lock: the plan's entries are what its own request plans to, else PLAN_STALE. */
+function assertAgreesWithReplan(planned, replanned) {
+    const problems = replanDisagreements(planned, replanned);
+    if (problems.length > 0)
+        throw new core_errors/* CodedError */.A('PLAN_STALE', `the plan of ${planned.name} disagrees with re-planning its request now (${problems.join('; ')}); nothing was changed in ${planned.name}: run dry-run again`);
 }
 
 ;// CONCATENATED MODULE: ./src/core/planner.ts
@@ -52523,7 +52613,7 @@ function assemblePlan(server, results, request, now = new Date()) {
     for (const result of results)
         for (const [key, list] of Object.entries(result.members))
             members[key] ??= list;
-    return {
+    return sealPlan({
         schemaVersion: 1,
         status: blockers.length > 0 ? 'dry_run_blocked' : changes ? 'dry_run_approved' : 'nothing_to_do',
         createdAt: now.toISOString(),
@@ -52534,7 +52624,7 @@ function assemblePlan(server, results, request, now = new Date()) {
         warnings,
         members,
         fingerprint: fingerprintPlan(plans)
-    };
+    });
 }
 
 ;// CONCATENATED MODULE: ./src/core/planning.ts
@@ -52983,6 +53073,8 @@ async function executeDatabase(connect, target, server, settings, log, cache = n
         if (refusals.length > 0) {
             throw new core_errors/* CodedError */.A(refusals[0].code, refusals.map((f) => f.message).join('; '));
         }
+        if (target.planned)
+            assertAgreesWithReplan(target.planned, planDatabase(server, facts, replanRequest(target.planned, target.request), { lockConflicts: 'warn' }).plan);
         const run = { connect, coordinator: session, database: target.name, server, settings, log, guard };
         const extensions = await applyAll(run, fresh.plan.extensions);
         const stop = guard.reason();
@@ -53302,6 +53394,10 @@ function reportFindings(report) {
 
 
 
+
+
+/** A plan file larger than this is refused before it is read: no dry-run writes one near it. */
+const PLAN_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
 const extensionSchema = object({
     name: schemas_string(),
     from: schemas_string().nullable(),
@@ -53328,41 +53424,147 @@ const planSchema = looseObject({
     blockers: array(looseObject({ code: schemas_string(), message: schemas_string() })),
     members: record(schemas_string(), array(schemas_string())).optional(),
     fingerprint: schemas_string(),
-    truncated: object({ planFile: schemas_string(), reason: schemas_string() }).optional()
+    truncated: looseObject({ planFile: schemas_string(), reason: schemas_string() }).optional(),
+    digest: schemas_string().optional()
 });
-/** Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. */
-function loadPlan(input) {
-    const text = input.trim();
-    let json;
-    if (text.startsWith('{')) {
-        json = text;
-    }
-    else if ((0,external_node_fs_namespaceObject.existsSync)(text)) {
-        json = (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8');
-    }
-    else {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
-    }
-    let value;
+const invalid = (message) => new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${message}`);
+function readPlanFile(path, what) {
+    let size;
     try {
-        value = JSON.parse(json);
+        const stat = (0,external_node_fs_namespaceObject.statSync)(path);
+        if (stat.isDirectory())
+            throw invalid(`${what} ${path} is a directory, not a plan file`);
+        if (!stat.isFile())
+            throw invalid(`${what} ${path} is not a regular file`);
+        size = stat.size;
+    }
+    catch (error) {
+        if (error instanceof core_errors/* CodedError */.A)
+            throw error;
+        throw invalid(`${what} ${path} cannot be read (${error.code ?? String(error)})`);
+    }
+    if (size > PLAN_FILE_LIMIT_BYTES)
+        throw invalid(`${what} ${path} is ${size} bytes; a plan file is at most ${PLAN_FILE_LIMIT_BYTES} bytes`);
+    try {
+        return (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
+    }
+    catch (error) {
+        throw invalid(`${what} ${path} cannot be read (${error.code ?? String(error)})`);
+    }
+}
+function parsePlan(json, where) {
+    let raw;
+    try {
+        raw = JSON.parse(json);
     }
     catch {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": is not valid JSON');
+        throw invalid(`${where} is not valid JSON`);
     }
-    const parsed = planSchema.safeParse(value);
+    const parsed = planSchema.safeParse(raw);
     if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
+        throw invalid(`${where} is not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
     }
-    const plan = parsed.data;
-    if (plan.truncated) {
-        if (!(0,external_node_fs_namespaceObject.existsSync)(plan.truncated.planFile)) {
-            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": this is the compacted plan (${plan.truncated.reason}) and its file ${plan.truncated.planFile} is not on this machine; pass the plan file instead`);
+    return { plan: parsed.data, raw };
+}
+/** Where an entry contradicts itself: its action against its from, to and path. */
+function entryProblem(entry) {
+    const path = entry.path.join(' → ') || '(empty)';
+    if (entry.action === 'update' && (entry.from === null || entry.from === entry.to || entry.path[0] !== entry.from || entry.path.at(-1) !== entry.to)) {
+        return `action update from ${entry.from} to ${entry.to} does not match its path ${path}`;
+    }
+    if (entry.action === 'install' && (entry.from !== null || entry.path.length !== 1 || entry.path[0] !== entry.to))
+        return `action install of ${entry.to} does not match from ${entry.from} and path ${path}`;
+    if (entry.action === 'none' && entry.from !== entry.to)
+        return `action none, yet from ${entry.from} differs from to ${entry.to}`;
+    return undefined;
+}
+/** Where an entry's target contradicts the request it was planned from (with a manifest, the request is per database and not in the plan). */
+function requestProblem(plan, entry) {
+    if (plan.request.extensions.length === 0 || entry.requiredBy)
+        return undefined;
+    const asked = plan.request.extensions.find((e) => e.name === entry.name);
+    if (!asked)
+        return 'the request does not name it';
+    if (asked.version === undefined && !entry.defaultTarget)
+        return `the request asks for the default version, the entry says to ${entry.to}`;
+    if (asked.version !== undefined && (asked.version !== entry.to || entry.defaultTarget))
+        return `the request asks for ${asked.version}, the entry says to ${entry.to}`;
+    return undefined;
+}
+/**
+ * Checks a full plan says what the dry-run decided: its fingerprint is that of its databases, its
+ * status follows from its blockers and entries, every entry is coherent, and its digest matches
+ * its content. Each named check runs before the digest so that the message says what changed.
+ */
+function planProblems(plan, raw) {
+    const problems = [];
+    if (plan.fingerprint !== fingerprintPlan(plan.databases))
+        problems.push(`fingerprint ${plan.fingerprint} is not the fingerprint of its databases`);
+    const entries = plan.databases.flatMap((database) => database.extensions.map((entry) => ({ database: database.name, entry })));
+    const blockedEntries = entries.filter(({ entry }) => entry.action === 'blocked');
+    const expected = plan.blockers.length > 0 || blockedEntries.length > 0 ? 'dry_run_blocked' : entries.some(({ entry }) => isChange(entry)) ? 'dry_run_approved' : 'nothing_to_do';
+    if (plan.status !== expected) {
+        problems.push(`status is ${plan.status}, but with ${plan.blockers.length} blocker(s), ${blockedEntries.length} blocked entr${blockedEntries.length === 1 ? 'y' : 'ies'} and its entries it is ${expected}`);
+    }
+    if (plan.status === 'dry_run_blocked' && plan.blockers.length === 0)
+        problems.push('status is dry_run_blocked but it lists no blocker');
+    for (const { database, entry } of entries) {
+        const problem = entryProblem(entry) ?? requestProblem(plan, entry);
+        if (problem)
+            problems.push(`${database}: ${entry.name}: ${problem}`);
+    }
+    for (const database of plan.databases) {
+        for (const asked of plan.request.extensions) {
+            if (!database.extensions.some((e) => e.name === asked.name))
+                problems.push(`${database.name}: the request names ${asked.name}, which has no entry`);
         }
-        return loadPlan(plan.truncated.planFile);
     }
+    const tampered = digestProblem(raw);
+    if (tampered)
+        problems.push(tampered);
+    return problems;
+}
+/**
+ * Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. A compacted plan
+ * (`truncated`, from a step output too large for GitHub) is followed to its plan file, one level
+ * only. The full plan must pass `planProblems`; anything else is INVALID_INPUT naming the input.
+ */
+function loadPlan(input) {
+    const text = input.trim();
+    const inline = text.startsWith('{');
+    if (!inline && !existsQuietly(text)) {
+        throw invalid('must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
+    }
+    const { plan, raw } = parsePlan(inline ? text : readPlanFile(text, 'the file'), inline ? 'the value' : text);
+    if (!plan.truncated)
+        return plan_input_checked(plan, raw, inline ? 'the plan' : text);
+    const file = plan.truncated.planFile;
+    if (!existsQuietly(file)) {
+        throw invalid(`this is the compacted plan (${plan.truncated.reason}) and its file ${file} is not on this machine; pass the plan file instead`);
+    }
+    const full = parsePlan(readPlanFile(file, 'the plan file'), file);
+    if (full.plan.truncated)
+        throw invalid(`the compacted plan points at ${file}, which is itself a compacted plan (pointing at ${full.plan.truncated.planFile}); give the full plan file`);
+    if (full.plan.fingerprint !== plan.fingerprint || full.plan.status !== plan.status) {
+        throw invalid(`the compacted plan (fingerprint ${plan.fingerprint}, ${plan.status}) and its plan file ${file} (fingerprint ${full.plan.fingerprint}, ${full.plan.status}) disagree`);
+    }
+    return plan_input_checked(full.plan, full.raw, file);
+}
+function plan_input_checked(plan, raw, where) {
+    const problems = planProblems(plan, raw);
+    if (problems.length > 0)
+        throw invalid(`${where} is not the plan dry-run wrote: ${problems.join('; ')}; nothing was changed (run dry-run again)`);
     return plan;
+}
+function existsQuietly(path) {
+    try {
+        (0,external_node_fs_namespaceObject.statSync)(path);
+        return true;
+    }
+    catch {
+        return false;
+    }
 }
 
 ;// CONCATENATED MODULE: ./src/core/sql-split.ts
@@ -54004,8 +54206,12 @@ async function planToApply(context) {
     if (inputs.plan && inputs.extensions.length > 0) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions');
     }
-    if (inputs.plan)
-        return { plan: loadPlan(inputs.plan) };
+    if (inputs.plan) {
+        const plan = loadPlan(inputs.plan);
+        if (plan.status === 'dry_run_blocked')
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${blockedMessage(plan)}; execute applies only a plan the dry-run approved`);
+        return { plan };
+    }
     return planTargets(context, { lockConflicts: 'warn' });
 }
 /** What each database must reach: the planned versions, with the plan's options. */
@@ -54033,7 +54239,7 @@ async function execute(context) {
     const report = await applyPlan(context, plan, server, cache);
     return executeResult(context, plan, report);
 }
-const blockedMessage = (plan) => `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed. ${plan.blockers[0].code}: ${plan.blockers[0].message}`;
+const blockedMessage = (plan) => `the plan is blocked (${plan.blockers.length} blocker(s)); nothing was changed${plan.blockers[0] ? `. ${plan.blockers[0].code}: ${plan.blockers[0].message}` : ''}`;
 function blockedPlanResult(context, plan) {
     return {
         mode: 'execute',
@@ -54210,6 +54416,7 @@ function loadReportChanges(input) {
 
 
 
+
 /**
  * The snapshot manifest: everything a rollback needs and everything that proves it is being applied
  * to the same cluster. Written as manifest.json in the snapshot's directory; paths inside it are
@@ -54318,7 +54525,9 @@ const manifest_manifestSchema = object({
     databases: array(databaseSchema),
     /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
     plan: object({ fingerprint: schemas_string(), databases: array(schemas_string()) }).optional(),
-    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() }))
+    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() })),
+    /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
+    digest: schemas_string().optional()
 });
 const manifest_NAME = /^[A-Za-z0-9_.-]+$/;
 /** A restore point name as the action accepts it: at most 63 bytes of [A-Za-z0-9_.-]. */
@@ -54359,10 +54568,11 @@ async function sha256File(path) {
 async function fileEntry(snapshotDir, path) {
     return { path: (0,external_node_path_namespaceObject.relative)(snapshotDir, path), bytes: (0,external_node_fs_namespaceObject.statSync)(path).size, sha256: await sha256File(path) };
 }
-/** Writes the manifest atomically (a temporary file renamed into place). */
+/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
 function writeManifest(snapshotDir, manifest) {
     const path = (0,external_node_path_namespaceObject.join)(snapshotDir, MANIFEST_FILE);
     const temporary = `${path}.tmp-${process.pid}`;
+    manifest.digest = contentDigest(manifest);
     (0,external_node_fs_namespaceObject.writeFileSync)(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
     (0,external_node_fs_namespaceObject.renameSync)(temporary, path);
     return path;
@@ -54374,27 +54584,38 @@ function manifestPathOf(input) {
         return (0,external_node_path_namespaceObject.join)(path, MANIFEST_FILE);
     return path;
 }
-/** Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`. */
-function readManifest(input) {
+/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
+function parseManifest(input) {
     const path = manifestPathOf(input);
     if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), INCOMPLETE_MARKER))) {
         throw new core_errors/* CodedError */.A('SNAPSHOT_INCOMPLETE', `input "snapshot": ${(0,external_node_path_namespaceObject.dirname)(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`);
     }
     if (!(0,external_node_fs_namespaceObject.existsSync)(path))
         throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
-    let parsed;
+    let raw;
     try {
-        parsed = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
+        raw = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
     }
     catch (error) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${(0,core_errors/* errorMessage */.g)(error)})`);
     }
-    const result = manifest_manifestSchema.safeParse(parsed);
+    const result = manifest_manifestSchema.safeParse(raw);
     if (!result.success) {
         const first = result.error.issues[0];
         throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
     }
-    return { manifest: result.data, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
+    return { manifest: result.data, raw, path };
+}
+/**
+ * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
+ * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
+ */
+function readManifest(input) {
+    const { manifest, raw, path } = parseManifest(input);
+    const tampered = digestProblem(raw);
+    if (tampered)
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`);
+    return { manifest, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
 }
 /** Absolute path of a manifest-relative path. */
 function inSnapshot(dir, path) {
@@ -54426,7 +54647,11 @@ async function verifyFiles(dir, manifest, only) {
     if (problems.length > 0)
         throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
 }
-/** Manifests found in a snapshot directory: the directory itself and its immediate subdirectories. */
+/**
+ * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
+ * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
+ * by readManifest, naming it, rather than told no such snapshot exists).
+ */
 function manifestsUnder(root) {
     if (!root || !(0,external_node_fs_namespaceObject.existsSync)(root))
         return [];
@@ -54444,7 +54669,7 @@ function manifestsUnder(root) {
         if (!(0,external_node_fs_namespaceObject.existsSync)(path))
             continue;
         try {
-            found.push({ path, manifest: readManifest(path).manifest });
+            found.push({ path, manifest: parseManifest(path).manifest });
         }
         catch {
             // not ours, or unreadable: ignored
@@ -55405,9 +55630,33 @@ async function dumpObstacles(ctx) {
         }
     });
     const found = await findCompatibleProgram('pg_restore', Math.floor(ctx.facts.versionNum / 10000), { binDir: ctx.request.pgBinDir || undefined, env: ctx.request.env }, 'atLeast').catch((error) => error);
-    if (found instanceof core_errors/* CodedError */.A)
+    if (found instanceof core_errors/* CodedError */.A) {
         obstacles.push({ code: found.code, message: found.message });
+        return obstacles;
+    }
+    for (const drift of drifted) {
+        const db = ctx.manifest.databases.find((d) => d.name === drift.name);
+        const problem = await dumpedDatabaseProblem(found, inSnapshot(ctx.manifestDir, db.dump.file), db.name, ctx.request.env);
+        if (problem)
+            obstacles.push({ code: 'SNAPSHOT_CORRUPT', database: db.name, message: problem });
+    }
     return obstacles;
+}
+/**
+ * The database a dump rollback replaces is the one the dump's own archive header names
+ * (`;     dbname:` of pg_restore --list), not merely what the manifest says: a manifest naming
+ * another database would otherwise replace it with this dump.
+ */
+async function dumpedDatabaseProblem(pgRestore, dumpFile, database, env) {
+    const listed = await runProgram(pgRestore, ['--list', dumpFile], { env }).catch((error) => error);
+    if (listed instanceof Error)
+        return `pg_restore cannot read the archive header of ${dumpFile}: ${(0,core_errors/* errorMessage */.g)(listed)}`;
+    const dumped = /^;\s+dbname: (.*)$/im.exec(listed.stdout)?.[1];
+    if (dumped === undefined)
+        return `the archive header of ${dumpFile} names no database (no "; dbname:" line in pg_restore --list)`;
+    if (dumped !== database)
+        return `the manifest says ${dumpFile} is the dump of ${database}, but its archive header says it is the dump of ${dumped}; nothing was changed`;
+    return undefined;
 }
 /**
  * The SQL of the dump's database-level entries (ALTER DATABASE … SET, COMMENT ON DATABASE, GRANT
@@ -56341,10 +56590,14 @@ async function pitrObstacles(ctx) {
                     fail('WAL_MISSING', `the archive ${dir} lacks ${missing.join(', ')}, which recovery from the base backup to ${rp.name} needs`);
             }
             if (!obstacles.some((o) => o.code === 'WAL_MISSING')) {
-                const scan = await scanRestorePoints(pgWaldump, dir, [rp.walFile], manifest.server.walSegmentSize, { env: request.env });
-                const found = scan.points.find((p) => p.name === rp.name && p.endLsn === parseLsn(rp.lsn));
-                if (!found)
+                // Every record recovery will replay, CRC-checked by pg_waldump before anything stops.
+                const scan = await scanRestorePoints(pgWaldump, dir, segments, manifest.server.walSegmentSize, { env: request.env, strict: true }).catch((error) => error);
+                if (scan instanceof Error) {
+                    fail('SNAPSHOT_CORRUPT', `the archived WAL recovery needs is damaged${corruptSegment(scan.message, rp.timeline, manifest.server.walSegmentSize)}: ${(0,core_errors/* errorMessage */.g)(scan)}`);
+                }
+                else if (!scan.points.some((p) => p.name === rp.name && p.endLsn === parseLsn(rp.lsn))) {
                     fail('SNAPSHOT_MISMATCH', `the archived segment ${rp.walFile} holds no restore point "${rp.name}" at ${rp.lsn}; this archive does not belong to the snapshot`);
+                }
             }
         }
         finally {
@@ -56360,6 +56613,11 @@ async function pitrObstacles(ctx) {
         return { obstacles };
     const probeDatabase = manifest.server.clusterDatabases.includes('postgres') ? 'postgres' : (manifest.databases[0]?.name ?? ctx.target.database);
     return { obstacles, prepared: { dataDir, base, restoreCommand, programs: { pgCtl, pgControldata, pgVerifybackup, pgWaldump }, probeDatabase } };
+}
+/** ` (segment …)` for the first LSN pg_waldump's error names, so the message points at a file. */
+function corruptSegment(message, timeline, segmentSize) {
+    const lsn = /\bat ([0-9A-F]{1,8}\/[0-9A-F]{1,8})\b/.exec(message)?.[1];
+    return lsn ? ` (segment ${segmentOf(parseLsn(lsn), timeline, segmentSize)})` : '';
 }
 function safeFind(name, major, search) {
     try {
@@ -56398,14 +56656,14 @@ async function rollBackByPitr(ctx, prepared) {
     const recovery = [];
     const timeout = request.waitTimeoutMs;
     const results = [];
-    // 1. Copy and verify while the server still runs: nothing of the cluster moves yet. Every
-    // file's CRC32C was verified when the snapshot was taken; re-reading the whole backup here would
-    // double the reads of the rollback (docs/recovery.md), so this checks the manifest's integrity,
-    // that every file is there with its recorded size, and that the backup's WAL parses.
+    // 1. Copy and verify while the server still runs: nothing of the cluster moves yet. A backup
+    // can rot between the snapshot and the rollback, so pg_verifybackup re-reads it in full (every
+    // file's CRC32C, not only sizes) side by side with the copy, and the server is stopped only
+    // once both are done.
     try {
         const copyStarted = external_node_perf_hooks_.performance.now();
-        const verifying = verifyBaseBackup(prepared.programs.pgVerifybackup, prepared.base, request.env, false).then((ms) => {
-            phases.record('verify the base backup (pg_verifybackup --skip-checksums)', ms, true, 'manifest checksum, every file and its size, and the WAL from start to end verified');
+        const verifying = verifyBaseBackup(prepared.programs.pgVerifybackup, prepared.base, request.env).then((ms) => {
+            phases.record('verify the base backup (pg_verifybackup)', ms, true, 'backup_manifest checksum, every file with its size and CRC32C, and the WAL from start to end verified');
             return ms;
         });
         verifying.catch(() => undefined);
@@ -56672,6 +56930,7 @@ async function putOriginalBack(ctx, prepared, previous, failedDir, logFile, comm
 
 
 
+
 /** Where each database of the snapshot stands now: versions changed, extensions dropped or added. */
 async function compareWithSnapshot(ctx, manifest, names) {
     const existing = new Set(ctx.facts.databases.map((d) => d.name));
@@ -56756,6 +57015,20 @@ function markRollback(dir, strategy, databases, warnings) {
         warnings.push({ code: 'ROLLBACK_INTERRUPTED', message: `could not write ${path} (${(0,core_errors/* errorMessage */.g)(error)}): if this rollback is interrupted, a later one will not know` });
         return undefined;
     }
+}
+/**
+ * A rollback only goes back. A recorded version newer than the installed one is not what an
+ * upgrade left behind (someone downgraded since, or the manifest lies): refused, naming each.
+ */
+function forwardMoves(drift) {
+    return drift.flatMap((d) => d.changed
+        .filter((c) => compareVersions(c.recorded, c.now) > 0)
+        .map((c) => ({
+        code: 'NO_ROLLBACK_PATH',
+        database: d.name,
+        extension: c.name,
+        message: `${d.name}: the snapshot records ${c.name} ${c.recorded}, newer than the installed ${c.now}; a rollback never moves an extension forward (to go to ${c.recorded}, run execute with ${c.name}@${c.recorded})`
+    })));
 }
 function describeDrift(drift) {
     return drift
@@ -56912,6 +57185,9 @@ async function rollBack(request, deps) {
             note(drift.some(hasDrift) ? describeDrift(drift) : `${names.length} database(s) match the snapshot`);
             return drift;
         });
+        const forward = forwardMoves(ctx.drift);
+        if (forward.length > 0)
+            return outcome({ status: 'rollback_failed', reason: 'the snapshot records versions newer than the installed ones; nothing was changed', findings: forward });
         const unchanged = (name) => {
             const recorded = Object.fromEntries(manifest.databases.find((d) => d.name === name).extensions.map((e) => [e.name, e.version]));
             return { name, outcome: 'already_matched', before: recorded, after: recorded, recorded, durationMs: 0 };
@@ -63876,7 +64152,7 @@ function installInterruptHandlers(onSecond = (s) => process.exit(INTERRUPT_EXIT_
 /***/ ((module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _action_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(1174);
+/* harmony import */ var _action_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(5806);
 /* harmony import */ var _core_interrupt_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(9192);
 
 
