@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
+import { accessSync, constants, readFileSync, statSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -73,12 +73,6 @@ export class ProgramError extends Error {
 
 const OUTPUT_LIMIT = 4 * 1024 * 1024
 const STDERR_IN_MESSAGE = 2000
-
-/** The current account. */
-export function currentUser(): OsUser {
-  const me = userInfo()
-  return { uid: me.uid, gid: me.gid, name: me.username }
-}
 
 /** The owner of a file or directory, with the account name from /etc/passwd when it is there. */
 export function ownerOf(path: string): OsUser {
@@ -318,6 +312,3 @@ export async function findCompatibleProgram(name: string, serverMajor: number, s
   }
   return path
 }
-
-/** True when a path exists (without following a dangling symlink into an error). */
-export const pathExists = (path: string) => existsSync(path)

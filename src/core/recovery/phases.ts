@@ -56,12 +56,6 @@ export class PhaseClock {
   }
 }
 
-/** Prints a progress line every `everyMs` until stopped. */
-export function ticker(log: Logger, everyMs: number, line: () => string): { stop: () => void } {
-  const timer = setInterval(() => log.info(line()), everyMs)
-  return { stop: () => clearInterval(timer) }
-}
-
 /**
  * Preconditions that failed, each with its own code and message. Thrown before anything moves,
  * so the message can promise that nothing was changed.

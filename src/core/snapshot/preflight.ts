@@ -1,5 +1,5 @@
 import { accessSync, constants, existsSync, statfsSync, statSync } from 'node:fs'
-import { dirname, join, relative, resolve, isAbsolute } from 'node:path'
+import { dirname, relative, resolve, isAbsolute } from 'node:path'
 import { closeQuietly, type Connector } from '../connection.js'
 import { errorMessage } from '../errors.js'
 import { describePgError } from '../pg-error.js'
@@ -157,5 +157,3 @@ export async function checkNameUnused(
   const range = segments.length ? `${scan.first} … ${scan.last}` : 'no archived segment yet'
   return { evidence: `pg_waldump found no "${name}" in ${segments.length} archived segment(s) (${range})${since ? ` since the newest base backup` : ''}${capped ? `, the newest ${maxSegments} only` : ''}` }
 }
-
-export const SNAPSHOT_SUBDIRECTORY = (root: string, id: string) => join(root, id)
