@@ -1,6 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { z } from 'zod'
 import { CodedError } from './errors.js'
+import { readInputFile } from './input-files.js'
 import type { Plan } from './plan.js'
 
 const extensionSchema = z.object({
@@ -36,13 +37,13 @@ const planSchema = z.looseObject({
 })
 
 /** Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. */
-export function loadPlan(input: string): Plan {
+export function loadPlan(input: string, env: NodeJS.ProcessEnv = process.env): Plan {
   const text = input.trim()
   let json: string
   if (text.startsWith('{')) {
     json = text
   } else if (existsSync(text)) {
-    json = readFileSync(text, 'utf8')
+    json = readInputFile('plan', text, env)
   } else {
     throw new CodedError('INVALID_INPUT', 'input "plan": must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found')
   }
@@ -62,7 +63,7 @@ export function loadPlan(input: string): Plan {
     if (!existsSync(plan.truncated.planFile)) {
       throw new CodedError('INVALID_INPUT', `input "plan": this is the compacted plan (${plan.truncated.reason}) and its file ${plan.truncated.planFile} is not on this machine; pass the plan file instead`)
     }
-    return loadPlan(plan.truncated.planFile)
+    return loadPlan(plan.truncated.planFile, env)
   }
   return plan
 }

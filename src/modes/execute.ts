@@ -40,7 +40,7 @@ export async function planToApply(context: ModeContext): Promise<{ plan: Plan; s
   if (inputs.plan && inputs.extensions.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions')
   }
-  if (inputs.plan) return { plan: loadPlan(inputs.plan) }
+  if (inputs.plan) return { plan: loadPlan(inputs.plan, context.env) }
   return planTargets(context, { lockConflicts: 'warn' })
 }
 
@@ -107,7 +107,7 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
   const settings = executeSettings(inputs)
   const names = plan.databases.map((d) => d.name)
   const byName = new Map(plan.databases.map((d) => [d.name, d]))
-  const probes = inputs.canary > 0 ? readProbes(inputs.verifySql) : []
+  const probes = inputs.canary > 0 ? readProbes(inputs.verifySql, context.env) : []
   let failures = 0
   let finished = 0
 

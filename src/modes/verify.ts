@@ -1,5 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { redact } from '../core/connection.js'
+import { inputFileRoots, readInputFile } from '../core/input-files.js'
 import type { Plan } from '../core/plan.js'
 import { loadPlan } from '../core/plan-input.js'
 import { splitStatements, type Probe } from '../core/sql-split.js'
@@ -18,12 +20,15 @@ export interface VerifyReport {
   databases: VerifyDatabaseReport[]
 }
 
-/** `verify-sql` is inline SQL, or the path of a file holding it. */
-export function readProbes(input: string): Probe[] {
+/**
+ * `verify-sql` is inline SQL, or the path of a file holding it: one line naming an existing file
+ * or ending in .sql. The file must be inside the workspace or the runner's temp directory.
+ */
+export function readProbes(input: string, env: NodeJS.ProcessEnv): Probe[] {
   const text = input.trim()
   if (text.length === 0) return []
-  const source = !text.includes('\n') && existsSync(text) ? readFileSync(text, 'utf8') : text
-  return splitStatements(source)
+  const isPath = !/[\r\n]/.test(text) && (/^\S+\.sql$/i.test(text) || existsSync(resolve(inputFileRoots(env)[0], text)))
+  return splitStatements(isPath ? readInputFile('verify-sql', text, env) : text)
 }
 
 /** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
@@ -57,7 +62,7 @@ export function verifyFindings(report: VerifyDatabaseReport): Finding[] {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 export async function verify(context: ModeContext): Promise<ModeResult> {
-  const plan = context.inputs.plan ? loadPlan(context.inputs.plan) : undefined
+  const plan = context.inputs.plan ? loadPlan(context.inputs.plan, context.env) : undefined
   const report = await verifyTargets(context, plan)
   return verifyResult(context, report)
 }
@@ -65,7 +70,7 @@ export async function verify(context: ModeContext): Promise<ModeResult> {
 /** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
 export async function verifyTargets(context: ModeContext, plan: Plan | undefined): Promise<VerifyReport> {
   const { inputs, connect } = context
-  const probes = readProbes(inputs.verifySql)
+  const probes = readProbes(inputs.verifySql, context.env)
   const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context)
   const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
     const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
