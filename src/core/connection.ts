@@ -248,7 +248,14 @@ async function open(config: pg.ClientConfig): Promise<pg.Client> {
   const client = new pg.Client(config)
   // A backend terminated while idle emits 'error'; the next query reports it instead of a crash.
   client.on('error', () => undefined)
-  await client.connect()
+  try {
+    await client.connect()
+  } catch (error) {
+    // A refused handshake (no password for SCRAM) leaves the socket open until the server's
+    // authentication_timeout: the process would linger a minute after failing.
+    await closeQuietly(client)
+    throw error
+  }
   return client
 }
 
