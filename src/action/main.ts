@@ -4,7 +4,7 @@ import type { Logger } from '../core/logger.js'
 import { INPUT_NAMES, inputSecrets, type RawInputs } from '../inputs.js'
 import { runMode } from '../modes/index.js'
 import { fails } from '../modes/types.js'
-import { inertLine, inertText } from '../report/log-safety.js'
+import { inertData, inertLine, inertText } from '../report/log-safety.js'
 import { renderMarkdown } from '../report/markdown.js'
 import { present } from '../report/present.js'
 import { locateFinding } from '../core/manifest.js'
@@ -53,7 +53,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   annotate(result.errors, result.warnings, secrets, manifest ? (finding) => locateFinding(manifest, finding) : undefined)
   if (fails(result)) {
     core.info(`status: ${result.status}`)
-    if (result.errors.length === 0) core.error(scrub(result.error ?? result.status, secrets))
+    if (result.errors.length === 0) core.error(inertData(scrub(result.error ?? result.status, secrets)))
     process.exitCode = 1
   }
 }

@@ -67,13 +67,23 @@ export async function verify(context: ModeContext): Promise<ModeResult> {
   return verifyResult(context, report)
 }
 
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}… (${text.length - max} more characters)` : text)
+
+/**
+ * A check quotes at most the failing statement, and that truncated: a probe (or the server's
+ * error echoing it) can be as long as the verify-sql input.
+ */
+function clipChecks(report: VerifyDatabaseReport): VerifyDatabaseReport {
+  return { ...report, checks: report.checks.map((check) => ({ ...check, message: clip(check.message, 1000), ...(check.details ? { details: check.details.map((detail) => clip(detail, 500)) } : {}) })) }
+}
+
 /** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
 export async function verifyTargets(context: ModeContext, plan: Plan | undefined): Promise<VerifyReport> {
   const { inputs, connect } = context
   const probes = readProbes(inputs.verifySql, context.env)
   const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context)
   const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
-    const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
+    const report = clipChecks(await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout }))
     for (const check of report.checks) dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
     return report
   })) as VerifyDatabaseReport[]

@@ -9,6 +9,14 @@ const LINE_BREAK = /\r\n|\r|\n/
 const COMMAND_START = /^\s*::/
 const LEGACY_COMMAND = /##\[/g
 
+/**
+ * The data of an annotation (@actions/core escapes its line breaks): `##[` broken up all the same,
+ * in case a runner parses the older syntax inside a command line too.
+ */
+export function inertData(text: string): string {
+  return text.replace(LEGACY_COMMAND, '## [')
+}
+
 /** One line that no runner reads as a command: `##[` is broken up, a line starting with `::` is quoted with `| `. */
 export function inertLine(line: string): string {
   const broken = line.replace(LEGACY_COMMAND, '## [')
