@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import { redact, resolveTarget, scrub, scrubValues, secretsOf } from '../src/core/connection.js'
 import { CodedError } from '../src/core/errors.js'
 import { readInputFile, resolveInputFile } from '../src/core/input-files.js'
+import { findProgram } from '../src/core/programs.js'
 import { loadPlan } from '../src/core/plan-input.js'
 import { parseInputs, type RawInputs } from '../src/inputs.js'
 import { inertText } from '../src/report/log-safety.js'
@@ -140,6 +141,14 @@ describe('every input error names its own input, at parse time', () => {
     const newline = invalid({ 'reference-database-url': 'postgresql://u:hunter2@h/db\nx' })
     expect(newline.message).toMatch(/^input "reference-database-url": the value \(not shown/)
     expect(newline.message).not.toContain('hunter2')
+  })
+
+  it('pg-bin-dir that is missing or not a directory says so, naming pg-bin-dir', () => {
+    const dir = temporaryDirectory('pgxu-hostile-bin-')
+    writeFileSync(join(dir, 'file'), '')
+    expect(refusal(() => findProgram('pg_dump', { binDir: join(dir, 'missing') })).message).toMatch(/^input "pg-bin-dir": .* does not exist/)
+    expect(refusal(() => findProgram('pg_dump', { binDir: join(dir, 'file') })).message).toMatch(/^input "pg-bin-dir": .* is not a directory/)
+    expect(refusal(() => findProgram('pg_dump', { binDir: dir })).code).toBe('PROGRAM_MISSING')
   })
 
   it('a github-token with a newline is refused without being shown', () => {
