@@ -19,8 +19,8 @@ export function splitList(text: string): string[] {
     .filter((item) => item.length > 0)
 }
 
-/** An entry as an error quotes it: JSON-quoted, at most 100 characters. */
-const shown = (entry: string) => JSON.stringify(entry.length > 100 ? `${entry.slice(0, 100)}…` : entry)
+/** An entry as an error quotes it: in quotes, at most 100 characters. */
+const shown = (entry: string) => `"${entry.length > 100 ? `${entry.slice(0, 100)}…` : entry}"`
 
 export function parseExtensionEntry(entry: string): ExtensionRequest | string {
   const at = entry.indexOf('@')
