@@ -141,12 +141,24 @@ export function secretForms(secret: string): string[] {
   return forms
 }
 
-/** Replaces every form of every secret in `text`; longest first, so that a URL is masked before its password. */
+const matchers = new Map<string, RegExp>()
+
+/** One pattern for every form of every secret, longest first, compiled once per list of secrets. */
+function matcherOf(secrets: readonly string[]): RegExp {
+  const key = secrets.join('\u0000')
+  let matcher = matchers.get(key)
+  if (!matcher) {
+    const forms = unique(secrets.flatMap(secretForms)).sort((a, b) => b.length - a.length)
+    matcher = new RegExp(forms.map((form) => form.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g')
+    matchers.set(key, matcher)
+  }
+  return matcher
+}
+
+/** Replaces every form of every secret in `text`, longest first, so that a URL is masked whole before its password. */
 export function scrub(text: string, secrets: readonly string[]): string {
-  if (secrets.length === 0) return text
-  return unique(secrets.flatMap(secretForms))
-    .sort((a, b) => b.length - a.length)
-    .reduce((result, secret) => result.split(secret).join('***'), text)
+  if (secrets.length === 0 || text.length === 0) return text
+  return text.replace(matcherOf(secrets), '***')
 }
 
 /**
