@@ -1,5 +1,5 @@
 import { describe, expect, it } from '@jest/globals'
-import { SUPERUSER_PASSWORD } from './harness/postgres.js'
+import { SUPERUSER_PASSWORD, temporaryDirectory } from './harness/postgres.js'
 import { runAction } from './harness/action.js'
 import { testCluster, uniqueName } from './helpers.js'
 
@@ -11,7 +11,9 @@ describe('dry-run → execute → verify through the bundled action, chained by 
     await cluster.createDatabase(db, { hstore: '1.4', pg_trgm: '1.3' })
     const url = cluster.url(db)
 
-    const plan = await runAction({ mode: 'dry-run', 'database-url': url, extensions: 'hstore@1.8\npg_trgm' })
+    // One RUNNER_TEMP for the job, as a runner gives its steps: verify reads the dry-run's plan-file there.
+    const job = { env: { RUNNER_TEMP: temporaryDirectory('pgxu-e2e-job-') } }
+    const plan = await runAction({ mode: 'dry-run', 'database-url': url, extensions: 'hstore@1.8\npg_trgm' }, job)
     expect(plan.code).toBe(0)
     expect(JSON.parse(plan.outputs.plan).status).toBe('dry_run_approved')
 
@@ -25,7 +27,7 @@ describe('dry-run → execute → verify through the bundled action, chained by 
     expect(upgrade.summary).toContain('| Database | Extension | From → to | Walked | Outcome | Attempts | Duration | Detail |')
     expect(upgrade.stdout).toContain('::group::database')
 
-    const proof = await runAction({ mode: 'verify', 'database-url': url, plan: plan.outputs['plan-file'], 'verify-sql': "SELECT 'a=>1'::hstore -> 'a'; -- expect: 1" })
+    const proof = await runAction({ mode: 'verify', 'database-url': url, plan: plan.outputs['plan-file'], 'verify-sql': "SELECT 'a=>1'::hstore -> 'a'; -- expect: 1" }, job)
     expect(proof.code).toBe(0)
     expect(proof.outputs.status).toBe('verified')
     expect(proof.summary).toContain('✓ pass')

@@ -139,7 +139,7 @@ describe('a tampered plan', () => {
     const huge = join(dir, 'huge.json')
     writeFileSync(huge, '{')
     truncateSync(huge, 65 * 1024 * 1024)
-    expectRefused(await execute(huge), 'INVALID_INPUT', /is 68157440 bytes; a plan file is at most 67108864 bytes/)
+    expectRefused(await execute(huge), 'INVALID_INPUT', /is 68157440 bytes, more than the 67108864 allowed/)
     const notJson = join(dir, 'not-json.json')
     writeFileSync(notJson, 'status: approved')
     expectRefused(await execute(notJson), 'INVALID_INPUT', /is not valid JSON/)

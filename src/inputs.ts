@@ -3,6 +3,8 @@ import { parseDuration } from './core/duration.js'
 import { secretsOf } from './core/connection.js'
 import { CodedError, errorMessage } from './core/errors.js'
 import { parseExtensionList, splitList } from './core/extension-list.js'
+import { quoted } from './core/input-files.js'
+import { restorePointProblem } from './core/recovery/manifest.js'
 
 export const MODES = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback', 'run', 'drift'] as const
 export type Mode = (typeof MODES)[number]
@@ -16,7 +18,47 @@ export interface InputMeta {
 }
 const meta = (fallback: string, kind: InputMeta['kind']) => ({ input: { default: fallback, kind } })
 
-const text = (fallback: string) => z.string().default(fallback).meta(meta(fallback, 'text'))
+/** A value as an error may quote it: JSON-quoted (no raw newline), at most 100 characters. */
+const shown = (value: string) => quoted(value, 100)
+
+const KiB = 1024
+const CONTROL = /[\u0000-\u001f\u007f]/
+const NUL = /\u0000/
+/** Kernel pseudo-filesystems: never a file, directory or program this tool should use. */
+const SYSTEM_PATH = /^\/+(proc|sys|dev)(\/|$)/
+
+interface TextRule {
+  /** Longest value accepted, in characters (a runner passes each input in an environment variable of at most 128 KiB). */
+  max: number
+  /** `line`: one line without control characters (paths, names, URLs); `multi`: any text but NUL. */
+  shape: 'line' | 'multi'
+  /** Never echo the value: it may hold a password or a token. */
+  secret?: boolean
+  /** A filesystem path: also refused under /proc, /sys and /dev. */
+  path?: boolean
+}
+
+const PATH_RULE: TextRule = { max: 4 * KiB, shape: 'line', path: true }
+
+/** Free text with limits checked at parse time, so that no value is used before it is known to be sane. */
+const text = (fallback: string, rule: TextRule) =>
+  z
+    .string()
+    .default(fallback)
+    .superRefine((value, ctx) => {
+      const problem = textProblem(value, rule)
+      if (problem) ctx.addIssue({ code: 'custom', message: problem })
+    })
+    .meta(meta(fallback, 'text'))
+
+function textProblem(value: string, rule: TextRule): string | undefined {
+  const what = rule.secret ? 'the value (not shown: it may hold a secret)' : rule.shape === 'line' && value.length <= 100 ? shown(value) : 'the value'
+  if (value.length > rule.max) return `${what} is ${value.length} characters long; at most ${rule.max} are allowed`
+  if (rule.shape === 'line' && CONTROL.test(value)) return `${what} contains a newline or another control character, which cannot belong in it`
+  if (NUL.test(value)) return `${what} contains a NUL character`
+  if (rule.path && SYSTEM_PATH.test(value.trim())) return `${what} is under /proc, /sys or /dev, which are kernel pseudo-filesystems, not storage`
+  return undefined
+}
 
 const bool = (fallback: 'true' | 'false') =>
   z
@@ -25,7 +67,7 @@ const bool = (fallback: 'true' | 'false') =>
     .transform((value, ctx) => {
       const normalised = value.trim().toLowerCase()
       if (normalised === 'true' || normalised === 'false') return normalised === 'true'
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a boolean; use true or false` })
+      ctx.addIssue({ code: 'custom', message: `${shown(value)} is not a boolean; use true or false` })
       return z.NEVER
     })
     .meta(meta(fallback, 'boolean'))
@@ -42,7 +84,7 @@ const duration = (fallback: string) =>
       if (ms !== undefined && ms > 0 && ms <= MAX_DURATION_MS) return ms
       ctx.addIssue({
         code: 'custom',
-        message: `"${value}" is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
+        message: `${shown(value)} is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
       })
       return z.NEVER
     })
@@ -56,7 +98,7 @@ const integer = (fallback: string, min: number, max: number) =>
       const trimmed = value.trim()
       const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN
       if (parsed >= min && parsed <= max) return parsed
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max}` })
+      ctx.addIssue({ code: 'custom', message: `${shown(value)} is not a whole number from ${min} to ${max}` })
       return z.NEVER
     })
     .meta(meta(fallback, 'integer'))
@@ -68,7 +110,7 @@ const choice = <T extends string>(fallback: T, allowed: readonly T[]) =>
     .transform((value, ctx) => {
       const normalised = value.trim().toLowerCase() as T
       if (allowed.includes(normalised)) return normalised
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not one of ${allowed.join(', ')}` })
+      ctx.addIssue({ code: 'custom', message: `${shown(value)} is not one of ${allowed.join(', ')}` })
       return z.NEVER
     })
     .meta(meta(fallback, 'text'))
@@ -83,20 +125,28 @@ const optionalInteger = (min: number, max: number) =>
       if (trimmed === '') return undefined
       const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN
       if (parsed >= min && parsed <= max) return parsed
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max} (or empty for no limit)` })
+      ctx.addIssue({ code: 'custom', message: `${shown(value)} is not a whole number from ${min} to ${max} (or empty for no limit)` })
       return z.NEVER
     })
     .meta(meta('', 'integer'))
+
+/** Lists of names: thousands of databases fit; a runner's environment caps an input at 128 KiB anyway. */
+const LIST_MAX = 1024 * KiB
 
 /** Database names and glob patterns (`tenant_*`), comma or newline separated. */
 const databasePatterns = z
   .string()
   .default('')
   .transform((value, ctx) => {
+    if (value.length > LIST_MAX) {
+      ctx.addIssue({ code: 'custom', message: `the list is ${value.length} characters long; at most ${LIST_MAX} are allowed` })
+      return z.NEVER
+    }
     const patterns = splitList(value)
     const bad = patterns.filter((p) => p.length > 63 || /[\u0000-\u001f]/.test(p))
     if (bad.length === 0) return patterns
-    ctx.addIssue({ code: 'custom', message: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a database name or pattern (at most 63 characters, no control characters)` })
+    const listed = bad.slice(0, 5).map(shown).join(', ') + (bad.length > 5 ? ` and ${bad.length - 5} more` : '')
+    ctx.addIssue({ code: 'custom', message: `${listed} ${bad.length === 1 ? 'is not a database name or pattern' : 'are not database names or patterns'} (at most 63 characters, no control characters)` })
     return z.NEVER
   })
   .meta(meta('', 'list'))
@@ -105,6 +155,10 @@ const extensionRequests = z
   .string()
   .default('')
   .transform((value, ctx) => {
+    if (value.length > LIST_MAX) {
+      ctx.addIssue({ code: 'custom', message: `the list is ${value.length} characters long; at most ${LIST_MAX} are allowed` })
+      return z.NEVER
+    }
     try {
       return parseExtensionList(value)
     } catch (error) {
@@ -122,13 +176,35 @@ const extensionNames = extensionRequests
   })
   .meta(meta('', 'list'))
 
+/** A plan's or report's JSON (any text), or the path of its file (one line). */
+const jsonOrPath = (what: 'plan' | 'report') =>
+  z
+    .string()
+    .default('')
+    .superRefine((value, ctx) => {
+      const json = value.trimStart().startsWith('{')
+      const problem = json ? textProblem(value, { max: 1024 * KiB, shape: 'multi' }) : textProblem(value.trim(), PATH_RULE)
+      if (problem) ctx.addIssue({ code: 'custom', message: json ? problem : `${problem} (a ${what} file path; or give the ${what}'s JSON)` })
+    })
+    .meta(meta('', 'text'))
+
+/** A restore point name is checked as PostgreSQL will take it, before anything connects. */
+const restorePoint = z
+  .string()
+  .default('')
+  .superRefine((value, ctx) => {
+    const problem = textProblem(value, { max: 1 * KiB, shape: 'line' }) ?? (value.trim() ? restorePointProblem(value.trim()) : undefined)
+    if (problem) ctx.addIssue({ code: 'custom', message: problem })
+  })
+  .meta(meta('', 'text'))
+
 /**
  * The single source of truth for inputs, shared by the action and the CLI. Keys are the action's
  * kebab-case input names; `__tests__/inputs.test.ts` keeps `action.yml` identical to it.
  */
 export const inputSchema = z.object({
   mode: z.enum(MODES, { error: () => `must be one of ${MODES.join(', ')}` }),
-  'database-url': text(''),
+  'database-url': text('', { max: 8 * KiB, shape: 'line', secret: true }),
   extensions: extensionList,
   'allow-downgrade': bool('false'),
   'install-missing': bool('false'),
@@ -138,8 +214,8 @@ export const inputSchema = z.object({
   'long-transaction-threshold': duration('5min'),
   'max-retries': integer('3', 0, 20),
   'staged-extensions': extensionNames,
-  plan: text(''),
-  'verify-sql': text(''),
+  plan: jsonOrPath('plan'),
+  'verify-sql': text('', { max: 1024 * KiB, shape: 'multi' }),
   databases: databasePatterns,
   'exclude-databases': databasePatterns,
   concurrency: integer('4', 1, 64),
@@ -147,27 +223,31 @@ export const inputSchema = z.object({
   'on-failure': choice('stop', ['stop', 'continue'] as const),
   'max-failures': optionalInteger(1, 100_000),
   'fail-on-drift': bool('true'),
-  'reference-database-url': text(''),
+  'reference-database-url': text('', { max: 8 * KiB, shape: 'line', secret: true }),
   'snapshot-strategy': choice('auto', ['auto', 'basebackup', 'restore-point', 'dump', 'none'] as const),
-  'snapshot-dir': text(''),
-  'restore-point': text(''),
+  'snapshot-dir': text('', PATH_RULE),
+  'restore-point': restorePoint,
   'rollback-strategy': choice('auto', ['auto', 'downgrade', 'dump', 'pitr'] as const),
-  snapshot: text(''),
-  report: text(''),
-  pgdata: text(''),
-  'pg-bin-dir': text(''),
-  'stop-command': text(''),
-  'start-command': text(''),
-  'restore-command': text(''),
+  snapshot: text('', PATH_RULE),
+  report: jsonOrPath('report'),
+  pgdata: text('', PATH_RULE),
+  'pg-bin-dir': text('', PATH_RULE),
+  'stop-command': text('', { max: 16 * KiB, shape: 'multi' }),
+  'start-command': text('', { max: 16 * KiB, shape: 'multi' }),
+  'restore-command': text('', { max: 16 * KiB, shape: 'line' }),
   'confirm-data-loss': bool('false'),
   'keep-previous': bool('true'),
   'terminate-connections': bool('false'),
   'wait-timeout': duration('10min'),
-  manifest: text(''),
+  manifest: text('', PATH_RULE),
   'comment-on-pr': bool('true'),
   'github-token': z
     .string()
     .default('')
+    .superRefine((value, ctx) => {
+      const problem = textProblem(value, { max: 4 * KiB, shape: 'line', secret: true })
+      if (problem) ctx.addIssue({ code: 'custom', message: problem })
+    })
     .meta({ input: { default: '', kind: 'text', actionDefault: '${{ github.token }}' } })
 })
 

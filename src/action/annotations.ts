@@ -1,6 +1,7 @@
 import * as core from '@actions/core'
 import { scrub } from '../core/connection.js'
 import type { Finding } from '../core/plan.js'
+import { inertData } from '../report/log-safety.js'
 
 /** GitHub shows about ten annotations of each kind per step; the rest are in the summary. */
 export const ANNOTATION_LIMIT = 10
@@ -19,7 +20,7 @@ export function annotate(errors: Finding[], warnings: Finding[], secrets: readon
       const scope = [finding.database, finding.extension].filter(Boolean).join('/')
       const title = scope ? `${finding.code} (${scope})` : finding.code
       const place = finding.source ? { file: finding.source.file, startLine: finding.source.line } : locate(finding)
-      core[kind](scrub(finding.message, secrets), { title, ...place })
+      core[kind](inertData(scrub(finding.message, secrets)), { title: inertData(title), ...place })
     }
     const rest = findings.length - ANNOTATION_LIMIT
     if (rest > 0) core.notice(`${rest} more ${kind === 'error' ? 'errors' : 'warnings'} are listed in the job summary.`)

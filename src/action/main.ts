@@ -1,10 +1,11 @@
 import * as core from '@actions/core'
-import { scrub } from '../core/connection.js'
+import { scrub, scrubValues, secretForms } from '../core/connection.js'
 import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
 import type { Logger } from '../core/logger.js'
 import { INPUT_NAMES, inputSecrets, type RawInputs } from '../inputs.js'
 import { runMode } from '../modes/index.js'
 import { fails } from '../modes/types.js'
+import { inertData, inertLine, inertText } from '../report/log-safety.js'
 import { renderMarkdown } from '../report/markdown.js'
 import { present } from '../report/present.js'
 import { locateFinding } from '../core/manifest.js'
@@ -12,12 +13,17 @@ import { annotate } from './annotations.js'
 import { upsertPlanComment } from './pr-comment.js'
 import { setOutputs, writeResultFiles } from './outputs.js'
 
+/**
+ * The log: every message scrubbed of secrets and made inert, so that no value in it (a path, a
+ * database name, a server's error) can become a workflow command. @actions/core escapes the data
+ * of its own commands (debug, group, annotations); core.info prints as is.
+ */
 export function actionLogger(secrets: readonly string[]): Logger {
   return {
-    info: (message) => core.info(scrub(message, secrets)),
-    warn: (message) => core.info(`⚠ ${scrub(message, secrets)}`),
+    info: (message) => core.info(inertText(scrub(message, secrets))),
+    warn: (message) => core.info(inertText(`⚠ ${scrub(message, secrets)}`)),
     debug: (message) => core.debug(scrub(message, secrets)),
-    group: (title, work) => core.group(scrub(title, secrets), work)
+    group: (title, work) => core.group(inertLine(scrub(title, secrets)), work)
   }
 }
 
@@ -25,9 +31,11 @@ export function actionLogger(secrets: readonly string[]): Logger {
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const raw: RawInputs = Object.fromEntries(INPUT_NAMES.map((name) => [name, core.getInput(name)]))
   const secrets = inputSecrets(raw, env)
-  for (const secret of secrets) core.setSecret(secret)
+  for (const form of new Set(secrets.flatMap(secretForms))) core.setSecret(form)
 
-  const result = await runMode(raw, actionLogger(secrets), env)
+  // Scrubbed value by value before anything is serialised: JSON would escape a password with
+  // `"` or `\` into a form the text scrub of the outputs no longer recognises.
+  const result = scrubValues(await runMode(raw, actionLogger(secrets), env), secrets)
 
   const files = writeResultFiles(result, env, secrets)
   setOutputs(result, files, secrets)
@@ -35,7 +43,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   if (env.GITHUB_STEP_SUMMARY) {
     await core.summary.addRaw(markdown).write()
   } else {
-    core.info(markdown)
+    core.info(inertText(markdown))
   }
   // The raw inputs, because parsing may have failed: a broken manifest on a PR still gets its comment.
   if (raw.mode === 'dry-run' || raw.mode === 'run') {
@@ -46,7 +54,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   annotate(result.errors, result.warnings, secrets, manifest ? (finding) => locateFinding(manifest, finding) : undefined)
   if (fails(result)) {
     core.info(`status: ${result.status}`)
-    if (result.errors.length === 0) core.error(scrub(result.error ?? result.status, secrets))
+    if (result.errors.length === 0) core.error(inertData(scrub(result.error ?? result.status, secrets)))
     process.exitCode = 1
   }
   const signal = interruptedBy()

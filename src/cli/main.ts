@@ -1,11 +1,12 @@
 import { CodedError, errorMessage } from '../core/errors.js'
 import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
-import { scrub } from '../core/connection.js'
+import { scrub, scrubValues } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
 import { inputSecrets } from '../inputs.js'
 import { runMode } from '../modes/index.js'
 import { fails, type ModeResult } from '../modes/types.js'
 import { present } from '../report/present.js'
+import { inertText } from '../report/log-safety.js'
 import { renderText } from '../report/text.js'
 import { parseArguments, usage } from './args.js'
 
@@ -18,7 +19,8 @@ interface Streams {
 
 export function cliLogger(stderr: NodeJS.WritableStream, secrets: readonly string[]): Logger {
   let depth = 0
-  const line = (prefix: string, message: string) => stderr.write(`${'  '.repeat(depth)}${prefix}${scrub(message, secrets)}\n`)
+  // The CLI also runs in workflow steps, whose log reads stderr for commands as well.
+  const line = (prefix: string, message: string) => stderr.write(`${inertText(`${'  '.repeat(depth)}${prefix}${scrub(message, secrets)}`)}\n`)
   return {
     info: (message) => line('', message),
     warn: (message) => line('⚠ ', message),
@@ -43,7 +45,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
   try {
     parsed = parseArguments(argv)
   } catch (error) {
-    streams.stderr.write(`${error instanceof CodedError ? `${error.code}: ` : ''}${errorMessage(error)}\n\n${usage()}\n`)
+    streams.stderr.write(`${inertText(`${error instanceof CodedError ? `${error.code}: ` : ''}${errorMessage(error)}`)}\n\n${usage()}\n`)
     return EXIT.usage
   }
   if (parsed.help || parsed.inputs.mode === undefined) {
@@ -51,12 +53,12 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     return parsed.help ? EXIT.ok : EXIT.usage
   }
   const secrets = inputSecrets(parsed.inputs, env)
-  const result = await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env)
+  const result = scrubValues(await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env), secrets)
   if (parsed.json) {
-    streams.stdout.write(`${scrub(JSON.stringify(jsonView(result), null, 2), secrets)}\n`)
+    streams.stdout.write(`${inertText(scrub(JSON.stringify(jsonView(result), null, 2), secrets))}\n`)
   } else {
     const colour = parsed.colour ?? (Boolean(streams.stdout.isTTY) && !env.NO_COLOR)
-    streams.stdout.write(scrub(renderText(present(result), colour), secrets))
+    streams.stdout.write(inertText(scrub(renderText(present(result), colour), secrets)))
   }
   const signal = interruptedBy()
   if (signal) return INTERRUPT_EXIT_CODE[signal]

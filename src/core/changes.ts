@@ -1,6 +1,6 @@
-import { existsSync, readFileSync, statSync } from 'node:fs'
 import { z } from 'zod'
 import { CodedError } from './errors.js'
+import { readInputFile } from './input-files.js'
 import { isChange, type Plan } from './plan.js'
 
 /**
@@ -54,26 +54,13 @@ export function mergeChanges(...sources: PriorVersions[][]): PriorVersions[] {
   return [...merged].map(([database, extensions]) => ({ database, extensions })).sort((a, b) => a.database.localeCompare(b.database))
 }
 
-/** The largest report file read: a 1,000-database execute report is a few MB. */
-const REPORT_FILE_LIMIT_BYTES = 64 * 1024 * 1024
-
-function readReportText(input: string, what: string): string {
-  const text = input.trim()
-  if (text.startsWith('{')) return text
-  if (!existsSync(text)) {
-    throw new CodedError('INVALID_INPUT', `input "report": ${what} must be the JSON of an execute or run step (steps.<id>.outputs.report) or the path of its report-file; neither was found`)
-  }
-  const stat = statSync(text)
-  if (!stat.isFile()) throw new CodedError('INVALID_INPUT', `input "report": ${text} is not a file`)
-  if (stat.size > REPORT_FILE_LIMIT_BYTES) throw new CodedError('INVALID_INPUT', `input "report": ${text} is larger than ${REPORT_FILE_LIMIT_BYTES} bytes`)
-  return readFileSync(text, 'utf8')
-}
-
 /**
- * The `report` input: an execute or run report (JSON or its file; a compacted output is followed
- * to its report-file, one level only). Returns what it says was changed.
+ * The `report` input: an execute or run report (JSON or its file, inside the workspace or
+ * RUNNER_TEMP; a compacted output is followed to its report-file, one level only). Returns what it
+ * says was changed.
  */
-export function loadReportChanges(input: string): PriorVersions[] {
+export function loadReportChanges(input: string, env: NodeJS.ProcessEnv): PriorVersions[] {
+  const read = (text: string) => (text.trim().startsWith('{') ? text : readInputFile('report', text.trim(), env))
   const parse = (text: string, what: string): unknown => {
     try {
       return JSON.parse(text)
@@ -81,11 +68,11 @@ export function loadReportChanges(input: string): PriorVersions[] {
       throw new CodedError('INVALID_INPUT', `input "report": ${what} is not valid JSON`)
     }
   }
-  let value = parse(readReportText(input, 'the value'), 'the value')
+  let value = parse(read(input), 'the value')
   const compact = compactReportSchema.safeParse(value)
   if (compact.success) {
     const file = compact.data.truncated.reportFile
-    value = parse(readReportText(file, `the report-file ${file}`), `the report-file ${file}`)
+    value = parse(read(file), `the report-file ${file}`)
     if (compactReportSchema.safeParse(value).success) throw new CodedError('INVALID_INPUT', `input "report": the report-file ${file} is itself a compacted report`)
   }
   const execute = executeReportSchema.safeParse(value)

@@ -25,22 +25,25 @@ const ENV_PARAMS: Array<[string, string]> = [
   ['PGSSLKEY', 'sslkey']
 ]
 
-/** Resolves `database-url`, or the libpq `PG*` environment variables when it is empty. */
-export function resolveTarget(databaseUrl: string, env: NodeJS.ProcessEnv = process.env): ConnectionTarget {
+/**
+ * Resolves `database-url` (or `input`, the name errors give), or the libpq `PG*` environment
+ * variables when it is empty.
+ */
+export function resolveTarget(databaseUrl: string, env: NodeJS.ProcessEnv = process.env, input = 'database-url'): ConnectionTarget {
   const url = databaseUrl.trim() || urlFromEnvironment(env)
   const secrets = secretsOf(databaseUrl, env)
   if (!URI.test(url)) {
     throw new CodedError(
       'INVALID_INPUT',
-      'input "database-url": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)'
+      `input "${input}": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)`
     )
   }
   let parsed: ReturnType<typeof parse>
   try {
     parsed = parse(url, { useLibpqCompat: true })
   } catch (error) {
-    const reason = errorMessage(error).replace(url, '[database-url]')
-    throw new CodedError('INVALID_INPUT', `input "database-url": cannot be parsed (${scrub(reason, secrets)})`)
+    const reason = errorMessage(error).replace(url, `[${input}]`)
+    throw new CodedError('INVALID_INPUT', `input "${input}": cannot be parsed (${scrub(reason, secrets)})`)
   }
   if (parsed.password) secrets.push(...passwordForms(parsed.password))
   const config = toClientConfig(parsed)
@@ -68,21 +71,26 @@ function urlFromEnvironment(env: NodeJS.ProcessEnv): string {
   return `postgresql://${credentials}/${encodeURIComponent(env.PGDATABASE ?? '')}${query}`
 }
 
-/** Every form in which the URL's or the environment's password could be printed. */
+/**
+ * The URL's and the environment's passwords, and the URL itself when it holds one. A URL without
+ * a password is no secret: masking it would turn `postgresql://app@db:5432/app` into `***`.
+ */
 export function secretsOf(databaseUrl: string, env: NodeJS.ProcessEnv = process.env): string[] {
   const secrets: string[] = []
   const url = databaseUrl.trim()
-  if (url) secrets.push(url)
   if (env.PGPASSWORD) secrets.push(...passwordForms(env.PGPASSWORD))
+  if (!url) return unique(secrets)
   // Parsed as the driver parses it (WHATWG URL): an unencoded "@" in a password ends at the last "@".
+  let parsed: URL
   try {
-    const parsed = new URL(url)
-    if (parsed.password) secrets.push(...passwordForms(parsed.password))
-    const query = parsed.searchParams.get('password')
-    if (query) secrets.push(...passwordForms(query))
+    parsed = new URL(url)
   } catch {
-    // not a URL: resolveTarget reports it without printing it
+    // Not a URL (resolveTarget reports it without printing it): all of it may be a password.
+    return unique([url, ...secrets])
   }
+  const passwords = [parsed.password, parsed.searchParams.get('password') ?? ''].filter((password) => password.length > 0)
+  if (passwords.length > 0) secrets.push(url)
+  for (const password of passwords) secrets.push(...passwordForms(password))
   return unique(secrets)
 }
 
@@ -98,11 +106,76 @@ function passwordForms(password: string): string[] {
 
 const unique = (values: string[]) => [...new Set(values)]
 
-/** Replaces every secret in `text`; longest first, so that a URL is masked before its password. */
+const jsonEscaped = (text: string) => JSON.stringify(text).slice(1, -1)
+
+/**
+ * The base64 text of a secret wherever it sits in a longer byte string: for each of the three
+ * alignments, the characters that only the secret's bits decide (shorter runs are too common
+ * to mask). Both the standard and the URL-safe alphabet.
+ */
+function base64Forms(secret: string): string[] {
+  const bytes = Buffer.from(secret, 'utf8')
+  const forms = [bytes.toString('base64'), bytes.toString('base64url')]
+  for (const shift of [0, 1, 2]) {
+    const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64')
+    const core = encoded.slice(Math.ceil((8 * shift) / 6), Math.floor((8 * (shift + bytes.length)) / 6))
+    if (core.length >= 8) forms.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'))
+  }
+  return forms
+}
+
+const formsCache = new Map<string, string[]>()
+
+/**
+ * Every form in which a secret can end up in text this tool writes: raw, URL-encoded (both
+ * percent and form encoding), JSON-escaped (once, and twice for JSON inside a JSON string) and
+ * base64. Masking only the raw form let a password with `"` or `\` through in JSON outputs.
+ */
+export function secretForms(secret: string): string[] {
+  let forms = formsCache.get(secret)
+  if (!forms) {
+    const encoded = [secret, encodeURIComponent(secret), new URLSearchParams({ s: secret }).toString().slice(2)]
+    forms = unique([...encoded, ...encoded.map(jsonEscaped), ...encoded.map((form) => jsonEscaped(jsonEscaped(form))), ...base64Forms(secret)]).filter((form) => form.length > 0)
+    formsCache.set(secret, forms)
+  }
+  return forms
+}
+
+const matchers = new Map<string, RegExp>()
+
+/** One pattern for every form of every secret, longest first, compiled once per list of secrets. */
+function matcherOf(secrets: readonly string[]): RegExp {
+  const key = secrets.join('\u0000')
+  let matcher = matchers.get(key)
+  if (!matcher) {
+    const forms = unique(secrets.flatMap(secretForms)).sort((a, b) => b.length - a.length)
+    matcher = new RegExp(forms.map((form) => form.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g')
+    matchers.set(key, matcher)
+  }
+  return matcher
+}
+
+/** Replaces every form of every secret in `text`, longest first, so that a URL is masked whole before its password. */
 export function scrub(text: string, secrets: readonly string[]): string {
-  return [...secrets]
-    .sort((a, b) => b.length - a.length)
-    .reduce((result, secret) => result.split(secret).join('***'), text)
+  if (secrets.length === 0 || text.length === 0) return text
+  return text.replace(matcherOf(secrets), '***')
+}
+
+/**
+ * A copy of `value` with every string in it (keys included) scrubbed: applied to a result before
+ * it is serialised, so that no encoding of the output can carry a secret past the mask.
+ */
+export function scrubValues<T>(value: T, secrets: readonly string[]): T {
+  if (secrets.length === 0) return value
+  const walk = (item: unknown): unknown => {
+    if (typeof item === 'string') return scrub(item, secrets)
+    if (Array.isArray(item)) return item.map(walk)
+    if (item !== null && typeof item === 'object' && Object.getPrototypeOf(item) === Object.prototype) {
+      return Object.fromEntries(Object.entries(item).map(([key, entry]) => [scrub(key, secrets), walk(entry)]))
+    }
+    return item
+  }
+  return walk(value) as T
 }
 
 /** The target as it may be printed: never a password. */
@@ -187,7 +260,14 @@ async function open(config: pg.ClientConfig): Promise<pg.Client> {
   const client = new pg.Client(config)
   // A backend terminated while idle emits 'error'; the next query reports it instead of a crash.
   client.on('error', () => undefined)
-  await client.connect()
+  try {
+    await client.connect()
+  } catch (error) {
+    // A refused handshake (no password for SCRAM) leaves the socket open until the server's
+    // authentication_timeout: the process would linger a minute after failing.
+    await closeQuietly(client)
+    throw error
+  }
   return client
 }
 

@@ -19,16 +19,19 @@ export function splitList(text: string): string[] {
     .filter((item) => item.length > 0)
 }
 
+/** An entry as an error quotes it: in quotes, at most 100 characters. */
+const shown = (entry: string) => `"${entry.length > 100 ? `${entry.slice(0, 100)}…` : entry}"`
+
 export function parseExtensionEntry(entry: string): ExtensionRequest | string {
   const at = entry.indexOf('@')
   const name = (at < 0 ? entry : entry.slice(0, at)).trim()
   const version = at < 0 ? undefined : entry.slice(at + 1).trim()
   if (!NAME.test(name) || name.length > 63) {
-    return `"${entry}" is not an extension name (letters, digits, "_", "-" and "." only)`
+    return `${shown(entry)} is not an extension name (letters, digits, "_", "-" and "." only)`
   }
   if (version === undefined || version === 'default') return { name }
   if (!VERSION.test(version) || version.includes('--') || version.length > 63) {
-    return `"${entry}" has no valid version after "@" (use name@1.2.3, name@default or just name)`
+    return `${shown(entry)} has no valid version after "@" (use name@1.2.3, name@default or just name)`
   }
   return { name, version }
 }
@@ -48,7 +51,10 @@ export function parseExtensionList(text: string): ExtensionRequest[] {
     }
     byName.set(parsed.name, parsed)
   }
-  if (problems.length > 0) throw new CodedError('INVALID_INPUT', problems.join('; '))
+  if (problems.length > 0) {
+    const listed = problems.slice(0, 10).join('; ')
+    throw new CodedError('INVALID_INPUT', problems.length > 10 ? `${listed}; and ${problems.length - 10} more` : listed)
+  }
   return [...byName.values()]
 }
 

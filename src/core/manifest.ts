@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs'
 import { isAbsolute, relative, resolve, sep } from 'node:path'
 import picomatch from 'picomatch'
 import { isAlias, isMap, isScalar, LineCounter, parseDocument, type Document, type Node } from 'yaml'
 import { z } from 'zod'
 import { CodedError, errorMessage } from './errors.js'
 import { parseExtensionEntry, type ExtensionRequest } from './extension-list.js'
+import { InputFileError, readInputFile } from './input-files.js'
 import type { Finding } from './plan.js'
 
 /*
@@ -211,6 +211,8 @@ function annotationPath(path: string, root: string): string {
 export interface LoadOptions {
   /** The repository root that relative paths start from (default: the working directory). */
   root?: string
+  /** For RUNNER_TEMP, the other place a manifest may be read from (default: process.env). */
+  env?: NodeJS.ProcessEnv
 }
 
 /**
@@ -229,15 +231,15 @@ export function loadManifest(path: string, text?: string, options: LoadOptions =
   let source = text
   if (source === undefined) {
     try {
-      source = readFileSync(resolve(root, path), 'utf8')
+      source = readInputFile('manifest', path, options.env ?? process.env, { workspace: root })
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code
+      const problem = error instanceof InputFileError ? error.problem : undefined
       const reason =
-        code === 'ENOENT'
+        problem === 'missing'
           ? 'no such file (the path is relative to the repository root; check the repository out first with actions/checkout)'
-          : code === 'EISDIR'
+          : problem === 'directory'
             ? 'it is a directory, not a YAML file'
-            : errorMessage(error)
+            : errorMessage(error).replace(/^input "manifest": /, '')
       throw new ManifestError(file, [{ message: `input "manifest": cannot read ${path}: ${reason}` }], path)
     }
   }

@@ -1,11 +1,9 @@
-import { readFileSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { z } from 'zod'
 import { digestProblem } from './digest.js'
 import { CodedError } from './errors.js'
+import { readInputFile } from './input-files.js'
 import { fingerprintPlan, isChange, type DatabasePlan, type Plan, type PlannedExtension } from './plan.js'
-
-/** A plan file larger than this is refused before it is read: no dry-run writes one near it. */
-export const PLAN_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 
 const extensionSchema = z.object({
   name: z.string(),
@@ -41,25 +39,6 @@ const planSchema = z.looseObject({
 })
 
 const invalid = (message: string) => new CodedError('INVALID_INPUT', `input "plan": ${message}`)
-
-function readPlanFile(path: string, what: string): string {
-  let size: number
-  try {
-    const stat = statSync(path)
-    if (stat.isDirectory()) throw invalid(`${what} ${path} is a directory, not a plan file`)
-    if (!stat.isFile()) throw invalid(`${what} ${path} is not a regular file`)
-    size = stat.size
-  } catch (error) {
-    if (error instanceof CodedError) throw error
-    throw invalid(`${what} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`)
-  }
-  if (size > PLAN_FILE_LIMIT_BYTES) throw invalid(`${what} ${path} is ${size} bytes; a plan file is at most ${PLAN_FILE_LIMIT_BYTES} bytes`)
-  try {
-    return readFileSync(path, 'utf8')
-  } catch (error) {
-    throw invalid(`${what} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})`)
-  }
-}
 
 function parsePlan(json: string, where: string): { plan: Plan; raw: unknown } {
   let raw: unknown
@@ -130,20 +109,21 @@ export function planProblems(plan: Plan, raw: unknown): string[] {
  * Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. A compacted plan
  * (`truncated`, from a step output too large for GitHub) is followed to its plan file, one level
  * only. The full plan must pass `planProblems`; anything else is INVALID_INPUT naming the input.
+ * A file (the input or a compacted plan's planFile) must be inside the workspace or RUNNER_TEMP.
  */
-export function loadPlan(input: string): Plan {
+export function loadPlan(input: string, env: NodeJS.ProcessEnv = process.env): Plan {
   const text = input.trim()
   const inline = text.startsWith('{')
   if (!inline && !existsQuietly(text)) {
     throw invalid('must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found')
   }
-  const { plan, raw } = parsePlan(inline ? text : readPlanFile(text, 'the file'), inline ? 'the value' : text)
+  const { plan, raw } = parsePlan(inline ? text : readInputFile('plan', text, env), inline ? 'the value' : text)
   if (!plan.truncated) return checked(plan, raw, inline ? 'the plan' : text)
   const file = plan.truncated.planFile
   if (!existsQuietly(file)) {
     throw invalid(`this is the compacted plan (${plan.truncated.reason}) and its file ${file} is not on this machine; pass the plan file instead`)
   }
-  const full = parsePlan(readPlanFile(file, 'the plan file'), file)
+  const full = parsePlan(readInputFile('plan', file, env), file)
   if (full.plan.truncated) throw invalid(`the compacted plan points at ${file}, which is itself a compacted plan (pointing at ${full.plan.truncated.planFile}); give the full plan file`)
   if (full.plan.fingerprint !== plan.fingerprint || full.plan.status !== plan.status) {
     throw invalid(`the compacted plan (fingerprint ${plan.fingerprint}, ${plan.status}) and its plan file ${file} (fingerprint ${full.plan.fingerprint}, ${full.plan.status}) disagree`)

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { accessSync, constants, readFileSync, statSync } from 'node:fs'
+import { accessSync, constants, existsSync, readFileSync, statSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -271,6 +271,8 @@ export function findProgram(name: string, search: ProgramSearch): string {
   if (search.binDir) {
     const given = join(search.binDir, name)
     if (isExecutable(given)) return given
+    const directory = existsSync(search.binDir) ? (statSync(search.binDir).isDirectory() ? undefined : 'is not a directory') : 'does not exist'
+    if (directory) throw new CodedError('INVALID_INPUT', `input "pg-bin-dir": ${search.binDir} ${directory}; give the directory of the PostgreSQL client programs`)
     throw new CodedError('PROGRAM_MISSING', `${name} is not in pg-bin-dir (${search.binDir}); install the PostgreSQL client programs there or fix pg-bin-dir`)
   }
   const found = programCandidates(name, search).find(isExecutable)

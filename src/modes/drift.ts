@@ -31,7 +31,7 @@ export interface DriftReport {
 async function readReference(context: ModeContext): Promise<ParitySide | undefined> {
   const url = context.inputs.referenceDatabaseUrl
   if (!url) return undefined
-  const reference = resolveTarget(url, {})
+  const reference = resolveTarget(url, {}, 'reference-database-url')
   const connect = makeConnector(reference, context.inputs.connectTimeout)
   return withSession(connect, { purpose: 'drift' }, async (client) => {
     const { installed } = await readDatabaseExtensions(client)

@@ -42,7 +42,7 @@ export async function planToApply(context: ModeContext): Promise<{ plan: Plan; s
     throw new CodedError('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions')
   }
   if (inputs.plan) {
-    const plan = loadPlan(inputs.plan)
+    const plan = loadPlan(inputs.plan, context.env)
     if (plan.status === 'dry_run_blocked') throw new CodedError('INVALID_INPUT', `input "plan": ${blockedMessage(plan)}; execute applies only a plan the dry-run approved`)
     return { plan }
   }
@@ -68,7 +68,7 @@ const notStarted = (name: string): DatabaseReport => {
  */
 export async function execute(context: ModeContext): Promise<ModeResult> {
   // The canary's probes are refused before anything connects, not after the canary was updated.
-  if (context.inputs.canary > 0) readProbes(context.inputs.verifySql)
+  if (context.inputs.canary > 0) readProbes(context.inputs.verifySql, context.env)
   const { plan, server, cache } = await planToApply(context)
   if (plan.status === 'dry_run_blocked') return blockedPlanResult(context, plan)
   const report = await applyPlan(context, plan, server, cache)
@@ -117,7 +117,7 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
   const settings = executeSettings(inputs)
   const names = plan.databases.map((d) => d.name)
   const byName = new Map(plan.databases.map((d) => [d.name, d]))
-  const probes = inputs.canary > 0 ? readProbes(inputs.verifySql) : []
+  const probes = inputs.canary > 0 ? readProbes(inputs.verifySql, context.env) : []
   let failures = 0
   let finished = 0
 

@@ -37,6 +37,8 @@ export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEn
     const inputs = parseInputs(raw)
     const manifest = readExtensionManifest(inputs, env)
     const target = resolveTarget(inputs.databaseUrl, env)
+    // Checked before anything connects, although only drift uses it.
+    if (inputs.referenceDatabaseUrl) resolveTarget(inputs.referenceDatabaseUrl, {}, 'reference-database-url')
     const connect = makeConnector(target, inputs.connectTimeout)
     const result = interrupted(inputs.mode, await MODES[inputs.mode]({ inputs, target, connect, log, env, manifest }))
     return manifest ? { ...result, manifest } : result
@@ -73,7 +75,7 @@ export function readExtensionManifest(inputs: Inputs, env: NodeJS.ProcessEnv): M
   if (inputs.extensions.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions')
   }
-  return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd() })
+  return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd(), env })
 }
 
 export function failureResult(mode: Mode | undefined, error: unknown): ModeResult {

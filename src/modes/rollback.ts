@@ -61,17 +61,17 @@ export function rollbackRequest(inputs: Inputs, env: NodeJS.ProcessEnv): Rollbac
     terminateConnections: inputs.terminateConnections,
     waitTimeoutMs: inputs.waitTimeout,
     execute: executeSettings(inputs),
-    ...changesOfInputs(inputs),
+    ...changesOfInputs(inputs, env),
     env
   }
 }
 
 /** What the `plan` and `report` inputs say the upgrade changed; nothing when neither is given. */
-function changesOfInputs(inputs: Inputs): Pick<RollbackRequest, 'changes' | 'planFingerprint'> {
+function changesOfInputs(inputs: Inputs, env: NodeJS.ProcessEnv): Pick<RollbackRequest, 'changes' | 'planFingerprint'> {
   if (!inputs.plan && !inputs.report) return {}
-  const plan = inputs.plan ? loadPlan(inputs.plan) : undefined
+  const plan = inputs.plan ? loadPlan(inputs.plan, env) : undefined
   return {
-    changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report) : []),
+    changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report, env) : []),
     ...(plan ? { planFingerprint: plan.fingerprint } : {})
   }
 }

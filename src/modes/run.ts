@@ -51,7 +51,7 @@ export async function run(context: ModeContext): Promise<ModeResult> {
     throw new CodedError('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server')
   }
   // Probes are refused before anything connects, not after the upgrade they were to verify.
-  readProbes(inputs.verifySql)
+  readProbes(inputs.verifySql, env)
   const stages: Stage[] = []
   const report: RunReport = { schemaVersion: 1, mode: 'run', status: 'failed', stages }
   const errors: Finding[] = []

@@ -127,7 +127,7 @@ export async function snapshot(context: ModeContext): Promise<ModeResult> {
   // Inputs are judged before anything connects; the databases are resolved afterwards.
   const request = snapshotRequest(inputs, [], env)
   if (inputs.plan) {
-    const covered = plannedDatabases(inputs)
+    const covered = plannedDatabases(inputs, env)
     if (covered.databases.length === 0) return planChangesNothing(covered.fingerprint, redact(target))
     request.databases = covered.databases
     request.plan = covered
@@ -139,11 +139,11 @@ export async function snapshot(context: ModeContext): Promise<ModeResult> {
 }
 
 /** With `plan`, a snapshot covers exactly the databases the plan changes, and records the plan. */
-export function plannedDatabases(inputs: Inputs): { fingerprint: string; databases: string[] } {
+export function plannedDatabases(inputs: Inputs, env: NodeJS.ProcessEnv): { fingerprint: string; databases: string[] } {
   if (inputs.databases.length > 0 || inputs.excludeDatabases.length > 0) {
     throw new CodedError('INVALID_INPUT', 'inputs "plan" and "databases": give one or the other; with a plan the snapshot covers exactly the databases the plan changes')
   }
-  const plan = loadPlan(inputs.plan)
+  const plan = loadPlan(inputs.plan, env)
   if (plan.status === 'dry_run_blocked') {
     throw new CodedError('INVALID_INPUT', 'input "plan": the plan is blocked, so execute will change nothing; fix its blockers and plan again before taking a snapshot')
   }

@@ -1,5 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import { redact } from '../core/connection.js'
+import { inputFileRoots, readInputFile } from '../core/input-files.js'
 import type { Plan } from '../core/plan.js'
 import { loadPlan } from '../core/plan-input.js'
 import { splitStatements, type Probe } from '../core/sql-split.js'
@@ -18,12 +20,15 @@ export interface VerifyReport {
   databases: VerifyDatabaseReport[]
 }
 
-/** `verify-sql` is inline SQL, or the path of a file holding it. */
-export function readProbes(input: string): Probe[] {
+/**
+ * `verify-sql` is inline SQL, or the path of a file holding it: one line naming an existing file
+ * or ending in .sql. The file must be inside the workspace or the runner's temp directory.
+ */
+export function readProbes(input: string, env: NodeJS.ProcessEnv): Probe[] {
   const text = input.trim()
   if (text.length === 0) return []
-  const source = !text.includes('\n') && existsSync(text) ? readFileSync(text, 'utf8') : text
-  return splitStatements(source)
+  const isPath = !/[\r\n]/.test(text) && (/^\S+\.sql$/i.test(text) || existsSync(resolve(inputFileRoots(env)[0], text)))
+  return splitStatements(isPath ? readInputFile('verify-sql', text, env) : text)
 }
 
 /** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
@@ -57,18 +62,28 @@ export function verifyFindings(report: VerifyDatabaseReport): Finding[] {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 export async function verify(context: ModeContext): Promise<ModeResult> {
-  const plan = context.inputs.plan ? loadPlan(context.inputs.plan) : undefined
+  const plan = context.inputs.plan ? loadPlan(context.inputs.plan, context.env) : undefined
   const report = await verifyTargets(context, plan)
   return verifyResult(context, report)
+}
+
+const clip = (text: string, max: number) => (text.length > max ? `${text.slice(0, max)}… (${text.length - max} more characters)` : text)
+
+/**
+ * A check quotes at most the failing statement, and that truncated: a probe (or the server's
+ * error echoing it) can be as long as the verify-sql input.
+ */
+function clipChecks(report: VerifyDatabaseReport): VerifyDatabaseReport {
+  return { ...report, checks: report.checks.map((check) => ({ ...check, message: clip(check.message, 1000), ...(check.details ? { details: check.details.map((detail) => clip(detail, 500)) } : {}) })) }
 }
 
 /** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
 export async function verifyTargets(context: ModeContext, plan: Plan | undefined): Promise<VerifyReport> {
   const { inputs, connect } = context
-  const probes = readProbes(inputs.verifySql)
+  const probes = readProbes(inputs.verifySql, context.env)
   const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context)
   const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
-    const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout })
+    const report = clipChecks(await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout }))
     for (const check of report.checks) dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`)
     return report
   })) as VerifyDatabaseReport[]

@@ -51,8 +51,9 @@ export function checkWritableDirectory(root: string, checks: CheckList, input = 
   }
   try {
     accessSync(probe, constants.W_OK | constants.X_OK)
-  } catch {
-    checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable by this process, so ${root} cannot be written`)
+  } catch (error) {
+    const readOnly = (error as NodeJS.ErrnoException).code === 'EROFS'
+    checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable${readOnly ? ' (a read-only filesystem)' : ' by this process'}, so ${root} cannot be written`)
   }
 }
 
@@ -71,7 +72,7 @@ export function checkOutsideDataDirectory(root: string, facts: ClusterFacts, che
 export function checkFreeSpace(root: string, needed: number, what: string, checks: CheckList): void {
   const free = freeBytes(root)
   if (free < needed) {
-    checks.fail('INSUFFICIENT_SPACE', `${root} has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`)
+    checks.fail('INSUFFICIENT_SPACE', `input "snapshot-dir": ${root} is too full: it has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`)
   }
 }
 
