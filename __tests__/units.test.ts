@@ -5,6 +5,7 @@ import { redact, resolveTarget, scrub, secretsOf, startupOptions } from '../src/
 import { formatDuration, parseDuration } from '../src/core/duration.js'
 import { CodedError } from '../src/core/errors.js'
 import { formatRequest, parseExtensionEntry, parseExtensionList, splitList } from '../src/core/extension-list.js'
+import { resolveSelection } from '../src/core/fleet.js'
 import { compareVersions, splitPath } from '../src/core/versions.js'
 import { renderMarkdown, trimToBytes } from '../src/report/markdown.js'
 import { temporaryDirectory } from './harness/postgres.js'
@@ -35,6 +36,17 @@ describe('compareVersions', () => {
   it('is antisymmetric on every pair of a sample', () => {
     const sample = ['1.0', '1.0.1', '1.10', '1.9', '13.2-1', '13.1-2', '3.3.0rc1', '3.3.0', '2.0beta', '2.0']
     for (const a of sample) for (const b of sample) expect(Math.sign(compareVersions(a, b))).toBe(-Math.sign(compareVersions(b, a)) || 0)
+  })
+})
+
+describe('database selection', () => {
+  const row = (datname: string, datistemplate = false) => ({ datname, datallowconn: true, datistemplate })
+  const rows = [row('tenant_a'), row('tenant_b'), row('tenant_a__pre_rollback_20261208_0101'), row('template1', true)]
+
+  it('patterns and all never reach a database a dump rollback kept aside; naming it does', () => {
+    expect(resolveSelection(rows, { patterns: ['tenant_*'], exclude: [] })).toEqual(['tenant_a', 'tenant_b'])
+    expect(resolveSelection(rows, { patterns: ['all'], exclude: [] })).toEqual(['tenant_a', 'tenant_b'])
+    expect(resolveSelection(rows, { patterns: ['tenant_a__pre_rollback_20261208_0101'], exclude: [] })).toEqual(['tenant_a__pre_rollback_20261208_0101'])
   })
 })
 

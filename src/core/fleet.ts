@@ -20,7 +20,8 @@ const isGlob = (pattern: string) => picomatch.scan(pattern).isGlob
 
 /**
  * Resolves `databases` and `exclude-databases` against pg_database. `all` and patterns reach
- * every database that allows connections except templates; a template only when named exactly.
+ * every database that allows connections except templates and the databases a dump rollback
+ * kept aside (`<db>__pre_rollback_<stamp>`); those only when named exactly.
  * No match is an error that lists what exists, never a silent success.
  */
 export async function selectDatabases(connect: Connector, selection: DatabaseSelection, defaultDatabase: string): Promise<string[]> {
@@ -32,13 +33,17 @@ export async function selectDatabases(connect: Connector, selection: DatabaseSel
   return resolveSelection(rows, selection)
 }
 
+/** What marks a database a dump rollback kept aside (keep-previous): a tenant's past, not a tenant to upgrade. */
+export const ASIDE_MARK = '__pre_rollback_'
+const keptAside = (name: string) => name.includes(ASIDE_MARK)
+
 /** Pure part of the selection, so that it can be tested on its own. */
 export function resolveSelection(rows: DatabaseRow[], selection: DatabaseSelection): string[] {
   const byName = new Map(rows.map((row) => [row.datname, row]))
   const chosen = new Set<string>()
   for (const pattern of selection.patterns) {
     if (pattern === 'all') {
-      for (const row of rows) if (row.datallowconn && !row.datistemplate) chosen.add(row.datname)
+      for (const row of rows) if (row.datallowconn && !row.datistemplate && !keptAside(row.datname)) chosen.add(row.datname)
       continue
     }
     if (!isGlob(pattern)) {
@@ -50,7 +55,7 @@ export function resolveSelection(rows: DatabaseRow[], selection: DatabaseSelecti
       continue
     }
     const matches = picomatch(pattern, { dot: true })
-    for (const row of rows) if (row.datallowconn && !row.datistemplate && matches(row.datname)) chosen.add(row.datname)
+    for (const row of rows) if (row.datallowconn && !row.datistemplate && !keptAside(row.datname) && matches(row.datname)) chosen.add(row.datname)
   }
   for (const pattern of selection.exclude) {
     const matches = isGlob(pattern) ? picomatch(pattern, { dot: true }) : (name: string) => name === pattern

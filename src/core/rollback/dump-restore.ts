@@ -6,6 +6,7 @@ import type pg from 'pg'
 import { closeQuietly, libpqEnvironment, withSession } from '../connection.js'
 import { formatDuration } from '../duration.js'
 import { CodedError, errorMessage } from '../errors.js'
+import { ASIDE_MARK } from '../fleet.js'
 import type { Finding } from '../plan.js'
 import { describePgError } from '../pg-error.js'
 import { findCompatibleProgram, runProgram } from '../programs.js'
@@ -19,7 +20,7 @@ const DATABASE_LEVEL_ENTRY = /^\d+; \d+ \d+ (DATABASE PROPERTIES - |COMMENT - DA
 
 /** `<db>__pre_rollback_<stamp>`, shortened to fit 63 bytes. */
 export function asideName(database: string, stamp: string): string {
-  const suffix = `__pre_rollback_${stamp}`
+  const suffix = `${ASIDE_MARK}${stamp}`
   let head = database
   while (Buffer.byteLength(head + suffix) > 63) head = head.slice(0, -1)
   return head + suffix
