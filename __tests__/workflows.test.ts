@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals'
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parse } from 'yaml'
 import { ROOT } from './harness/action.js'
-import { startCluster, SUPERUSER_PASSWORD, temporaryDirectory, type Cluster } from './harness/postgres.js'
+import { chownToOwner, startCluster, SUPERUSER_PASSWORD, temporaryDirectory, type Cluster } from './harness/postgres.js'
 import { OUR_ACTION, readmeWorkflow, runWorkflow, type JobResult, type StepResult, type WorkflowRunOptions } from './harness/workflow-runner.js'
 import { testCluster } from './helpers.js'
 
@@ -59,10 +60,32 @@ const snapshotDir = (() => {
   }
 })()
 
-const cluster = await testCluster()
-
-/** One template database holding the extensions at their old versions and the table, copied per tenant. */
+/*
+ * Tenants are copies of one template database (CREATE DATABASE … TEMPLATE, FILE_COPY), kept in a
+ * tablespace on tmpfs where the machine has one: hundreds of databases of ~8 MB each are then
+ * created and dropped in seconds rather than minutes of disk writes.
+ */
 const TEMPLATE = 'fleet_template'
+const FLEET_SPACE = 'fleet'
+const fleetDir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), 'pgxu-fleet-'))
+chownToOwner(fleetDir)
+let cluster: Cluster
+afterAll(async () => {
+  // Empty the tablespace while the server runs (whichever of this and the cluster's own hook comes first).
+  if (cluster?.isRunning()) {
+    const inSpace = await cluster.query<{ datname: string }>(
+      `SELECT datname FROM pg_database WHERE dattablespace = (SELECT oid FROM pg_tablespace WHERE spcname = $1)`,
+      'postgres',
+      [FLEET_SPACE]
+    )
+    for (const { datname } of inSpace) await cluster.query(`DROP DATABASE "${datname}" WITH (FORCE)`)
+    await cluster.query(`DROP TABLESPACE IF EXISTS ${FLEET_SPACE}`)
+  }
+  rmSync(fleetDir, { recursive: true, force: true })
+})
+cluster = await testCluster()
+
+/** The template: the extensions at their old versions and a table that uses all three. */
 beforeAll(async () => {
   await cluster.createDatabase(TEMPLATE, OLD)
   await cluster.query(
@@ -71,6 +94,8 @@ beforeAll(async () => {
      CREATE INDEX accounts_email ON accounts (email);`,
     TEMPLATE
   )
+  await cluster.query(`CREATE TABLESPACE ${FLEET_SPACE} LOCATION '${fleetDir}'`)
+  await cluster.query(`ALTER DATABASE ${TEMPLATE} SET TABLESPACE ${FLEET_SPACE}`)
 })
 
 const tenantName = (i: number, width: number) => `tenant_${String(i).padStart(width, '0')}`
@@ -82,7 +107,7 @@ async function fleet(count: number, rows: (i: number) => number = () => 0): Prom
   try {
     const existing = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'tenant\\_%'`)
     for (const { datname } of existing.rows) await admin.query(`DROP DATABASE ${admin.escapeIdentifier(datname)} WITH (FORCE)`)
-    for (const name of names) await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)} TEMPLATE ${TEMPLATE}`)
+    for (const name of names) await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)} TEMPLATE ${TEMPLATE} STRATEGY FILE_COPY`)
   } finally {
     await admin.end()
   }
@@ -263,12 +288,12 @@ async function handOff(count: number): Promise<void> {
   const steps = actionSteps(yaml, result)
   const plan = steps['dry-run']
   expect(brief(plan)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'dry_run_approved' })
-  // What the docs hand to the next step stays far below Linux's 128 KiB per variable.
-  expect(Buffer.byteLength(plan.outputs.plan)).toBeLessThan(64 * 1024)
   expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'snapshot_created' })
   expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'success' })
   expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'verified' })
-  expect(result.conclusion).toBe('success')
+  // What the docs hand to the next step stays far below Linux's 128 KiB per variable.
+  expect(Buffer.byteLength(plan.outputs.plan)).toBeLessThan(64 * 1024)
+  expect(verdict(result)).toEqual(GREEN)
   const versions = await Promise.all(tenants.map(async (name) => ({ name, versions: (await tenantState(name)).versions })))
   expect(versions.filter((t) => JSON.stringify(t.versions) !== JSON.stringify(NEW))).toEqual([])
 }

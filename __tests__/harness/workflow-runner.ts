@@ -45,6 +45,8 @@ export interface StepResult {
   outcome: 'success' | 'failure' | 'skipped'
   conclusion: 'success' | 'failure' | 'skipped'
   exitCode: number | null
+  /** Wall time of the process, 0 when none was started. */
+  durationMs: number
   /** The evaluated `with:` of an action step, defaults included. */
   inputs: Record<string, string>
   outputs: Record<string, string>
@@ -319,6 +321,7 @@ export async function runWorkflow(options: WorkflowRunOptions): Promise<JobResul
       outcome: 'skipped',
       conclusion: 'skipped',
       exitCode: null,
+      durationMs: 0,
       inputs: {},
       outputs: {},
       summary: '',
@@ -391,7 +394,9 @@ export async function runWorkflow(options: WorkflowRunOptions): Promise<JobResul
       step.outcome = 'failure'
       return
     }
+    const started = Date.now()
     const outcome = await start(command, args, processEnv, cwd, timeoutMs)
+    step.durationMs = Date.now() - started
     step.ran = true
     step.status = 'ran'
     step.exitCode = outcome.code
