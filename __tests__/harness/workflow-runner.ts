@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { parse as parseYaml } from 'yaml'
-import { ROOT, parseOutputFile } from './action.js'
+import { ROOT } from './action.js'
 import { temporaryDirectory } from './postgres.js'
 import { evaluateCondition, ExpressionError, interpolate, type ExpressionContext, type JobStatus, type Value } from './workflow-expressions.js'
 
@@ -147,8 +147,8 @@ export function environmentTooBig(env: Record<string, string>): string | undefin
   return undefined
 }
 
-/** Parses the GITHUB_ENV file: `NAME=value` lines and `NAME<<delimiter` blocks. */
-function parseEnvFile(text: string): Record<string, string> {
+/** Parses a GITHUB_OUTPUT or GITHUB_ENV file: `NAME=value` lines and `NAME<<delimiter` blocks. */
+export function parseFileCommand(text: string): Record<string, string> {
   const env: Record<string, string> = {}
   const lines = text.split('\n')
   for (let i = 0; i < lines.length; i++) {
@@ -273,7 +273,7 @@ export async function runWorkflow(options: WorkflowRunOptions): Promise<JobResul
       inputs,
       steps: stepsContext,
       runner: { os: 'Linux', arch: 'X64', temp: runnerTemp, name: 'workflow-runner' },
-      job: { status: 'success' }
+      job: { status: status.failed ? 'failure' : 'success' }
     },
     status
   })
@@ -403,9 +403,9 @@ export async function runWorkflow(options: WorkflowRunOptions): Promise<JobResul
     step.stdout = outcome.stdout
     step.stderr = outcome.stderr
     step.annotations = workflowCommands(outcome.stdout).annotations
-    step.outputs = existsSync(files.GITHUB_OUTPUT) ? parseOutputFile(readFileSync(files.GITHUB_OUTPUT, 'utf8')) : {}
+    step.outputs = existsSync(files.GITHUB_OUTPUT) ? parseFileCommand(readFileSync(files.GITHUB_OUTPUT, 'utf8')) : {}
     step.summary = existsSync(files.GITHUB_STEP_SUMMARY) ? readFileSync(files.GITHUB_STEP_SUMMARY, 'utf8') : ''
-    Object.assign(exported, parseEnvFile(readFileSync(files.GITHUB_ENV, 'utf8')))
+    Object.assign(exported, parseFileCommand(readFileSync(files.GITHUB_ENV, 'utf8')))
     const paths = readFileSync(files.GITHUB_PATH, 'utf8').split('\n').filter(Boolean)
     if (paths.length > 0) runnerEnv.PATH = [...paths.reverse(), runnerEnv.PATH].join(':')
     if (Buffer.byteLength(step.summary) > MAX_STEP_SUMMARY) {
