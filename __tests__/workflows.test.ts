@@ -193,10 +193,10 @@ describe("the README's workflow, run as written", () => {
     const result = await run({ workflow: yaml, workspace: workspace(PASSING_PROBES), secrets: secrets(), event: { name: 'push' } })
     const steps = actionSteps(yaml, result)
 
-    expect(brief(steps['dry-run'])).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'dry_run_approved' })
-    expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'snapshot_created' })
-    expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'success' })
-    expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'verified' })
+    expect(brief(steps['dry-run'])).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'dry_run_approved' })
+    expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'snapshot_created' })
+    expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'success' })
+    expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'verified' })
     expect(brief(steps.rollback)).toMatchObject({ status: 'skipped', outcome: 'skipped' })
     expect(verdict(result)).toEqual(GREEN)
     // The "nothing to apply" step is for a plan that is not approved.
@@ -216,9 +216,9 @@ describe("the README's workflow, run as written", () => {
     const result = await run({ workflow: yaml, workspace: workspace(FAILING_PROBE), secrets: secrets(), event: { name: 'push' } })
     const steps = actionSteps(yaml, result)
 
-    expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'success' })
+    expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'success' })
     expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'failure', outputStatus: 'verify_failed' })
-    expect(brief(steps.rollback)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'rolled_back' })
+    expect(brief(steps.rollback)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'rolled_back' })
     expect(result.conclusion).toBe('failure')
     expect(await states(tenants)).toEqual(before)
     noSecrets(result)
@@ -234,10 +234,10 @@ describe('examples/workflows/upgrade.yml, then rollback.yml dispatched with its 
     const steps = actionSteps(upgradeYaml, upgrade)
 
     expect(upgrade.name).toBe('upgrade staging')
-    expect(brief(steps['dry-run'])).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'dry_run_approved' })
-    expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'snapshot_created' })
-    expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'success' })
-    expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'verified' })
+    expect(brief(steps['dry-run'])).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'dry_run_approved' })
+    expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'snapshot_created' })
+    expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'success' })
+    expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'verified' })
     expect(brief(steps.rollback)).toMatchObject({ status: 'skipped' })
     expect(brief(upgrade.step('Nothing to apply'))).toMatchObject({ status: 'skipped' })
     expect(verdict(upgrade)).toEqual(GREEN)
@@ -261,7 +261,7 @@ describe('examples/workflows/upgrade.yml, then rollback.yml dispatched with its 
     expect(verdict(rollback)).toEqual(GREEN)
     expect(rollback.name).toBe('rollback staging (auto)')
     expect(brief(rollback.step('Check the request'))).toMatchObject({ status: 'ran', outcome: 'success' })
-    expect(brief(rollback.step('rollback'))).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'rolled_back' })
+    expect(brief(rollback.step('rollback'))).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'rolled_back' })
     expect(rollback.step('Report').stdout).toContain('rollback status: rolled_back')
     expect(await states(tenants)).toEqual(before)
     noSecrets(upgrade)
@@ -287,10 +287,10 @@ async function handOff(count: number): Promise<void> {
   const result = await run({ workflow: yaml, workspace: workspace(PASSING_PROBES), secrets: secrets(), event: { name: 'push' } })
   const steps = actionSteps(yaml, result)
   const plan = steps['dry-run']
-  expect(brief(plan)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'dry_run_approved' })
-  expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'snapshot_created' })
-  expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'success' })
-  expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'verified' })
+  expect(brief(plan)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'dry_run_approved' })
+  expect(brief(steps.snapshot)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'snapshot_created' })
+  expect(brief(steps.execute)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'success' })
+  expect(brief(steps.verify)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'verified' })
   // What the docs hand to the next step stays far below Linux's 128 KiB per variable.
   expect(Buffer.byteLength(plan.outputs.plan)).toBeLessThan(64 * 1024)
   expect(verdict(result)).toEqual(GREEN)
@@ -301,7 +301,7 @@ async function handOff(count: number): Promise<void> {
 describe('the dry-run → execute hand-off at fleet scale, through environment variables', () => {
   it('300 tenants', async () => {
     await handOff(300)
-  }, 600_000)
+  }, 900_000)
 })
 
 describe('examples/workflows/pr-gate.yml', () => {
@@ -357,7 +357,7 @@ describe('examples/workflows/pr-gate.yml', () => {
     api.comments = []
     const approved = await gate(MANIFEST)
     expect(verdict(approved)).toEqual(GREEN)
-    expect(brief(approved.step('plan'))).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'dry_run_approved' })
+    expect(brief(approved.step('plan'))).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'dry_run_approved' })
     expect(approved.step('plan').inputs['github-token']).toBe(TOKEN)
     expect(api.comments).toHaveLength(1)
     expect(api.comments[0].body).toContain('dry_run_approved')
@@ -431,7 +431,7 @@ async function driftChecks(own: Cluster): Promise<void> {
   for (const name of tenants) for (const [extension, version] of Object.entries(NEW)) await own.query(`ALTER EXTENSION ${extension} UPDATE TO '${version}'`, name)
   const clean = await drift(own)
   expect(verdict(clean)).toEqual(GREEN)
-  expect(brief(clean.step('drift'))).toMatchObject({ status: 'ran', outcome: 'success', outputStatus: 'no_drift' })
+  expect(brief(clean.step('drift'))).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'no_drift' })
   expect(clean.step('Open or update the drift issue').status).toBe('skipped')
   expect(readFileSync(log, 'utf8').trim().split('\n')).toHaveLength(2)
 }
