@@ -1,9 +1,9 @@
 import * as core from '@actions/core'
-import { scrub, scrubValues, secretForms } from '../core/connection.js'
+import { scrub, secretForms } from '../core/connection.js'
 import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
 import type { Logger } from '../core/logger.js'
 import { INPUT_NAMES, inputSecrets, type RawInputs } from '../inputs.js'
-import { runMode } from '../modes/index.js'
+import { runMode, scrubResult } from '../modes/index.js'
 import { fails } from '../modes/types.js'
 import { inertData, inertLine, inertText } from '../report/log-safety.js'
 import { renderMarkdown } from '../report/markdown.js'
@@ -35,7 +35,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
 
   // Scrubbed value by value before anything is serialised: JSON would escape a password with
   // `"` or `\` into a form the text scrub of the outputs no longer recognises.
-  const result = scrubValues(await runMode(raw, actionLogger(secrets), env), secrets)
+  const result = scrubResult(await runMode(raw, actionLogger(secrets), env), secrets)
 
   const files = writeResultFiles(result, env, secrets)
   setOutputs(result, files, secrets)

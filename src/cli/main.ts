@@ -1,9 +1,9 @@
 import { CodedError, errorMessage } from '../core/errors.js'
 import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
-import { scrub, scrubValues } from '../core/connection.js'
+import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
 import { inputSecrets } from '../inputs.js'
-import { runMode } from '../modes/index.js'
+import { runMode, scrubResult } from '../modes/index.js'
 import { fails, type ModeResult } from '../modes/types.js'
 import { present } from '../report/present.js'
 import { inertText } from '../report/log-safety.js'
@@ -53,7 +53,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     return parsed.help ? EXIT.ok : EXIT.usage
   }
   const secrets = inputSecrets(parsed.inputs, env)
-  const result = scrubValues(await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env), secrets)
+  const result = scrubResult(await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env), secrets)
   if (parsed.json) {
     streams.stdout.write(`${inertText(scrub(JSON.stringify(jsonView(result), null, 2), secrets))}\n`)
   } else {

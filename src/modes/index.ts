@@ -1,10 +1,10 @@
-import { makeConnector, resolveTarget } from '../core/connection.js'
+import { makeConnector, resolveTarget, scrubValues } from '../core/connection.js'
 import { CodedError, errorMessage } from '../core/errors.js'
 import { interruptedBy, InterruptedError } from '../core/interrupt.js'
 import type { Logger } from '../core/logger.js'
 import { describePgError } from '../core/pg-error.js'
 import type { Code } from '../core/codes.js'
-import type { Finding } from '../core/plan.js'
+import { sealPlan, type Finding } from '../core/plan.js'
 import { loadManifest, ManifestError, type Manifest } from '../core/manifest.js'
 import { parseInputs, type Inputs, type Mode, type RawInputs } from '../inputs.js'
 import { drift } from './drift.js'
@@ -46,6 +46,17 @@ export async function runMode(raw: RawInputs, log: Logger, env: NodeJS.ProcessEn
     if (!(error instanceof CodedError) && error instanceof Error && error.stack) log.debug(error.stack)
     return failureResult(mode && mode in MODES ? mode : undefined, error)
   }
+}
+
+/**
+ * The result with every secret masked in every string, before anything is serialised. A plan
+ * whose text changed (a password in a blocking session's query) is sealed again: its digest
+ * vouches for what this tool wrote, which is the masked plan.
+ */
+export function scrubResult(result: ModeResult, secrets: readonly string[]): ModeResult {
+  const scrubbed = scrubValues(result, secrets)
+  if (!scrubbed.plan || JSON.stringify(scrubbed.plan) === JSON.stringify(result.plan)) return scrubbed
+  return { ...scrubbed, plan: sealPlan(scrubbed.plan) }
 }
 
 /** Modes that only read: interrupted, what they read is incomplete and must not pass for a verdict. */
