@@ -35,6 +35,12 @@ const planSchema = z.looseObject({
   truncated: z.object({ planFile: z.string(), reason: z.string() }).optional()
 })
 
+/** The CLI's `dry-run --json` prints {status, changed, plan, …}: the plan is its `plan`. */
+function unwrapCliJson(value: unknown): unknown {
+  const wrapper = value as { schemaVersion?: unknown; plan?: unknown } | null
+  return wrapper && typeof wrapper === 'object' && wrapper.schemaVersion === undefined && typeof wrapper.plan === 'object' ? wrapper.plan : value
+}
+
 /** Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. */
 export function loadPlan(input: string): Plan {
   const text = input.trim()
@@ -52,7 +58,7 @@ export function loadPlan(input: string): Plan {
   } catch {
     throw new CodedError('INVALID_INPUT', 'input "plan": is not valid JSON')
   }
-  const parsed = planSchema.safeParse(value)
+  const parsed = planSchema.safeParse(unwrapCliJson(value))
   if (!parsed.success) {
     const issue = parsed.error.issues[0]
     throw new CodedError('INVALID_INPUT', `input "plan": not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`)
