@@ -46,7 +46,8 @@ function describeOutcome(result: ModeResult): string {
   if (result.mode === 'drift' && result.report) {
     const { counts } = result.report as DriftReport
     const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0)
-    return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}.`
+    const { health } = result.report as DriftReport
+    return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}. Health: ${health}.`
   }
   if (result.mode === 'verify' && result.report) {
     const { counts } = result.report as VerifyReport
