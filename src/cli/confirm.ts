@@ -12,10 +12,11 @@ export interface Terminal {
 export const isInteractive = (streams: Terminal): boolean => Boolean(streams.stdin.isTTY && streams.stdout.isTTY)
 
 /**
- * Asks `question [y/N]` and resolves true only for y or yes. End of input or Ctrl-C is no. The
- * question goes to `output` (stderr), so stdout stays the result.
+ * Asks `question [y/N]` and resolves true only for y or yes. End of input or an interrupt (Ctrl-C,
+ * which the process-wide handler turns into `stop`) is no. The question goes to `output` (stderr),
+ * so stdout stays the result.
  */
-export function confirm(question: string, input: NodeJS.ReadableStream, output: NodeJS.WritableStream): Promise<boolean> {
+export function confirm(question: string, input: NodeJS.ReadableStream, output: NodeJS.WritableStream, stop?: AbortSignal): Promise<boolean> {
   return new Promise((resolve) => {
     const reader = createInterface({ input, output, terminal: false })
     let answered = false
@@ -25,8 +26,9 @@ export function confirm(question: string, input: NodeJS.ReadableStream, output: 
       reader.close()
       resolve(yes)
     }
-    reader.on('SIGINT', () => finish(false))
     reader.on('close', () => finish(false))
+    if (stop?.aborted) return finish(false)
+    stop?.addEventListener('abort', () => finish(false), { once: true })
     output.write(`${question} [y/N] `)
     reader.once('line', (line) => finish(/^\s*y(es)?\s*$/i.test(line)))
   })

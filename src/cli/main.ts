@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs'
 import { CodedError, errorMessage } from '../core/errors.js'
-import { INTERRUPT_EXIT_CODE, interruptedBy } from '../core/interrupt.js'
+import { INTERRUPT_EXIT_CODE, interruptedBy, interruption } from '../core/interrupt.js'
 import { scrub } from '../core/connection.js'
 import type { Logger } from '../core/logger.js'
 import { loadPlan } from '../core/plan-input.js'
@@ -89,8 +89,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     const asked = await askFirst(mode, inputs, log, env, streams)
     if (asked.result) return render(asked.result)
     if (!asked.proceed) {
-      streams.stderr.write('Cancelled: nothing was changed.\n')
-      return EXIT.failed
+      streams.stderr.write('\nCancelled: nothing was changed.\n')
+      const signal = interruptedBy()
+      return signal ? INTERRUPT_EXIT_CODE[signal] : EXIT.failed
     }
     inputs = asked.inputs
   }
@@ -140,7 +141,7 @@ async function askFirst(mode: Mode, inputs: RawInputs, log: Logger, env: NodeJS.
     lines.push(`${mode} will change ${changes.length} database(s):`, ...changes)
   }
   streams.stderr.write(`${lines.join('\n')}\n`)
-  return { proceed: await confirm('Proceed?', streams.stdin, streams.stderr), inputs: next }
+  return { proceed: await confirm('Proceed?', streams.stdin, streams.stderr, interruption), inputs: next }
 }
 
 function writeResult(result: ModeResult, parsed: CliArguments, env: NodeJS.ProcessEnv, streams: Streams, secrets: readonly string[]): number {
