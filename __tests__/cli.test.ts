@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, it } from '@jest/globals'
+import { spawn } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { PassThrough } from 'node:stream'
@@ -131,6 +132,14 @@ describe('the confirmation (injected streams)', () => {
     expect(result).toBe(expected)
     expect(shown).toBe('Proceed? [y/N] ')
   })
+
+  it('an interrupt while waiting is no', async () => {
+    const stop = new AbortController()
+    const answer = confirm('Proceed?', new PassThrough(), new PassThrough(), stop.signal)
+    stop.abort('SIGINT')
+    expect(await answer).toBe(false)
+    expect(await confirm('Proceed?', new PassThrough(), new PassThrough(), stop.signal)).toBe(false)
+  })
 })
 
 describe('the CLI bundle against a real cluster', () => {
@@ -152,13 +161,27 @@ describe('the CLI bundle against a real cluster', () => {
     return result
   }
 
-  /** The CLI on a pseudo-terminal (stdin and stdout are a tty), typing `typed`. */
-  const onTerminal = async (args: string[], typed: string, env: NodeJS.ProcessEnv) => {
-    const command = [process.execPath, CLI_BUNDLE, ...args].join(' ')
-    const result = await runProcess('script', ['-qfec', command, '/dev/null'], { cwd: work, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, input: typed })
-    for (const form of SECRET_FORMS) expect(result.stdout).not.toContain(form)
-    return result
-  }
+  /** The CLI on a pseudo-terminal (stdin and stdout are a tty); `typed` is typed once the question shows. */
+  const onTerminal = (args: string[], typed: string, env: NodeJS.ProcessEnv) =>
+    new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const command = [process.execPath, CLI_BUNDLE, ...args].join(' ')
+      const child = spawn('script', ['-qfec', command, '/dev/null'], { cwd: work, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env } })
+      let stdout = ''
+      let asked = false
+      child.stdout.on('data', (chunk) => {
+        stdout += chunk
+        if (!asked && stdout.includes('Proceed? [y/N]')) {
+          asked = true
+          child.stdin.write(typed)
+        }
+      })
+      if (typed === '') child.stdin.end()
+      child.on('error', reject)
+      child.on('close', (code) => {
+        for (const form of SECRET_FORMS) expect(stdout).not.toContain(form)
+        resolve({ code, stdout })
+      })
+    })
 
   const hstoreIn = async (database: string) => {
     const client = await cluster.connect(database)
@@ -221,7 +244,7 @@ describe('the CLI bundle against a real cluster', () => {
     expect((await cli(['drift', '--extensions', 'hstore'], { env })).stdout).not.toContain('\u001b[')
   })
 
-  it('on a terminal, execute shows the changes and asks; "n" changes nothing, "y" applies what was shown', async () => {
+  it('on a terminal, execute shows the changes and asks; "n" or Ctrl-C changes nothing, "y" applies what was shown', async () => {
     const env = { DATABASE_URL: cluster.url(dbs.prompt) }
     const no = await onTerminal(['execute', '--extensions', 'hstore@1.8'], 'n\n', env)
     expect(no.stdout).toContain('execute will change 1 database(s):')
@@ -229,6 +252,12 @@ describe('the CLI bundle against a real cluster', () => {
     expect(no.stdout).toContain('Proceed? [y/N]')
     expect(no.stdout).toContain('Cancelled: nothing was changed.')
     expect(no.code).toBe(1)
+    expect(await hstoreIn(dbs.prompt)).toBe('1.4')
+
+    const interrupted = await onTerminal(['execute', '--extensions', 'hstore@1.8'], '\u0003', env)
+    expect(interrupted.stdout).toContain('Proceed? [y/N]')
+    expect(interrupted.stdout).toContain('Cancelled: nothing was changed.')
+    expect(interrupted.code).toBe(130)
     expect(await hstoreIn(dbs.prompt)).toBe('1.4')
 
     const yes = await onTerminal(['execute', '--extensions', 'hstore@1.8'], 'y\n', env)
