@@ -156,7 +156,7 @@ export async function drift(context: ModeContext): Promise<ModeResult> {
     fails: status === 'failed' || (status === 'drift_detected' && inputs.failOnDrift),
     error:
       unreadable.length > 0
-        ? `${unreadable.length} database(s) could not be read; first: ${unreadable[0].database}: ${unreadable[0].message}`
+        ? `${unreadable.length} database(s) could not be read; first: ${unreadable[0].database}: ${unreadable[0].code}: ${unreadable[0].message}`
         : findings.length > 0
           ? `${findings.length} drift finding(s); first: ${findings[0].message}`
           : undefined,
