@@ -51,7 +51,7 @@ export const MODE_HELP: Record<Mode, ModeHelp> = {
   },
   rollback: {
     summary: 'Restore the recorded versions: downgrade scripts, else dump restore, else PITR (with --confirm-data-loss).',
-    options: [...CONNECTION, 'snapshot', 'report', 'plan', ...RESTORING.slice(0, 1), 'restore-point', 'snapshot-dir', ...RESTORING.slice(1)],
+    options: [...CONNECTION, 'snapshot', 'report', 'plan', 'restore-point', 'snapshot-dir', ...RESTORING],
     example: 'pg-extension-upgrade rollback --snapshot /var/backups/pgxu/manifest.json --report report.json'
   },
   run: {
