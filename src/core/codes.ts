@@ -51,7 +51,8 @@ export const CODES = {
   ROLLBACK_INTERRUPTED: 'An earlier rollback from this snapshot was interrupted halfway; check the databases it names, then remove its marker file.',
   COVERAGE_UNCHECKED: 'Rollback was given neither `plan` nor `report`, so it could not check that the snapshot covers every changed database (warning).',
   ROLLBACK_INCOMPLETE: 'A database that the upgrade changed is not covered by the snapshot, so the rollback cannot restore it.',
-  SNAPSHOT_EPHEMERAL: 'The snapshot was written where the runner deletes it after the job (warning): set snapshot-dir for a later rollback.'
+  SNAPSHOT_EPHEMERAL: 'The snapshot was written where the runner deletes it after the job (warning): set snapshot-dir for a later rollback.',
+  DATABASE_UNREADABLE: 'drift could not read a targeted database (connection refused, no CONNECT privilege, …); health is unhealthy and the other databases are still checked.'
 } as const
 
 export type Code = keyof typeof CODES

@@ -167,3 +167,30 @@ export function compareParity(database: string, target: ParitySide, reference: P
   for (const setting of PARITY_SETTINGS) diff(setting, target.settings[setting] ?? null, reference.settings[setting] ?? null)
   return differences
 }
+
+/**
+ * What monitoring alerts on. unhealthy: something is broken now (a database could not be read, the
+ * catalog is ahead of the library or of anything the server ships, an extension whose control file
+ * is gone). degraded: work to do (an ALTER EXTENSION UPDATE, a restart to load the installed
+ * library, a catalog ahead of a pinned target, fleet skew, parity differences). healthy: neither.
+ */
+export type Health = 'healthy' | 'degraded' | 'unhealthy'
+
+export const HEALTH_STATES: readonly Health[] = ['healthy', 'degraded', 'unhealthy']
+
+export function entryHealth(e: DriftEntry): Health {
+  if (e.class === 'ok') return 'healthy'
+  if (e.class === 'unavailable') return 'unhealthy'
+  if (e.class === 'catalog_ahead') {
+    const libraryBehind = e.library !== null && compareLibrary(e.extension, e.library, e.catalog) < 0
+    const beyondShipped = e.control === null || compareVersions(e.catalog, e.control) > 0
+    return libraryBehind || beyondShipped ? 'unhealthy' : 'degraded'
+  }
+  return 'degraded'
+}
+
+export function driftHealth(entries: DriftEntry[], otherFindings: number, unreadable: number): Health {
+  const states = entries.map(entryHealth)
+  if (unreadable > 0 || states.includes('unhealthy')) return 'unhealthy'
+  return otherFindings > 0 || states.includes('degraded') ? 'degraded' : 'healthy'
+}

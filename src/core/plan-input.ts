@@ -40,10 +40,16 @@ const planSchema = z.looseObject({
 
 const invalid = (message: string) => new CodedError('INVALID_INPUT', `input "plan": ${message}`)
 
+/** The CLI's `dry-run --json` prints {status, changed, plan, …}: the plan is its `plan`. */
+function unwrapCliJson(value: unknown): unknown {
+  const wrapper = value as { schemaVersion?: unknown; plan?: unknown } | null
+  return wrapper && typeof wrapper === 'object' && wrapper.schemaVersion === undefined && typeof wrapper.plan === 'object' ? wrapper.plan : value
+}
+
 function parsePlan(json: string, where: string): { plan: Plan; raw: unknown } {
   let raw: unknown
   try {
-    raw = JSON.parse(json)
+    raw = unwrapCliJson(JSON.parse(json))
   } catch {
     throw invalid(`${where} is not valid JSON`)
   }

@@ -104,6 +104,8 @@ export function failureResult(mode: Mode | undefined, error: unknown): ModeResul
     changed: false,
     errors,
     warnings: [],
-    error: `${code}: ${message}`
+    error: `${code}: ${message}`,
+    // A drift check that could not run at all is what monitoring must see as unhealthy.
+    ...(mode === 'drift' ? { outputs: { health: 'unhealthy' } } : {})
   }
 }

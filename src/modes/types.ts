@@ -63,7 +63,7 @@ export interface ModeResult {
   error?: string
   /** Redacted connection target, for the summary. */
   target?: string
-  outputs?: Partial<Record<'restore-point' | 'restore-lsn' | 'snapshot' | 'snapshot-strategy' | 'drift', string>>
+  outputs?: Partial<Record<'restore-point' | 'restore-lsn' | 'snapshot' | 'snapshot-strategy' | 'drift' | 'health' | 'metrics-file', string>>
   /** The manifest the requests came from, so that findings can point at its lines. */
   manifest?: Manifest
 }

@@ -9,29 +9,30 @@ import type { DriftEntry } from '../core/drift.js'
 import { formatDuration } from '../core/duration.js'
 import { catalogVersion } from '../core/executor.js'
 import { capped, type Document, type Section } from './document.js'
-import { rollbackSections, snapshotSections } from './recovery.js'
+import { rollbackSections, snapshotSections, type Audience } from './recovery.js'
 
 /** How many rows a summary table shows before pointing at the JSON file. */
 export const TABLE_ROW_LIMIT = 300
 
-export type Presenter = (result: ModeResult) => Section[]
+export type Presenter = (result: ModeResult, audience: Audience) => Section[]
 
 const PRESENTERS: Partial<Record<Mode, Presenter>> = {
   'dry-run': (result) => (result.plan ? planSections(result.plan) : []),
   execute: (result) => (result.report ? executeSections(result.report as ExecuteReport) : result.plan ? planSections(result.plan) : []),
   verify: (result) => (result.report ? verifySections(result.report as VerifyReport) : []),
-  snapshot: snapshotSections,
+  snapshot: (result, audience) => snapshotSections(result, audience),
   rollback: rollbackSections,
   drift: (result) => (result.report ? driftSections(result.report as DriftReport) : []),
-  run: (result) => (result.report ? runSections(result, result.report as RunReport) : [])
+  run: (result, audience) => (result.report ? runSections(result, result.report as RunReport, audience) : [])
 }
 
-export function present(result: ModeResult): Document {
+/** The result as a document; `audience: 'cli'` writes its hints as commands instead of workflow steps. */
+export function present(result: ModeResult, audience: Audience = 'action'): Document {
   const ok = !fails(result)
   const icon = ok ? (result.status === 'nothing_to_do' ? '➖' : '✅') : '❌'
   const where = result.target ? ` · ${result.target}` : ''
   const detail = result.error ?? describeOutcome(result)
-  const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result) ?? []) : []), ...findingSections(result)]
+  const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result, audience) ?? []) : []), ...findingSections(result)]
   return {
     title: `pg-extension-upgrade · ${result.mode ?? 'invalid input'}`,
     ok,
@@ -46,7 +47,8 @@ function describeOutcome(result: ModeResult): string {
   if (result.mode === 'drift' && result.report) {
     const { counts } = result.report as DriftReport
     const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0)
-    return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}.`
+    const { health } = result.report as DriftReport
+    return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}. Health: ${health}.`
   }
   if (result.mode === 'verify' && result.report) {
     const { counts } = result.report as VerifyReport
@@ -234,7 +236,7 @@ function pipeline(report: RunReport): string {
   return report.stages.map((s) => (s.name === reached ? `**${s.name} ${STAGE_MARK[s.status]}**` : `${s.name} ${STAGE_MARK[s.status]}`)).join(' → ')
 }
 
-function runSections(result: ModeResult, report: RunReport): Section[] {
+function runSections(result: ModeResult, report: RunReport, audience: Audience): Section[] {
   const sections: Section[] = [
     {
       heading: 'Stages',
@@ -247,7 +249,7 @@ function runSections(result: ModeResult, report: RunReport): Section[] {
   if (report.guidance) sections.push({ heading: 'What state the databases are in, and what to do', items: report.guidance })
   if (result.plan) sections.push(...planSections(result.plan).filter((s) => s.heading !== 'Fingerprint'))
   const as = (mode: ModeResult['mode'], stageReport: unknown): ModeResult => ({ ...result, mode, report: stageReport })
-  if (report.snapshot) sections.push(...snapshotSections(as('snapshot', report.snapshot)))
+  if (report.snapshot) sections.push(...snapshotSections(as('snapshot', report.snapshot), audience))
   if (report.execute) sections.push(...executeSections(report.execute))
   if (report.verify) sections.push(...verifySections(report.verify))
   if (report.rollback) sections.push(...rollbackSections(as('rollback', report.rollback)))

@@ -17,8 +17,37 @@ function phaseSection(phases: PhaseRecord[], total?: number): Section {
   }
 }
 
+/** Who reads the hints: a workflow author (a `uses:` step) or someone at a shell (a command). */
+export type Audience = 'action' | 'cli'
+
+function rollbackStep(snapshot: string, strategy: string): string {
+  const pitr = strategy === 'basebackup'
+  return [
+    '```yaml',
+    '- uses: our-org/pg-extension-upgrade@v1',
+    '  with:',
+    '    mode: rollback',
+    '    database-url: ${{ secrets.DATABASE_URL }}',
+    `    snapshot: ${snapshot}`,
+    `    rollback-strategy: ${strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true'}`,
+    ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
+    '```'
+  ].join('\n')
+}
+
+const shellQuote = (value: string) => (/^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`)
+
+function rollbackCommand(snapshot: string, strategy: string): string {
+  const command = `pg-extension-upgrade rollback --snapshot ${shellQuote(snapshot)}`
+  // The CLI prints text, not Markdown: plain indented command lines that can be copied as they are.
+  return [
+    `  ${command}${strategy === 'dump' ? '   # downgrade, else dump' : '   # downgrade when possible'}`,
+    ...(strategy === 'basebackup' ? [`  ${command} --pgdata /path/to/the/data/directory --confirm-data-loss   # a whole-cluster pitr`] : [])
+  ].join('\n')
+}
+
 /** Summary sections of the snapshot mode: what was recorded, each phase, and how to roll back. */
-export function snapshotSections(result: ModeResult): Section[] {
+export function snapshotSections(result: ModeResult, audience: Audience = 'action'): Section[] {
   const report = result.report as SnapshotReport | undefined
   if (!report) return []
   const sections: Section[] = []
@@ -56,27 +85,12 @@ export function snapshotSections(result: ModeResult): Section[] {
   }
   sections.push(phaseSection(report.phases, report.durationMs))
   if (report.status === 'snapshot_created' && manifest) {
-    const pitr = manifest.strategy === 'basebackup'
-    const strategy = manifest.strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true'
-    sections.push({
-      heading: 'How to roll back to this snapshot',
-      text: [
-        '```yaml',
-        '- uses: our-org/pg-extension-upgrade@v1',
-        '  with:',
-        '    mode: rollback',
-        '    database-url: ${{ secrets.DATABASE_URL }}',
-        `    snapshot: ${report.snapshot}`,
-        `    rollback-strategy: ${strategy}`,
-        ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
-        '```',
-        manifest.strategy === 'restore-point'
-          ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
-          : ''
-      ]
-        .filter(Boolean)
-        .join('\n')
-    })
+    const external =
+      manifest.strategy === 'restore-point'
+        ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
+        : ''
+    const hint = audience === 'cli' ? rollbackCommand(report.snapshot ?? '', manifest.strategy) : rollbackStep(report.snapshot ?? '', manifest.strategy)
+    sections.push({ heading: 'How to roll back to this snapshot', text: [hint, external].filter(Boolean).join('\n') })
   } else {
     sections.push({
       heading: 'What the failed snapshot changed',

@@ -3,8 +3,9 @@ import type { Document, Section, Table } from './document.js'
 
 type Paint = (style: 'bold' | 'green' | 'red' | 'yellow' | 'dim', text: string) => string
 
+/** styleText drops styles when process.stdout is not a terminal unless told not to check: `--color` must win. */
 export function painter(colour: boolean): Paint {
-  return colour ? (style, text) => styleText(style, text) : (_style, text) => text
+  return colour ? (style, text) => styleText(style, text, { validateStream: false }) : (_style, text) => text
 }
 
 function table({ columns, rows, note }: Table, paint: Paint): string {
