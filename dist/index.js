@@ -38327,7 +38327,7 @@ function extend(target) {
 
 /***/ }),
 
-/***/ 5806:
+/***/ 6426:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -41406,20 +41406,23 @@ const ENV_PARAMS = [
     ['PGSSLCERT', 'sslcert'],
     ['PGSSLKEY', 'sslkey']
 ];
-/** Resolves `database-url`, or the libpq `PG*` environment variables when it is empty. */
-function resolveTarget(databaseUrl, env = process.env) {
+/**
+ * Resolves `database-url` (or `input`, the name errors give), or the libpq `PG*` environment
+ * variables when it is empty.
+ */
+function resolveTarget(databaseUrl, env = process.env, input = 'database-url') {
     const url = databaseUrl.trim() || urlFromEnvironment(env);
     const secrets = secretsOf(databaseUrl, env);
     if (!URI.test(url)) {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "database-url": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "${input}": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)`);
     }
     let parsed;
     try {
         parsed = esm_parse(url, { useLibpqCompat: true });
     }
     catch (error) {
-        const reason = (0,core_errors/* errorMessage */.g)(error).replace(url, '[database-url]');
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "database-url": cannot be parsed (${scrub(reason, secrets)})`);
+        const reason = (0,core_errors/* errorMessage */.g)(error).replace(url, `[${input}]`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "${input}": cannot be parsed (${scrub(reason, secrets)})`);
     }
     if (parsed.password)
         secrets.push(...passwordForms(parsed.password));
@@ -41449,26 +41452,31 @@ function urlFromEnvironment(env) {
     const query = params.size > 0 ? `?${params.toString()}` : '';
     return `postgresql://${credentials}/${encodeURIComponent(env.PGDATABASE ?? '')}${query}`;
 }
-/** Every form in which the URL's or the environment's password could be printed. */
+/**
+ * The URL's and the environment's passwords, and the URL itself when it holds one. A URL without
+ * a password is no secret: masking it would turn `postgresql://app@db:5432/app` into `***`.
+ */
 function secretsOf(databaseUrl, env = process.env) {
     const secrets = [];
     const url = databaseUrl.trim();
-    if (url)
-        secrets.push(url);
     if (env.PGPASSWORD)
         secrets.push(...passwordForms(env.PGPASSWORD));
+    if (!url)
+        return unique(secrets);
     // Parsed as the driver parses it (WHATWG URL): an unencoded "@" in a password ends at the last "@".
+    let parsed;
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            secrets.push(...passwordForms(parsed.password));
-        const query = parsed.searchParams.get('password');
-        if (query)
-            secrets.push(...passwordForms(query));
+        parsed = new URL(url);
     }
     catch {
-        // not a URL: resolveTarget reports it without printing it
+        // Not a URL (resolveTarget reports it without printing it): all of it may be a password.
+        return unique([url, ...secrets]);
     }
+    const passwords = [parsed.password, parsed.searchParams.get('password') ?? ''].filter((password) => password.length > 0);
+    if (passwords.length > 0)
+        secrets.push(url);
+    for (const password of passwords)
+        secrets.push(...passwordForms(password));
     return unique(secrets);
 }
 function passwordForms(password) {
@@ -41482,11 +41490,74 @@ function passwordForms(password) {
     return forms.filter((form) => form.length > 0);
 }
 const unique = (values) => [...new Set(values)];
-/** Replaces every secret in `text`; longest first, so that a URL is masked before its password. */
+const jsonEscaped = (text) => JSON.stringify(text).slice(1, -1);
+/**
+ * The base64 text of a secret wherever it sits in a longer byte string: for each of the three
+ * alignments, the characters that only the secret's bits decide (shorter runs are too common
+ * to mask). Both the standard and the URL-safe alphabet.
+ */
+function base64Forms(secret) {
+    const bytes = Buffer.from(secret, 'utf8');
+    const forms = [bytes.toString('base64'), bytes.toString('base64url')];
+    for (const shift of [0, 1, 2]) {
+        const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
+        const core = encoded.slice(Math.ceil((8 * shift) / 6), Math.floor((8 * (shift + bytes.length)) / 6));
+        if (core.length >= 8)
+            forms.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
+    }
+    return forms;
+}
+const formsCache = new Map();
+/**
+ * Every form in which a secret can end up in text this tool writes: raw, URL-encoded (both
+ * percent and form encoding), JSON-escaped (once, and twice for JSON inside a JSON string) and
+ * base64. Masking only the raw form let a password with `"` or `\` through in JSON outputs.
+ */
+function secretForms(secret) {
+    let forms = formsCache.get(secret);
+    if (!forms) {
+        const encoded = [secret, encodeURIComponent(secret), new URLSearchParams({ s: secret }).toString().slice(2)];
+        forms = unique([...encoded, ...encoded.map(jsonEscaped), ...encoded.map((form) => jsonEscaped(jsonEscaped(form))), ...base64Forms(secret)]).filter((form) => form.length > 0);
+        formsCache.set(secret, forms);
+    }
+    return forms;
+}
+const matchers = new Map();
+/** One pattern for every form of every secret, longest first, compiled once per list of secrets. */
+function matcherOf(secrets) {
+    const key = secrets.join('\u0000');
+    let matcher = matchers.get(key);
+    if (!matcher) {
+        const forms = unique(secrets.flatMap(secretForms)).sort((a, b) => b.length - a.length);
+        matcher = new RegExp(forms.map((form) => form.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
+        matchers.set(key, matcher);
+    }
+    return matcher;
+}
+/** Replaces every form of every secret in `text`, longest first, so that a URL is masked whole before its password. */
 function scrub(text, secrets) {
-    return [...secrets]
-        .sort((a, b) => b.length - a.length)
-        .reduce((result, secret) => result.split(secret).join('***'), text);
+    if (secrets.length === 0 || text.length === 0)
+        return text;
+    return text.replace(matcherOf(secrets), '***');
+}
+/**
+ * A copy of `value` with every string in it (keys included) scrubbed: applied to a result before
+ * it is serialised, so that no encoding of the output can carry a secret past the mask.
+ */
+function scrubValues(value, secrets) {
+    if (secrets.length === 0)
+        return value;
+    const walk = (item) => {
+        if (typeof item === 'string')
+            return scrub(item, secrets);
+        if (Array.isArray(item))
+            return item.map(walk);
+        if (item !== null && typeof item === 'object' && Object.getPrototypeOf(item) === Object.prototype) {
+            return Object.fromEntries(Object.entries(item).map(([key, entry]) => [scrub(key, secrets), walk(entry)]));
+        }
+        return item;
+    };
+    return walk(value);
 }
 /** The target as it may be printed: never a password. */
 function redact(target, database = target.database) {
@@ -41566,7 +41637,15 @@ async function connection_open(config) {
     const client = new esm.Client(config);
     // A backend terminated while idle emits 'error'; the next query reports it instead of a crash.
     client.on('error', () => undefined);
-    await client.connect();
+    try {
+        await client.connect();
+    }
+    catch (error) {
+        // A refused handshake (no password for SCRAM) leaves the socket open until the server's
+        // authentication_timeout: the process would linger a minute after failing.
+        await closeQuietly(client);
+        throw error;
+    }
     return client;
 }
 function connectionFailed(target, database, error) {
@@ -51174,17 +51253,19 @@ function splitList(text) {
         .map((item) => item.trim())
         .filter((item) => item.length > 0);
 }
+/** An entry as an error quotes it: in quotes, at most 100 characters. */
+const shown = (entry) => `"${entry.length > 100 ? `${entry.slice(0, 100)}…` : entry}"`;
 function parseExtensionEntry(entry) {
     const at = entry.indexOf('@');
     const name = (at < 0 ? entry : entry.slice(0, at)).trim();
     const version = at < 0 ? undefined : entry.slice(at + 1).trim();
     if (!NAME.test(name) || name.length > 63) {
-        return `"${entry}" is not an extension name (letters, digits, "_", "-" and "." only)`;
+        return `${shown(entry)} is not an extension name (letters, digits, "_", "-" and "." only)`;
     }
     if (version === undefined || version === 'default')
         return { name };
     if (!VERSION.test(version) || version.includes('--') || version.length > 63) {
-        return `"${entry}" has no valid version after "@" (use name@1.2.3, name@default or just name)`;
+        return `${shown(entry)} has no valid version after "@" (use name@1.2.3, name@default or just name)`;
     }
     return { name, version };
 }
@@ -51203,12 +51284,443 @@ function parseExtensionList(text) {
         }
         byName.set(parsed.name, parsed);
     }
-    if (problems.length > 0)
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', problems.join('; '));
+    if (problems.length > 0) {
+        const listed = problems.slice(0, 10).join('; ');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', problems.length > 10 ? `${listed}; and ${problems.length - 10} more` : listed);
+    }
     return [...byName.values()];
 }
 function formatRequest(request) {
     return request.version ? `${request.name}@${request.version}` : request.name;
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+;// CONCATENATED MODULE: ./src/core/input-files.ts
+
+
+
+
+/*
+ * Inputs that name a file the tool reads (`verify-sql`, `manifest`, `plan`, a compacted plan's
+ * `planFile`) may only point inside the workspace or the runner's temp directory. A workflow
+ * input can come from a pull request, and what is read may be echoed into errors, summaries and
+ * outputs: `/proc/self/environ` or `/etc/passwd` must never be one of them.
+ */
+/** Pseudo-filesystems that are never file inputs, whatever the roots are. */
+const SYSTEM_ROOTS = ['/proc', '/sys', '/dev'];
+/** File inputs are small: the largest is a plan of thousands of databases. */
+const MAX_INPUT_FILE_BYTES = 64 * 1024 * 1024;
+/**
+ * Where file inputs may live: the workspace (GITHUB_WORKSPACE; the current directory for the
+ * CLI) and the directory this tool writes its own files to (RUNNER_TEMP, else the system's).
+ */
+function inputFileRoots(env, workspace) {
+    const roots = [workspace ?? (env.GITHUB_WORKSPACE || process.cwd()), env.RUNNER_TEMP || (0,external_node_os_namespaceObject.tmpdir)()];
+    return roots.map((root) => realOrResolved(root));
+}
+function realOrResolved(path) {
+    try {
+        return (0,external_node_fs_namespaceObject.realpathSync)(path);
+    }
+    catch {
+        return (0,external_node_path_namespaceObject.resolve)(path);
+    }
+}
+function isInside(child, parent) {
+    const path = (0,external_node_path_namespaceObject.relative)(parent, child);
+    return path === '' || (!path.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(path));
+}
+const isSystemPath = (path) => SYSTEM_ROOTS.some((root) => isInside(path, root));
+/** A value as an error may quote it: one line, at most 200 characters. */
+function quoted(value, max = 200) {
+    return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
+}
+/** A file input refused: INVALID_INPUT naming the input, with what was wrong for callers to word. */
+class InputFileError extends core_errors/* CodedError */.A {
+    problem;
+    constructor(problem, message) {
+        super('INVALID_INPUT', message);
+        this.problem = problem;
+    }
+}
+/**
+ * The real path of a file input, after checking that it exists, is a regular file and, once
+ * every symlink is resolved, lies inside one of the roots and outside /proc, /sys and /dev.
+ * Relative paths start from the workspace. Every refusal is INVALID_INPUT naming the input.
+ */
+function resolveInputFile(input, path, env, workspace) {
+    const roots = inputFileRoots(env, workspace);
+    const absolute = (0,external_node_path_namespaceObject.resolve)(roots[0], path);
+    const where = `file inputs must be inside the workspace (${roots[0]}) or the runner's temp directory (${roots[1]})`;
+    if (isSystemPath(absolute))
+        throw new InputFileError('system', `input "${input}": ${quoted(path)} is under /proc, /sys or /dev; ${where}`);
+    let real;
+    try {
+        real = (0,external_node_fs_namespaceObject.realpathSync)(absolute);
+    }
+    catch (error) {
+        const code = error.code;
+        const missing = code === 'ENOENT' || code === 'ENOTDIR';
+        const reason = missing ? 'does not exist' : code === 'EACCES' ? 'is not readable by this process' : `cannot be read (${code ?? 'unknown error'})`;
+        throw new InputFileError(missing ? 'missing' : 'unreadable', `input "${input}": ${quoted(path)} ${reason}`);
+    }
+    if (isSystemPath(real) || !roots.some((root) => isInside(real, root))) {
+        const via = real === absolute ? '' : ` (it resolves to ${quoted(real)})`;
+        throw new InputFileError('outside', `input "${input}": ${quoted(path)} is outside the allowed directories${via}; ${where}`);
+    }
+    const stats = (0,external_node_fs_namespaceObject.statSync)(real);
+    if (stats.isDirectory())
+        throw new InputFileError('directory', `input "${input}": ${quoted(path)} is a directory, not a file`);
+    if (!stats.isFile())
+        throw new InputFileError('not-a-file', `input "${input}": ${quoted(path)} is not a regular file`);
+    return real;
+}
+/** Reads a file input (see resolveInputFile), refusing one larger than `maxBytes`. */
+function readInputFile(input, path, env, options = {}) {
+    const real = resolveInputFile(input, path, env, options.workspace);
+    const maxBytes = options.maxBytes ?? MAX_INPUT_FILE_BYTES;
+    let fd;
+    try {
+        fd = (0,external_node_fs_namespaceObject.openSync)(real, 'r');
+    }
+    catch (error) {
+        throw new InputFileError('unreadable', `input "${input}": ${quoted(path)} cannot be opened (${error.code ?? 'unknown error'})`);
+    }
+    try {
+        const size = (0,external_node_fs_namespaceObject.fstatSync)(fd).size;
+        if (size > maxBytes)
+            throw new InputFileError('too-large', `input "${input}": ${quoted(path)} is ${size} bytes, more than the ${maxBytes} allowed`);
+        const buffer = Buffer.alloc(size);
+        let read = 0;
+        while (read < size) {
+            const n = (0,external_node_fs_namespaceObject.readSync)(fd, buffer, read, size - read, read);
+            if (n === 0)
+                break;
+            read += n;
+        }
+        return buffer.subarray(0, read).toString('utf8');
+    }
+    finally {
+        (0,external_node_fs_namespaceObject.closeSync)(fd);
+    }
+}
+
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./src/core/digest.ts
+
+/**
+ * Tamper evidence for the JSON documents this tool writes and later trusts (plans, snapshot
+ * manifests): a sha256 over the document's canonical form — every field but `digest` itself,
+ * object keys sorted at every level, values as JSON writes them. Fields added later are covered
+ * without any change here.
+ */
+const DIGEST_FIELD = 'digest';
+/** The document as JSON with keys sorted at every level; undefined fields are left out, as JSON.stringify does. */
+function canonicalJson(value) {
+    return JSON.stringify(sortKeys(JSON.parse(JSON.stringify(value ?? null))));
+}
+function sortKeys(value) {
+    if (Array.isArray(value))
+        return value.map(sortKeys);
+    if (value === null || typeof value !== 'object')
+        return value;
+    const record = value;
+    return Object.fromEntries(Object.keys(record)
+        .sort()
+        .map((key) => [key, sortKeys(record[key])]));
+}
+/** `sha256:<hex>` over the canonical form of `document` without its `digest` field. */
+function contentDigest(document) {
+    const { [DIGEST_FIELD]: _ignored, ...content } = document;
+    return `sha256:${(0,external_node_crypto_.createHash)('sha256').update(canonicalJson(content)).digest('hex')}`;
+}
+/** Why `document` (as parsed from its file) fails its digest, or undefined when it matches. */
+function digestProblem(document) {
+    if (document === null || typeof document !== 'object' || Array.isArray(document))
+        return 'it is not a JSON object';
+    const recorded = document[DIGEST_FIELD];
+    if (recorded === undefined)
+        return `it carries no "${DIGEST_FIELD}" (written by an older version of this tool, or assembled by hand)`;
+    if (typeof recorded !== 'string')
+        return `its "${DIGEST_FIELD}" is not a string`;
+    const actual = contentDigest(document);
+    if (actual !== recorded)
+        return `its content does not match its "${DIGEST_FIELD}" (${recorded.slice(0, 19)}…, the content hashes to ${actual.slice(0, 19)}…): it was changed after it was written`;
+    return undefined;
+}
+
+;// CONCATENATED MODULE: ./src/core/recovery/manifest.ts
+
+
+
+
+
+
+/**
+ * The snapshot manifest: everything a rollback needs and everything that proves it is being applied
+ * to the same cluster. Written as manifest.json in the snapshot's directory; paths inside it are
+ * relative to that directory, so a snapshot can be moved (or uploaded and downloaded) as a whole.
+ */
+const MANIFEST_FILE = 'manifest.json';
+/** Present in a snapshot directory from its creation until its manifest is written: no baseline yet. */
+const INCOMPLETE_MARKER = 'INCOMPLETE';
+/** Present in a snapshot directory while a rollback from it runs; left behind by one that was interrupted. */
+const ROLLBACK_MARKER = 'rollback-in-progress.json';
+const MANIFEST_KIND = 'pg-extension-upgrade/snapshot';
+const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'];
+const extensionSchema = object({
+    name: schemas_string(),
+    version: schemas_string(),
+    schema: schemas_string(),
+    relocatable: schemas_boolean(),
+    /** Extensions it depends on (pg_depend), all listed earlier in the database's list. */
+    requires: array(schemas_string())
+});
+const dumpSchema = object({
+    /** Relative to the manifest's directory. */
+    file: schemas_string(),
+    bytes: schemas_number(),
+    sha256: schemas_string(),
+    /** The snapshot exported by the session that counted the rows; pg_dump ran with --snapshot. */
+    exportedSnapshot: schemas_string(),
+    tocEntries: schemas_number(),
+    /** Exact row count per user table (qualified name), counted in the dump's snapshot. */
+    rowCounts: record(schemas_string(), schemas_number()),
+    durationMs: schemas_number()
+});
+const databaseSchema = object({
+    name: schemas_string(),
+    owner: schemas_string(),
+    encoding: schemas_string(),
+    collate: schemas_string(),
+    ctype: schemas_string(),
+    localeProvider: schemas_enum(['libc', 'icu']),
+    icuLocale: schemas_string().nullable(),
+    tablespace: schemas_string(),
+    allowConnections: schemas_boolean(),
+    connectionLimit: schemas_number(),
+    isTemplate: schemas_boolean(),
+    /** In dependency order: an extension comes after those it requires. */
+    extensions: array(extensionSchema),
+    /** The schemas the extensions live in. */
+    schemas: array(schemas_string()),
+    dump: dumpSchema.optional()
+});
+const manifestSchema = object({
+    kind: literal(MANIFEST_KIND),
+    schemaVersion: literal(1),
+    id: schemas_string(),
+    strategy: schemas_enum(SNAPSHOT_STRATEGIES),
+    /** The server's clock when the baseline was fixed (restore point, or the dumps' snapshot). */
+    createdAt: schemas_string(),
+    tool: object({ name: schemas_string(), version: schemas_string() }),
+    server: object({
+        systemIdentifier: schemas_string(),
+        version: schemas_string(),
+        versionNum: schemas_number(),
+        /** The timeline the restore point was written on, read from pg_walfile_name(pg_current_wal_lsn()). */
+        timeline: schemas_number(),
+        walSegmentSize: schemas_number(),
+        /** null when the role may not read data_directory. */
+        dataDirectory: schemas_string().nullable(),
+        /** Every database of the cluster at snapshot time (a PITR also rewinds these). */
+        clusterDatabases: array(schemas_string()),
+        /** sum(xact_commit) of pg_stat_database at snapshot time, to estimate what a PITR discards. */
+        commitsAtSnapshot: schemas_number().nullable()
+    }),
+    archive: object({
+        method: schemas_enum(['archive_command', 'archive_library']),
+        /** The archive directory, when archive_command copies into a local directory. */
+        directory: schemas_string().nullable()
+    })
+        .nullable(),
+    restorePoint: object({
+        name: schemas_string(),
+        lsn: schemas_string(),
+        walFile: schemas_string(),
+        timeline: schemas_number(),
+        createdAt: schemas_string(),
+        archivedAt: schemas_string(),
+        /** How the name's uniqueness was proven (pg_waldump over the archive, or not possible). */
+        uniqueness: schemas_string()
+    })
+        .optional(),
+    baseBackup: object({
+        external: schemas_boolean(),
+        /** Relative to the manifest's directory (plain format). */
+        path: schemas_string().optional(),
+        label: schemas_string().optional(),
+        startLsn: schemas_string().optional(),
+        endLsn: schemas_string().optional(),
+        startWalFile: schemas_string().optional(),
+        timeline: schemas_number().optional(),
+        bytes: schemas_number().optional(),
+        format: literal('plain').optional(),
+        verifiedWith: schemas_string().optional(),
+        /** For an external base backup: where it is said to come from. */
+        note: schemas_string().optional()
+    })
+        .optional(),
+    databases: array(databaseSchema),
+    /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
+    plan: object({ fingerprint: schemas_string(), databases: array(schemas_string()) }).optional(),
+    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() })),
+    /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
+    digest: schemas_string().optional()
+});
+const manifest_NAME = /^[A-Za-z0-9_.-]+$/;
+/** A restore point name as the action accepts it: at most 63 bytes of [A-Za-z0-9_.-]. */
+function restorePointProblem(name) {
+    if (name.length === 0)
+        return 'is empty';
+    if (Buffer.byteLength(name) > 63)
+        return `"${name}" is ${Buffer.byteLength(name)} bytes; PostgreSQL allows at most 63`;
+    if (!manifest_NAME.test(name))
+        return `"${name}" has characters outside A-Z, a-z, 0-9, "_", "." and "-"`;
+    return undefined;
+}
+const stamp = (date) => date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+/**
+ * A unique name from the repository, run id and attempt (GitHub), the time and 16 random bits:
+ * `pgxu_<repo>_<run>_<attempt>_<yyyymmddThhmmssZ>_<hex>`, at most 63 bytes.
+ */
+function generateSnapshotId(env, now = new Date()) {
+    const random = (0,external_node_crypto_.randomBytes)(2).toString('hex');
+    const run = env.GITHUB_RUN_ID ? `${env.GITHUB_RUN_ID}_${env.GITHUB_RUN_ATTEMPT || '1'}` : 'local';
+    const tail = `_${run}_${stamp(now)}_${random}`;
+    const repo = (env.GITHUB_REPOSITORY ?? '').split('/').pop().replace(/[^A-Za-z0-9_.-]/g, '-');
+    const room = 63 - 'pgxu_'.length - tail.length;
+    const middle = repo && room > 0 ? `_${repo.slice(0, room - 1)}` : '';
+    return `pgxu${middle}${tail}`.slice(0, 63);
+}
+async function sha256File(path) {
+    const hash = (0,external_node_crypto_.createHash)('sha256');
+    await new Promise((resolvePromise, reject) => {
+        (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 })
+            .on('data', (chunk) => hash.update(chunk))
+            .on('error', reject)
+            .on('end', () => resolvePromise());
+    });
+    return hash.digest('hex');
+}
+/** A file entry of the manifest: its path relative to the snapshot directory, size and sha256. */
+async function fileEntry(snapshotDir, path) {
+    return { path: (0,external_node_path_namespaceObject.relative)(snapshotDir, path), bytes: (0,external_node_fs_namespaceObject.statSync)(path).size, sha256: await sha256File(path) };
+}
+/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
+function writeManifest(snapshotDir, manifest) {
+    const path = (0,external_node_path_namespaceObject.join)(snapshotDir, MANIFEST_FILE);
+    const temporary = `${path}.tmp-${process.pid}`;
+    manifest.digest = contentDigest(manifest);
+    (0,external_node_fs_namespaceObject.writeFileSync)(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
+    (0,external_node_fs_namespaceObject.renameSync)(temporary, path);
+    return path;
+}
+/** `snapshot` is the manifest's path or its directory. */
+function manifestPathOf(input) {
+    const path = (0,external_node_path_namespaceObject.resolve)(input.trim());
+    if ((0,external_node_fs_namespaceObject.existsSync)(path) && (0,external_node_fs_namespaceObject.statSync)(path).isDirectory())
+        return (0,external_node_path_namespaceObject.join)(path, MANIFEST_FILE);
+    return path;
+}
+/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
+function parseManifest(input) {
+    const path = manifestPathOf(input);
+    if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), INCOMPLETE_MARKER))) {
+        throw new core_errors/* CodedError */.A('SNAPSHOT_INCOMPLETE', `input "snapshot": ${(0,external_node_path_namespaceObject.dirname)(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`);
+    }
+    if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
+    let raw;
+    try {
+        raw = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
+    }
+    catch (error) {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${(0,core_errors/* errorMessage */.g)(error)})`);
+    }
+    const result = manifestSchema.safeParse(raw);
+    if (!result.success) {
+        const first = result.error.issues[0];
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
+    }
+    return { manifest: result.data, raw, path };
+}
+/**
+ * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
+ * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
+ */
+function readManifest(input) {
+    const { manifest, raw, path } = parseManifest(input);
+    const tampered = digestProblem(raw);
+    if (tampered)
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`);
+    return { manifest, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
+}
+/** Absolute path of a manifest-relative path. */
+function inSnapshot(dir, path) {
+    return (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : (0,external_node_path_namespaceObject.join)(dir, path);
+}
+/**
+ * Re-computes the checksum of every file the manifest lists. A rollback uses no file that fails:
+ * SNAPSHOT_CORRUPT names each one.
+ */
+async function verifyFiles(dir, manifest, only) {
+    const problems = [];
+    for (const file of manifest.files) {
+        if (only && !only(file.path))
+            continue;
+        const path = inSnapshot(dir, file.path);
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
+            problems.push(`${file.path} is missing`);
+            continue;
+        }
+        const size = (0,external_node_fs_namespaceObject.statSync)(path).size;
+        if (size !== file.bytes) {
+            problems.push(`${file.path} is ${size} bytes, the manifest says ${file.bytes}`);
+            continue;
+        }
+        const sum = await sha256File(path);
+        if (sum !== file.sha256)
+            problems.push(`${file.path} has sha256 ${sum.slice(0, 12)}…, the manifest says ${file.sha256.slice(0, 12)}…`);
+    }
+    if (problems.length > 0)
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
+}
+/**
+ * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
+ * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
+ * by readManifest, naming it, rather than told no such snapshot exists).
+ */
+function manifestsUnder(root) {
+    if (!root || !(0,external_node_fs_namespaceObject.existsSync)(root))
+        return [];
+    const candidates = [(0,external_node_path_namespaceObject.join)(root, MANIFEST_FILE)];
+    try {
+        for (const entry of (0,external_node_fs_namespaceObject.readdirSync)(root, { withFileTypes: true }))
+            if (entry.isDirectory())
+                candidates.push((0,external_node_path_namespaceObject.join)(root, entry.name, MANIFEST_FILE));
+    }
+    catch {
+        return [];
+    }
+    const found = [];
+    for (const path of candidates) {
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+            continue;
+        try {
+            found.push({ path, manifest: parseManifest(path).manifest });
+        }
+        catch {
+            // not ours, or unreadable: ignored
+        }
+    }
+    return found;
 }
 
 ;// CONCATENATED MODULE: ./src/inputs.ts
@@ -51217,16 +51729,46 @@ function formatRequest(request) {
 
 
 
+
+
 const MODES = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback', 'run', 'drift'];
 const inputs_meta = (fallback, kind) => ({ input: { default: fallback, kind } });
-const inputs_text = (fallback) => schemas_string().default(fallback).meta(inputs_meta(fallback, 'text'));
+/** A value as an error may quote it: JSON-quoted (no raw newline), at most 100 characters. */
+const inputs_shown = (value) => quoted(value, 100);
+const KiB = 1024;
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const NUL = /\u0000/;
+/** Kernel pseudo-filesystems: never a file, directory or program this tool should use. */
+const SYSTEM_PATH = /^\/+(proc|sys|dev)(\/|$)/;
+const PATH_RULE = { max: 4 * KiB, shape: 'line', path: true };
+/** Free text with limits checked at parse time, so that no value is used before it is known to be sane. */
+const inputs_text = (fallback, rule) => schemas_string()
+    .default(fallback)
+    .superRefine((value, ctx) => {
+    const problem = textProblem(value, rule);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+})
+    .meta(inputs_meta(fallback, 'text'));
+function textProblem(value, rule) {
+    const what = rule.secret ? 'the value (not shown: it may hold a secret)' : rule.shape === 'line' && value.length <= 100 ? inputs_shown(value) : 'the value';
+    if (value.length > rule.max)
+        return `${what} is ${value.length} characters long; at most ${rule.max} are allowed`;
+    if (rule.shape === 'line' && CONTROL.test(value))
+        return `${what} contains a newline or another control character, which cannot belong in it`;
+    if (NUL.test(value))
+        return `${what} contains a NUL character`;
+    if (rule.path && SYSTEM_PATH.test(value.trim()))
+        return `${what} is under /proc, /sys or /dev, which are kernel pseudo-filesystems, not storage`;
+    return undefined;
+}
 const bool = (fallback) => schemas_string()
     .default(fallback)
     .transform((value, ctx) => {
     const normalised = value.trim().toLowerCase();
     if (normalised === 'true' || normalised === 'false')
         return normalised === 'true';
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a boolean; use true or false` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not a boolean; use true or false` });
     return NEVER;
 })
     .meta(inputs_meta(fallback, 'boolean'));
@@ -51240,7 +51782,7 @@ const inputs_duration = (fallback) => schemas_string()
         return ms;
     ctx.addIssue({
         code: 'custom',
-        message: `"${value}" is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
+        message: `${inputs_shown(value)} is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
     });
     return NEVER;
 })
@@ -51252,7 +51794,7 @@ const inputs_integer = (fallback, min, max) => schemas_string()
     const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN;
     if (parsed >= min && parsed <= max)
         return parsed;
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max}` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not a whole number from ${min} to ${max}` });
     return NEVER;
 })
     .meta(inputs_meta(fallback, 'integer'));
@@ -51262,7 +51804,7 @@ const choice = (fallback, allowed) => schemas_string()
     const normalised = value.trim().toLowerCase();
     if (allowed.includes(normalised))
         return normalised;
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not one of ${allowed.join(', ')}` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not one of ${allowed.join(', ')}` });
     return NEVER;
 })
     .meta(inputs_meta(fallback, 'text'));
@@ -51276,25 +51818,36 @@ const optionalInteger = (min, max) => schemas_string()
     const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN;
     if (parsed >= min && parsed <= max)
         return parsed;
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max} (or empty for no limit)` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not a whole number from ${min} to ${max} (or empty for no limit)` });
     return NEVER;
 })
     .meta(inputs_meta('', 'integer'));
+/** Lists of names: thousands of databases fit; a runner's environment caps an input at 128 KiB anyway. */
+const LIST_MAX = 1024 * KiB;
 /** Database names and glob patterns (`tenant_*`), comma or newline separated. */
 const databasePatterns = schemas_string()
     .default('')
     .transform((value, ctx) => {
+    if (value.length > LIST_MAX) {
+        ctx.addIssue({ code: 'custom', message: `the list is ${value.length} characters long; at most ${LIST_MAX} are allowed` });
+        return NEVER;
+    }
     const patterns = splitList(value);
     const bad = patterns.filter((p) => p.length > 63 || /[\u0000-\u001f]/.test(p));
     if (bad.length === 0)
         return patterns;
-    ctx.addIssue({ code: 'custom', message: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a database name or pattern (at most 63 characters, no control characters)` });
+    const listed = bad.slice(0, 5).map(inputs_shown).join(', ') + (bad.length > 5 ? ` and ${bad.length - 5} more` : '');
+    ctx.addIssue({ code: 'custom', message: `${listed} ${bad.length === 1 ? 'is not a database name or pattern' : 'are not database names or patterns'} (at most 63 characters, no control characters)` });
     return NEVER;
 })
     .meta(inputs_meta('', 'list'));
 const extensionRequests = schemas_string()
     .default('')
     .transform((value, ctx) => {
+    if (value.length > LIST_MAX) {
+        ctx.addIssue({ code: 'custom', message: `the list is ${value.length} characters long; at most ${LIST_MAX} are allowed` });
+        return NEVER;
+    }
     try {
         return parseExtensionList(value);
     }
@@ -51312,13 +51865,32 @@ const extensionNames = extensionRequests
     return NEVER;
 })
     .meta(inputs_meta('', 'list'));
+/** A plan's or report's JSON (any text), or the path of its file (one line). */
+const jsonOrPath = (what) => schemas_string()
+    .default('')
+    .superRefine((value, ctx) => {
+    const json = value.trimStart().startsWith('{');
+    const problem = json ? textProblem(value, { max: 1024 * KiB, shape: 'multi' }) : textProblem(value.trim(), PATH_RULE);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: json ? problem : `${problem} (a ${what} file path; or give the ${what}'s JSON)` });
+})
+    .meta(inputs_meta('', 'text'));
+/** A restore point name is checked as PostgreSQL will take it, before anything connects. */
+const restorePoint = schemas_string()
+    .default('')
+    .superRefine((value, ctx) => {
+    const problem = textProblem(value, { max: 1 * KiB, shape: 'line' }) ?? (value.trim() ? restorePointProblem(value.trim()) : undefined);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+})
+    .meta(inputs_meta('', 'text'));
 /**
  * The single source of truth for inputs, shared by the action and the CLI. Keys are the action's
  * kebab-case input names; `__tests__/inputs.test.ts` keeps `action.yml` identical to it.
  */
 const inputSchema = object({
     mode: schemas_enum(MODES, { error: () => `must be one of ${MODES.join(', ')}` }),
-    'database-url': inputs_text(''),
+    'database-url': inputs_text('', { max: 8 * KiB, shape: 'line', secret: true }),
     extensions: extensionList,
     'allow-downgrade': bool('false'),
     'install-missing': bool('false'),
@@ -51328,8 +51900,8 @@ const inputSchema = object({
     'long-transaction-threshold': inputs_duration('5min'),
     'max-retries': inputs_integer('3', 0, 20),
     'staged-extensions': extensionNames,
-    plan: inputs_text(''),
-    'verify-sql': inputs_text(''),
+    plan: jsonOrPath('plan'),
+    'verify-sql': inputs_text('', { max: 1024 * KiB, shape: 'multi' }),
     databases: databasePatterns,
     'exclude-databases': databasePatterns,
     concurrency: inputs_integer('4', 1, 64),
@@ -51337,26 +51909,31 @@ const inputSchema = object({
     'on-failure': choice('stop', ['stop', 'continue']),
     'max-failures': optionalInteger(1, 100_000),
     'fail-on-drift': bool('true'),
-    'reference-database-url': inputs_text(''),
+    'reference-database-url': inputs_text('', { max: 8 * KiB, shape: 'line', secret: true }),
     'snapshot-strategy': choice('auto', ['auto', 'basebackup', 'restore-point', 'dump', 'none']),
-    'snapshot-dir': inputs_text(''),
-    'restore-point': inputs_text(''),
+    'snapshot-dir': inputs_text('', PATH_RULE),
+    'restore-point': restorePoint,
     'rollback-strategy': choice('auto', ['auto', 'downgrade', 'dump', 'pitr']),
-    snapshot: inputs_text(''),
-    report: inputs_text(''),
-    pgdata: inputs_text(''),
-    'pg-bin-dir': inputs_text(''),
-    'stop-command': inputs_text(''),
-    'start-command': inputs_text(''),
-    'restore-command': inputs_text(''),
+    snapshot: inputs_text('', PATH_RULE),
+    report: jsonOrPath('report'),
+    pgdata: inputs_text('', PATH_RULE),
+    'pg-bin-dir': inputs_text('', PATH_RULE),
+    'stop-command': inputs_text('', { max: 16 * KiB, shape: 'multi' }),
+    'start-command': inputs_text('', { max: 16 * KiB, shape: 'multi' }),
+    'restore-command': inputs_text('', { max: 16 * KiB, shape: 'line' }),
     'confirm-data-loss': bool('false'),
     'keep-previous': bool('true'),
     'terminate-connections': bool('false'),
     'wait-timeout': inputs_duration('10min'),
-    manifest: inputs_text(''),
+    manifest: inputs_text('', PATH_RULE),
     'comment-on-pr': bool('true'),
     'github-token': schemas_string()
         .default('')
+        .superRefine((value, ctx) => {
+        const problem = textProblem(value, { max: 4 * KiB, shape: 'line', secret: true });
+        if (problem)
+            ctx.addIssue({ code: 'custom', message: problem });
+    })
         .meta({ input: { default: '', kind: 'text', actionDefault: '${{ github.token }}' } })
 });
 const INPUT_NAMES = Object.keys(inputSchema.shape);
@@ -51383,10 +51960,107 @@ function inputSecrets(raw, env) {
     return [...new Set([...secretsOf(raw['database-url'] ?? '', env), ...secretsOf(raw['reference-database-url'] ?? '', {}), ...(token ? [token] : [])])];
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+;// CONCATENATED MODULE: ./src/core/plan.ts
+
+
+
+/** The plan with its digest: the last step of building one, so that any later edit shows. */
+function sealPlan(plan) {
+    return { ...plan, digest: contentDigest(plan) };
+}
+const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
+const sha256 = (value) => `sha256:${(0,external_node_crypto_.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
+/**
+ * What must not change between plan and execute: every installed extension outside the plan
+ * (name, version, schema), and what the server ships for the planned ones (default and versions).
+ * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
+ * anywhere on their planned path, which is what lets a stopped run resume.
+ */
+function fingerprintDatabase(database, server, planned) {
+    const inPlan = new Set(planned);
+    const installed = Object.values(database.installed)
+        .filter((extension) => !inPlan.has(extension.name))
+        .map((extension) => [extension.name, extension.version, extension.schema])
+        .sort((a, b) => a[0].localeCompare(b[0]));
+    const shipped = [...inPlan].sort().map((name) => {
+        const available = server.available[name];
+        return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null];
+    });
+    return sha256({ installed, shipped });
+}
+function fingerprintPlan(databases) {
+    return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]));
+}
+/**
+ * Where each planned extension stands now. Anything off its planned path means someone else
+ * changed it, and the plan no longer describes the database.
+ */
+function checkProgress(database, planned) {
+    const problems = [];
+    for (const extension of planned.extensions) {
+        const now = database.installed[extension.name];
+        if (extension.action === 'install') {
+            if (now && now.version !== extension.to)
+                problems.push(`${extension.name} was installed at ${now.version} meanwhile`);
+            continue;
+        }
+        if (!now) {
+            if (extension.from !== null)
+                problems.push(`${extension.name} was dropped`);
+            continue;
+        }
+        const allowed = extension.action === 'update' ? extension.path : [extension.from];
+        if (!allowed.includes(now.version)) {
+            problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`);
+        }
+        if (extension.schema !== null && now.schema !== extension.schema) {
+            problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`);
+        }
+    }
+    return problems;
+}
+/**
+ * The request a database's entries were planned from, for re-planning it under the lock: each
+ * entry with its exact version, or with none where the control-file default was the target (so
+ * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
+ * run they are already there, and nothing would pull them in again.
+ */
+function replanRequest(planned, request) {
+    const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }));
+    return { ...request, extensions };
+}
+/**
+ * Where a plan's entries disagree with re-planning the same request on the database as it is now
+ * (under the lock): a different target, action or set of extensions. An update or install that
+ * re-planning finds already done is a resumed run, not a disagreement.
+ */
+function replanDisagreements(planned, replanned) {
+    const problems = [];
+    const fresh = new Map(replanned.extensions.map((e) => [e.name, e]));
+    for (const entry of planned.extensions) {
+        const now = fresh.get(entry.name);
+        if (!now) {
+            problems.push(`${entry.name} (${entry.action} to ${entry.to}) is not what the request plans to`);
+            continue;
+        }
+        if (now.to !== entry.to)
+            problems.push(`${entry.name}: the plan says to ${entry.to}, re-planning the request gives ${now.to}`);
+        else if (now.action !== entry.action && !(isChange(entry) && now.action === 'none'))
+            problems.push(`${entry.name}: the plan says ${entry.action}, re-planning the request gives ${now.action}`);
+    }
+    const names = new Set(planned.extensions.map((e) => e.name));
+    for (const entry of replanned.extensions)
+        if (!names.has(entry.name))
+            problems.push(`re-planning the request also gives ${entry.name} (${entry.action} to ${entry.to}), which the plan lacks`);
+    return problems;
+}
+/** Execute's check under the lock: the plan's entries are what its own request plans to, else PLAN_STALE. */
+function assertAgreesWithReplan(planned, replanned) {
+    const problems = replanDisagreements(planned, replanned);
+    if (problems.length > 0)
+        throw new core_errors/* CodedError */.A('PLAN_STALE', `the plan of ${planned.name} disagrees with re-planning its request now (${problems.join('; ')}); nothing was changed in ${planned.name}: run dry-run again`);
+}
+
 // EXTERNAL MODULE: ./node_modules/picomatch/index.js
 var picomatch = __nccwpck_require__(4006);
 var picomatch_default = /*#__PURE__*/__nccwpck_require__.n(picomatch);
@@ -51469,7 +52143,7 @@ const extensionMap = preprocess(emptyAsMap, record(checked(checkName), checked((
 const databaseRule = preprocess(emptyAsMap, strictObject({ extensions: extensionMap.optional() }, { error: 'must be a mapping with "extensions:" (or no value)' }));
 const databaseRules = preprocess(emptyAsMap, record(checked(checkPattern), databaseRule, { error: 'must be a mapping of database names or patterns, for example "tenant_*:"' }));
 /** The shape of a manifest; the lines come from the YAML nodes, not from this schema. */
-const manifestSchema = strictObject({ extensions: extensionMap.optional(), databases: databaseRules.optional() }, { error: 'must be a mapping with "extensions:" and/or "databases:"' });
+const manifest_manifestSchema = strictObject({ extensions: extensionMap.optional(), databases: databaseRules.optional() }, { error: 'must be a mapping with "extensions:" and/or "databases:"' });
 /** The pairs of a YAML mapping in file order, with each key's line; aliases resolved. */
 function pairsOf(doc, node, lines) {
     const resolved = (0,dist/* isAlias */.Vj)(node) ? node.resolve(doc) : node;
@@ -51535,15 +52209,15 @@ function loadManifest(path, text, options = {}) {
     let source = text;
     if (source === undefined) {
         try {
-            source = (0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.resolve)(root, path), 'utf8');
+            source = readInputFile('manifest', path, options.env ?? process.env, { workspace: root });
         }
         catch (error) {
-            const code = error.code;
-            const reason = code === 'ENOENT'
+            const problem = error instanceof InputFileError ? error.problem : undefined;
+            const reason = problem === 'missing'
                 ? 'no such file (the path is relative to the repository root; check the repository out first with actions/checkout)'
-                : code === 'EISDIR'
+                : problem === 'directory'
                     ? 'it is a directory, not a YAML file'
-                    : (0,core_errors/* errorMessage */.g)(error);
+                    : (0,core_errors/* errorMessage */.g)(error).replace(/^input "manifest": /, '');
             throw new ManifestError(file, [{ message: `input "manifest": cannot read ${path}: ${reason}` }], path);
         }
     }
@@ -51571,7 +52245,7 @@ function loadManifest(path, text, options = {}) {
     catch (error) {
         fail([{ message: `cannot be read as data: ${(0,core_errors/* errorMessage */.g)(error)}` }]);
     }
-    const parsed = manifestSchema.safeParse(plain);
+    const parsed = manifest_manifestSchema.safeParse(plain);
     if (!parsed.success) {
         const problems = parsed.error.issues
             .flatMap(describeIssue)
@@ -51596,13 +52270,13 @@ function loadManifest(path, text, options = {}) {
     }
     return { file, extensions, databases };
 }
-const matchers = new Map();
+const manifest_matchers = new Map();
 /** Whether a `databases` key names the database: exact for a plain name, picomatch for a glob (as fleet.ts). */
 function patternMatches(pattern, database) {
-    let matcher = matchers.get(pattern);
+    let matcher = manifest_matchers.get(pattern);
     if (!matcher) {
         matcher = picomatch_default().scan(pattern).isGlob ? picomatch_default()(pattern, { dot: true }) : (name) => name === pattern;
-        matchers.set(pattern, matcher);
+        manifest_matchers.set(pattern, matcher);
     }
     return matcher(database);
 }
@@ -52108,6 +52782,61 @@ function compareParity(database, target, reference) {
         diff(setting, target.settings[setting] ?? null, reference.settings[setting] ?? null);
     return differences;
 }
+const HEALTH_STATES = ['healthy', 'degraded', 'unhealthy'];
+function entryHealth(e) {
+    if (e.class === 'ok')
+        return 'healthy';
+    if (e.class === 'unavailable')
+        return 'unhealthy';
+    if (e.class === 'catalog_ahead') {
+        const libraryBehind = e.library !== null && compareLibrary(e.extension, e.library, e.catalog) < 0;
+        const beyondShipped = e.control === null || compareVersions(e.catalog, e.control) > 0;
+        return libraryBehind || beyondShipped ? 'unhealthy' : 'degraded';
+    }
+    return 'degraded';
+}
+function driftHealth(entries, otherFindings, unreadable) {
+    const states = entries.map(entryHealth);
+    if (unreadable > 0 || states.includes('unhealthy'))
+        return 'unhealthy';
+    return otherFindings > 0 || states.includes('degraded') ? 'degraded' : 'healthy';
+}
+
+;// CONCATENATED MODULE: ./src/core/drift-metrics.ts
+
+/** The classes a (database, extension) series carries one 0|1 sample for; parity is per database. */
+const SERIES_CLASSES = ['ok', 'catalog_behind', 'catalog_ahead', 'restart_required', 'unavailable', 'fleet_skew'];
+/** A label value as the exposition formats escape it: backslash, double quote and line feed. */
+const escapeLabel = (value) => value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+const labels = (pairs) => `{${Object.entries(pairs)
+    .map(([name, value]) => `${name}="${escapeLabel(value)}"`)
+    .join(',')}}`;
+const PREFIX = 'pg_extension_upgrade';
+/**
+ * The drift report as an OpenMetrics text file that the Prometheus text parsers of node_exporter's
+ * textfile collector and the Pushgateway read too: every family is a gauge (the `_info` series
+ * follows the Prometheus info-metric convention, value 1, the versions as labels), `# EOF` ends it.
+ */
+function driftMetrics({ entries, fleet, parity, databases, health, checkedAt }) {
+    const lines = [];
+    const family = (name, help, samples) => {
+        lines.push(`# TYPE ${PREFIX}_${name} gauge`, `# HELP ${PREFIX}_${name} ${help}`, ...samples);
+    };
+    const skewed = new Set(fleet.map((f) => f.extension));
+    family('extension_info', 'An installed extension: catalog (pg_extension), control-file default and loaded library versions (empty when unknown).', entries.map((e) => `${PREFIX}_extension_info${labels({ database: e.database, extension: e.extension, catalog_version: e.catalog, default_version: e.control ?? '', library_version: e.library ?? '' })} 1`));
+    family('drift', 'One sample per drift class for each database and extension: 1 for its class (and fleet_skew when databases disagree), else 0.', entries.flatMap((e) => SERIES_CLASSES.map((cls) => {
+        const on = cls === 'fleet_skew' ? skewed.has(e.extension) : e.class === cls;
+        return `${PREFIX}_drift${labels({ database: e.database, extension: e.extension, class: cls })} ${on ? 1 : 0}`;
+    })));
+    family('parity_differences', 'Differences from the reference server per database (extensions, preload libraries, key settings).', [...new Set(databases.map((d) => d.name))].map((name) => `${PREFIX}_parity_differences${labels({ database: name })} ${parity.filter((p) => p.database === name).length}`));
+    family('database_readable', '1 when drift could read the database, 0 when it could not.', databases.map((d) => `${PREFIX}_database_readable${labels({ database: d.name })} ${d.readable ? 1 : 0}`));
+    family('databases_unreadable', 'How many targeted databases could not be read.', [`${PREFIX}_databases_unreadable ${databases.filter((d) => !d.readable).length}`]);
+    family('health', 'The health output: 1 for the current state (healthy, degraded or unhealthy), 0 for the others.', HEALTH_STATES.map((state) => `${PREFIX}_health${labels({ state })} ${state === health ? 1 : 0}`));
+    family('last_check_timestamp_seconds', 'When this check ran, in seconds since the Unix epoch; alert when it stops advancing.', [
+        `${PREFIX}_last_check_timestamp_seconds ${(checkedAt.getTime() / 1000).toFixed(3)}`
+    ]);
+    return `${lines.join('\n')}\n# EOF\n`;
+}
 
 ;// CONCATENATED MODULE: ./src/core/fleet.ts
 
@@ -52117,7 +52846,8 @@ function compareParity(database, target, reference) {
 const isGlob = (pattern) => picomatch_default().scan(pattern).isGlob;
 /**
  * Resolves `databases` and `exclude-databases` against pg_database. `all` and patterns reach
- * every database that allows connections except templates; a template only when named exactly.
+ * every database that allows connections except templates and the databases a dump rollback
+ * kept aside (`<db>__pre_rollback_<stamp>`); those only when named exactly.
  * No match is an error that lists what exists, never a silent success.
  */
 async function selectDatabases(connect, selection, defaultDatabase) {
@@ -52129,6 +52859,9 @@ async function selectDatabases(connect, selection, defaultDatabase) {
     });
     return resolveSelection(rows, selection);
 }
+/** What marks a database a dump rollback kept aside (keep-previous): a tenant's past, not a tenant to upgrade. */
+const ASIDE_MARK = '__pre_rollback_';
+const keptAside = (name) => name.includes(ASIDE_MARK);
 /** Pure part of the selection, so that it can be tested on its own. */
 function resolveSelection(rows, selection) {
     const byName = new Map(rows.map((row) => [row.datname, row]));
@@ -52136,7 +52869,7 @@ function resolveSelection(rows, selection) {
     for (const pattern of selection.patterns) {
         if (pattern === 'all') {
             for (const row of rows)
-                if (row.datallowconn && !row.datistemplate)
+                if (row.datallowconn && !row.datistemplate && !keptAside(row.datname))
                     chosen.add(row.datname);
             continue;
         }
@@ -52151,7 +52884,7 @@ function resolveSelection(rows, selection) {
         }
         const matches = picomatch_default()(pattern, { dot: true });
         for (const row of rows)
-            if (row.datallowconn && !row.datistemplate && matches(row.datname))
+            if (row.datallowconn && !row.datistemplate && !keptAside(row.datname) && matches(row.datname))
                 chosen.add(row.datname);
     }
     for (const pattern of selection.exclude) {
@@ -52205,152 +52938,6 @@ function prefixedLogger(log, prefix) {
             return work();
         }
     };
-}
-
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
-;// CONCATENATED MODULE: ./src/core/digest.ts
-
-/**
- * Tamper evidence for the JSON documents this tool writes and later trusts (plans, snapshot
- * manifests): a sha256 over the document's canonical form — every field but `digest` itself,
- * object keys sorted at every level, values as JSON writes them. Fields added later are covered
- * without any change here.
- */
-const DIGEST_FIELD = 'digest';
-/** The document as JSON with keys sorted at every level; undefined fields are left out, as JSON.stringify does. */
-function canonicalJson(value) {
-    return JSON.stringify(sortKeys(JSON.parse(JSON.stringify(value ?? null))));
-}
-function sortKeys(value) {
-    if (Array.isArray(value))
-        return value.map(sortKeys);
-    if (value === null || typeof value !== 'object')
-        return value;
-    const record = value;
-    return Object.fromEntries(Object.keys(record)
-        .sort()
-        .map((key) => [key, sortKeys(record[key])]));
-}
-/** `sha256:<hex>` over the canonical form of `document` without its `digest` field. */
-function contentDigest(document) {
-    const { [DIGEST_FIELD]: _ignored, ...content } = document;
-    return `sha256:${(0,external_node_crypto_.createHash)('sha256').update(canonicalJson(content)).digest('hex')}`;
-}
-/** Why `document` (as parsed from its file) fails its digest, or undefined when it matches. */
-function digestProblem(document) {
-    if (document === null || typeof document !== 'object' || Array.isArray(document))
-        return 'it is not a JSON object';
-    const recorded = document[DIGEST_FIELD];
-    if (recorded === undefined)
-        return `it carries no "${DIGEST_FIELD}" (written by an older version of this tool, or assembled by hand)`;
-    if (typeof recorded !== 'string')
-        return `its "${DIGEST_FIELD}" is not a string`;
-    const actual = contentDigest(document);
-    if (actual !== recorded)
-        return `its content does not match its "${DIGEST_FIELD}" (${recorded.slice(0, 19)}…, the content hashes to ${actual.slice(0, 19)}…): it was changed after it was written`;
-    return undefined;
-}
-
-;// CONCATENATED MODULE: ./src/core/plan.ts
-
-
-
-/** The plan with its digest: the last step of building one, so that any later edit shows. */
-function sealPlan(plan) {
-    return { ...plan, digest: contentDigest(plan) };
-}
-const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
-const sha256 = (value) => `sha256:${(0,external_node_crypto_.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
-/**
- * What must not change between plan and execute: every installed extension outside the plan
- * (name, version, schema), and what the server ships for the planned ones (default and versions).
- * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
- * anywhere on their planned path, which is what lets a stopped run resume.
- */
-function fingerprintDatabase(database, server, planned) {
-    const inPlan = new Set(planned);
-    const installed = Object.values(database.installed)
-        .filter((extension) => !inPlan.has(extension.name))
-        .map((extension) => [extension.name, extension.version, extension.schema])
-        .sort((a, b) => a[0].localeCompare(b[0]));
-    const shipped = [...inPlan].sort().map((name) => {
-        const available = server.available[name];
-        return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null];
-    });
-    return sha256({ installed, shipped });
-}
-function fingerprintPlan(databases) {
-    return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]));
-}
-/**
- * Where each planned extension stands now. Anything off its planned path means someone else
- * changed it, and the plan no longer describes the database.
- */
-function checkProgress(database, planned) {
-    const problems = [];
-    for (const extension of planned.extensions) {
-        const now = database.installed[extension.name];
-        if (extension.action === 'install') {
-            if (now && now.version !== extension.to)
-                problems.push(`${extension.name} was installed at ${now.version} meanwhile`);
-            continue;
-        }
-        if (!now) {
-            if (extension.from !== null)
-                problems.push(`${extension.name} was dropped`);
-            continue;
-        }
-        const allowed = extension.action === 'update' ? extension.path : [extension.from];
-        if (!allowed.includes(now.version)) {
-            problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`);
-        }
-        if (extension.schema !== null && now.schema !== extension.schema) {
-            problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`);
-        }
-    }
-    return problems;
-}
-/**
- * The request a database's entries were planned from, for re-planning it under the lock: each
- * entry with its exact version, or with none where the control-file default was the target (so
- * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
- * run they are already there, and nothing would pull them in again.
- */
-function replanRequest(planned, request) {
-    const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }));
-    return { ...request, extensions };
-}
-/**
- * Where a plan's entries disagree with re-planning the same request on the database as it is now
- * (under the lock): a different target, action or set of extensions. An update or install that
- * re-planning finds already done is a resumed run, not a disagreement.
- */
-function replanDisagreements(planned, replanned) {
-    const problems = [];
-    const fresh = new Map(replanned.extensions.map((e) => [e.name, e]));
-    for (const entry of planned.extensions) {
-        const now = fresh.get(entry.name);
-        if (!now) {
-            problems.push(`${entry.name} (${entry.action} to ${entry.to}) is not what the request plans to`);
-            continue;
-        }
-        if (now.to !== entry.to)
-            problems.push(`${entry.name}: the plan says to ${entry.to}, re-planning the request gives ${now.to}`);
-        else if (now.action !== entry.action && !(isChange(entry) && now.action === 'none'))
-            problems.push(`${entry.name}: the plan says ${entry.action}, re-planning the request gives ${now.action}`);
-    }
-    const names = new Set(planned.extensions.map((e) => e.name));
-    for (const entry of replanned.extensions)
-        if (!names.has(entry.name))
-            problems.push(`re-planning the request also gives ${entry.name} (${entry.action} to ${entry.to}), which the plan lacks`);
-    return problems;
-}
-/** Execute's check under the lock: the plan's entries are what its own request plans to, else PLAN_STALE. */
-function assertAgreesWithReplan(planned, replanned) {
-    const problems = replanDisagreements(planned, replanned);
-    if (problems.length > 0)
-        throw new core_errors/* CodedError */.A('PLAN_STALE', `the plan of ${planned.name} disagrees with re-planning its request now (${problems.join('; ')}); nothing was changed in ${planned.name}: run dry-run again`);
 }
 
 ;// CONCATENATED MODULE: ./src/core/planner.ts
@@ -52722,12 +53309,27 @@ function eachDatabase(context, databases, title, work, mayStart) {
 
 
 
+
+
+
+
+
+
+
+/** The OpenMetrics file of one check, under RUNNER_TEMP (or the system temp directory). */
+function writeMetricsFile(text, env) {
+    const dir = (0,external_node_path_namespaceObject.join)(env.RUNNER_TEMP || (0,external_node_os_namespaceObject.tmpdir)(), 'pg-extension-upgrade', `drift-${Date.now()}-${process.pid}`);
+    (0,external_node_fs_namespaceObject.mkdirSync)(dir, { recursive: true });
+    const path = (0,external_node_path_namespaceObject.join)(dir, 'metrics.prom');
+    (0,external_node_fs_namespaceObject.writeFileSync)(path, text);
+    return path;
+}
 /** The reference server's side of a parity check (its database of reference-database-url). */
 async function readReference(context) {
     const url = context.inputs.referenceDatabaseUrl;
     if (!url)
         return undefined;
-    const reference = resolveTarget(url, {});
+    const reference = resolveTarget(url, {}, 'reference-database-url');
     const connect = makeConnector(reference, context.inputs.connectTimeout);
     return withSession(connect, { purpose: 'drift' }, async (client) => {
         const { installed } = await readDatabaseExtensions(client);
@@ -52746,7 +53348,7 @@ async function drift(context) {
     const reference = await readReference(context);
     let server;
     let targetSettings;
-    const checkOne = (database) => withSession(connect, { database, purpose: 'drift' }, async (client) => {
+    const readOne = (database) => withSession(connect, { database, purpose: 'drift' }, async (client) => {
         const requested = requestedExtensions(context, database);
         const names = new Set(requested.map((e) => e.name));
         const explicit = new Map(requested.filter((e) => e.version).map((e) => [e.name, e.version]));
@@ -52769,28 +53371,51 @@ async function drift(context) {
                 log.info(`${database}: ${name} is not installed`);
         }
         const parity = reference && targetSettings ? compareParity(database, { extensions: installed, ...targetSettings }, reference) : [];
-        return { name: database, extensions: entries, parity };
+        return { name: database, extensions: entries, parity, unreadable: undefined };
     });
+    // One database that cannot be read is a finding, not the end of the check: the others still count.
+    const checkOne = async (database) => {
+        try {
+            return await readOne(database);
+        }
+        catch (error) {
+            if (error instanceof interrupt/* InterruptedError */.p4 || (0,interrupt/* interruptedBy */.kH)())
+                throw error;
+            const code = error instanceof core_errors/* CodedError */.A ? error.code : 'DATABASE_UNREADABLE';
+            const message = error instanceof core_errors/* CodedError */.A ? error.message : describePgError(error);
+            log.warn(`${database}: cannot be read: ${message}`);
+            return { name: database, extensions: [], parity: [], unreadable: { database, code, message } };
+        }
+    };
     const [first, ...rest] = databases;
     const results = [await checkOne(first), ...(await runPool(rest, inputs.concurrency, checkOne))];
     const entries = results.flatMap((r) => r.extensions);
     const fleet = fleetSkew(entries);
     const parity = results.flatMap((r) => r.parity);
+    const unreadable = results.flatMap((r) => (r.unreadable ? [r.unreadable] : []));
     const drifted = entries.filter((e) => e.class !== 'ok');
-    const status = drifted.length + fleet.length + parity.length > 0 ? 'drift_detected' : 'no_drift';
-    const counts = { databases: databases.length, checked: entries.length, fleet_skew: fleet.length, parity: parity.length };
+    const found = drifted.length + fleet.length + parity.length > 0 ? 'drift_detected' : 'no_drift';
+    // A check that could not read every database is no verdict: failed, whatever fail-on-drift says.
+    const status = unreadable.length > 0 ? 'failed' : found;
+    const health = driftHealth(entries, fleet.length + parity.length, unreadable.length);
+    const checkedAt = new Date();
+    const counts = { databases: databases.length, checked: entries.length, fleet_skew: fleet.length, parity: parity.length, unreadable: unreadable.length };
     for (const e of entries)
         counts[e.class] = (counts[e.class] ?? 0) + 1;
     const report = {
         schemaVersion: 1,
         mode: 'drift',
         status,
-        checkedAt: new Date().toISOString(),
+        health,
+        checkedAt: checkedAt.toISOString(),
         counts,
         databases: results.map(({ name, extensions }) => ({ name, extensions })),
         fleet,
-        parity
+        parity,
+        unreadable
     };
+    const metrics = driftMetrics({ entries, fleet, parity, databases: results.map((r) => ({ name: r.name, readable: !r.unreadable })), health, checkedAt });
+    const unreadableFindings = unreadable.map((u) => ({ code: 'DATABASE_UNREADABLE', database: u.database, message: `${u.code}: ${u.message}` }));
     const findings = [
         ...drifted.map((e) => ({ code: 'DRIFT', database: e.database, extension: e.extension, message: `${e.class}: ${e.message}` })),
         ...fleet.map((f) => ({ code: 'DRIFT', extension: f.extension, message: `fleet_skew: ${f.message}` })),
@@ -52801,12 +53426,20 @@ async function drift(context) {
         status,
         changed: false,
         report,
-        errors: inputs.failOnDrift ? findings : [],
+        errors: [...unreadableFindings, ...(inputs.failOnDrift ? findings : [])],
         warnings: inputs.failOnDrift ? [] : findings,
-        fails: status === 'drift_detected' && inputs.failOnDrift,
-        error: findings.length > 0 ? `${findings.length} drift finding(s); first: ${findings[0].message}` : undefined,
+        fails: status === 'failed' || (status === 'drift_detected' && inputs.failOnDrift),
+        error: unreadable.length > 0
+            ? `${unreadable.length} database(s) could not be read; first: ${unreadable[0].database}: ${unreadable[0].code}: ${unreadable[0].message}`
+            : findings.length > 0
+                ? `${findings.length} drift finding(s); first: ${findings[0].message}`
+                : undefined,
         target: redact(context.target),
-        outputs: { drift: JSON.stringify({ status, databases: report.databases, fleet, parity }) }
+        outputs: {
+            drift: JSON.stringify({ status, health, databases: report.databases, fleet, parity, unreadable }),
+            health,
+            'metrics-file': writeMetricsFile(metrics, context.env)
+        }
     };
 }
 
@@ -53396,9 +54029,8 @@ function reportFindings(report) {
 
 
 
-/** A plan file larger than this is refused before it is read: no dry-run writes one near it. */
-const PLAN_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
-const extensionSchema = object({
+
+const plan_input_extensionSchema = object({
     name: schemas_string(),
     from: schemas_string().nullable(),
     to: schemas_string().nullable(),
@@ -53420,7 +54052,7 @@ const planSchema = looseObject({
         stagedExtensions: array(schemas_string()),
         manifest: schemas_string().optional()
     }),
-    databases: array(looseObject({ name: schemas_string(), fingerprint: schemas_string(), unplanned: array(schemas_string()), extensions: array(looseObject(extensionSchema.shape)) })),
+    databases: array(looseObject({ name: schemas_string(), fingerprint: schemas_string(), unplanned: array(schemas_string()), extensions: array(looseObject(plan_input_extensionSchema.shape)) })),
     blockers: array(looseObject({ code: schemas_string(), message: schemas_string() })),
     members: record(schemas_string(), array(schemas_string())).optional(),
     fingerprint: schemas_string(),
@@ -53428,34 +54060,15 @@ const planSchema = looseObject({
     digest: schemas_string().optional()
 });
 const invalid = (message) => new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${message}`);
-function readPlanFile(path, what) {
-    let size;
-    try {
-        const stat = (0,external_node_fs_namespaceObject.statSync)(path);
-        if (stat.isDirectory())
-            throw invalid(`${what} ${path} is a directory, not a plan file`);
-        if (!stat.isFile())
-            throw invalid(`${what} ${path} is not a regular file`);
-        size = stat.size;
-    }
-    catch (error) {
-        if (error instanceof core_errors/* CodedError */.A)
-            throw error;
-        throw invalid(`${what} ${path} cannot be read (${error.code ?? String(error)})`);
-    }
-    if (size > PLAN_FILE_LIMIT_BYTES)
-        throw invalid(`${what} ${path} is ${size} bytes; a plan file is at most ${PLAN_FILE_LIMIT_BYTES} bytes`);
-    try {
-        return (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
-    }
-    catch (error) {
-        throw invalid(`${what} ${path} cannot be read (${error.code ?? String(error)})`);
-    }
+/** The CLI's `dry-run --json` prints {status, changed, plan, …}: the plan is its `plan`. */
+function unwrapCliJson(value) {
+    const wrapper = value;
+    return wrapper && typeof wrapper === 'object' && wrapper.schemaVersion === undefined && typeof wrapper.plan === 'object' ? wrapper.plan : value;
 }
 function parsePlan(json, where) {
     let raw;
     try {
-        raw = JSON.parse(json);
+        raw = unwrapCliJson(JSON.parse(json));
     }
     catch {
         throw invalid(`${where} is not valid JSON`);
@@ -53529,21 +54142,22 @@ function planProblems(plan, raw) {
  * Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. A compacted plan
  * (`truncated`, from a step output too large for GitHub) is followed to its plan file, one level
  * only. The full plan must pass `planProblems`; anything else is INVALID_INPUT naming the input.
+ * A file (the input or a compacted plan's planFile) must be inside the workspace or RUNNER_TEMP.
  */
-function loadPlan(input) {
+function loadPlan(input, env = process.env) {
     const text = input.trim();
     const inline = text.startsWith('{');
     if (!inline && !existsQuietly(text)) {
         throw invalid('must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
     }
-    const { plan, raw } = parsePlan(inline ? text : readPlanFile(text, 'the file'), inline ? 'the value' : text);
+    const { plan, raw } = parsePlan(inline ? text : readInputFile('plan', text, env), inline ? 'the value' : text);
     if (!plan.truncated)
         return plan_input_checked(plan, raw, inline ? 'the plan' : text);
     const file = plan.truncated.planFile;
     if (!existsQuietly(file)) {
         throw invalid(`this is the compacted plan (${plan.truncated.reason}) and its file ${file} is not on this machine; pass the plan file instead`);
     }
-    const full = parsePlan(readPlanFile(file, 'the plan file'), file);
+    const full = parsePlan(readInputFile('plan', file, env), file);
     if (full.plan.truncated)
         throw invalid(`the compacted plan points at ${file}, which is itself a compacted plan (pointing at ${full.plan.truncated.planFile}); give the full plan file`);
     if (full.plan.fingerprint !== plan.fingerprint || full.plan.status !== plan.status) {
@@ -53622,7 +54236,7 @@ function excerpt(sql) {
     const flat = sql.replace(/\s+/g, ' ').trim();
     return flat.length > EXCERPT_LIMIT ? `${flat.slice(0, EXCERPT_LIMIT)}…` : flat;
 }
-const quoted = (sql) => JSON.stringify(excerpt(sql));
+const sql_split_quoted = (sql) => JSON.stringify(excerpt(sql));
 /**
  * Splits SQL into statements on `;` the way PostgreSQL's lexer sees them: standard strings with
  * doubled quotes, E'' strings with backslash escapes, dollar quotes with tags, quoted identifiers,
@@ -53666,7 +54280,7 @@ function splitStatements(text, input = 'verify-sql') {
         const reason = REFUSED[first] ?? REFUSED_PAIRS[`${first} ${second}`];
         if (reason !== undefined) {
             const name = REFUSED_PAIRS[`${first} ${second}`] ? `${first} ${second}` : first;
-            fail(statement.line, `a probe may not run ${name} (${reason}): each probe is one read-only query in a transaction it cannot leave; ${quoted(sql)}`);
+            fail(statement.line, `a probe may not run ${name} (${reason}): each probe is one read-only query in a transaction it cannot leave; ${sql_split_quoted(sql)}`);
         }
         const probe = { sql, line: statement.line, ...(statement.expect !== undefined ? { expect: statement.expect } : {}) };
         probes.push(probe);
@@ -53702,7 +54316,7 @@ function splitStatements(text, input = 'verify-sql') {
             const startLine = line;
             const end = blockCommentEnd(text, i);
             if (end < 0)
-                fail(startLine, `the block comment opened here is never closed: ${quoted(text.slice(i))}`);
+                fail(startLine, `the block comment opened here is never closed: ${sql_split_quoted(text.slice(i))}`);
             justEnded = undefined;
             advance(end);
         }
@@ -53715,7 +54329,7 @@ function splitStatements(text, input = 'verify-sql') {
             const startLine = line;
             const end = quotedEnd(text, i, c, false);
             if (end < 0)
-                fail(startLine, `the ${c === "'" ? 'string' : 'quoted identifier'} opened here is never closed: ${quoted(text.slice(current.start))}`);
+                fail(startLine, `the ${c === "'" ? 'string' : 'quoted identifier'} opened here is never closed: ${sql_split_quoted(text.slice(current.start))}`);
             advance(end);
         }
         else if (c === '$' && dollarTag(text, i)) {
@@ -53724,7 +54338,7 @@ function splitStatements(text, input = 'verify-sql') {
             const startLine = line;
             const close = text.indexOf(tag, i + tag.length);
             if (close < 0)
-                fail(startLine, `the dollar quote ${tag} opened here is never closed: ${quoted(text.slice(current.start))}`);
+                fail(startLine, `the dollar quote ${tag} opened here is never closed: ${sql_split_quoted(text.slice(current.start))}`);
             advance(close + tag.length);
         }
         else if (WORD_CHAR.test(c)) {
@@ -53738,7 +54352,7 @@ function splitStatements(text, input = 'verify-sql') {
                 const startLine = line;
                 const close = quotedEnd(text, end, "'", true);
                 if (close < 0)
-                    fail(startLine, `the string opened here is never closed: ${quoted(text.slice(current.start))}`);
+                    fail(startLine, `the string opened here is never closed: ${sql_split_quoted(text.slice(current.start))}`);
                 advance(close);
             }
             else {
@@ -54101,13 +54715,18 @@ async function runProbes(client, probes, checks) {
 
 
 
-/** `verify-sql` is inline SQL, or the path of a file holding it. */
-function readProbes(input) {
+
+
+/**
+ * `verify-sql` is inline SQL, or the path of a file holding it: one line naming an existing file
+ * or ending in .sql. The file must be inside the workspace or the runner's temp directory.
+ */
+function readProbes(input, env) {
     const text = input.trim();
     if (text.length === 0)
         return [];
-    const source = !text.includes('\n') && (0,external_node_fs_namespaceObject.existsSync)(text) ? (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8') : text;
-    return splitStatements(source);
+    const isPath = !/[\r\n]/.test(text) && (/^\S+\.sql$/i.test(text) || (0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.resolve)(inputFileRoots(env)[0], text)));
+    return splitStatements(isPath ? readInputFile('verify-sql', text, env) : text);
 }
 /** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
 function expectationsFor(requested, plan, database) {
@@ -54138,17 +54757,25 @@ function verifyFindings(report) {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 async function verify(context) {
-    const plan = context.inputs.plan ? loadPlan(context.inputs.plan) : undefined;
+    const plan = context.inputs.plan ? loadPlan(context.inputs.plan, context.env) : undefined;
     const report = await verifyTargets(context, plan);
     return verifyResult(context, report);
+}
+const clip = (text, max) => (text.length > max ? `${text.slice(0, max)}… (${text.length - max} more characters)` : text);
+/**
+ * A check quotes at most the failing statement, and that truncated: a probe (or the server's
+ * error echoing it) can be as long as the verify-sql input.
+ */
+function clipChecks(report) {
+    return { ...report, checks: report.checks.map((check) => ({ ...check, message: clip(check.message, 1000), ...(check.details ? { details: check.details.map((detail) => clip(detail, 500)) } : {}) })) };
 }
 /** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
 async function verifyTargets(context, plan) {
     const { inputs, connect } = context;
-    const probes = readProbes(inputs.verifySql);
+    const probes = readProbes(inputs.verifySql, context.env);
     const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context);
     const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
-        const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout });
+        const report = clipChecks(await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout }));
         for (const check of report.checks)
             dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`);
         return report;
@@ -54207,7 +54834,7 @@ async function planToApply(context) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions');
     }
     if (inputs.plan) {
-        const plan = loadPlan(inputs.plan);
+        const plan = loadPlan(inputs.plan, context.env);
         if (plan.status === 'dry_run_blocked')
             throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${blockedMessage(plan)}; execute applies only a plan the dry-run approved`);
         return { plan };
@@ -54232,7 +54859,7 @@ const notStarted = (name) => {
 async function execute(context) {
     // The canary's probes are refused before anything connects, not after the canary was updated.
     if (context.inputs.canary > 0)
-        readProbes(context.inputs.verifySql);
+        readProbes(context.inputs.verifySql, context.env);
     const { plan, server, cache } = await planToApply(context);
     if (plan.status === 'dry_run_blocked')
         return blockedPlanResult(context, plan);
@@ -54276,7 +54903,7 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
     const settings = executeSettings(inputs);
     const names = plan.databases.map((d) => d.name);
     const byName = new Map(plan.databases.map((d) => [d.name, d]));
-    const probes = inputs.canary > 0 ? readProbes(inputs.verifySql) : [];
+    const probes = inputs.canary > 0 ? readProbes(inputs.verifySql, context.env) : [];
     let failures = 0;
     let finished = 0;
     const runOne = async (name, dbLog, verifyAfter) => {
@@ -54364,27 +54991,13 @@ function mergeChanges(...sources) {
     }
     return [...merged].map(([database, extensions]) => ({ database, extensions })).sort((a, b) => a.database.localeCompare(b.database));
 }
-/** The largest report file read: a 1,000-database execute report is a few MB. */
-const REPORT_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
-function readReportText(input, what) {
-    const text = input.trim();
-    if (text.startsWith('{'))
-        return text;
-    if (!(0,external_node_fs_namespaceObject.existsSync)(text)) {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${what} must be the JSON of an execute or run step (steps.<id>.outputs.report) or the path of its report-file; neither was found`);
-    }
-    const stat = (0,external_node_fs_namespaceObject.statSync)(text);
-    if (!stat.isFile())
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${text} is not a file`);
-    if (stat.size > REPORT_FILE_LIMIT_BYTES)
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${text} is larger than ${REPORT_FILE_LIMIT_BYTES} bytes`);
-    return (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8');
-}
 /**
- * The `report` input: an execute or run report (JSON or its file; a compacted output is followed
- * to its report-file, one level only). Returns what it says was changed.
+ * The `report` input: an execute or run report (JSON or its file, inside the workspace or
+ * RUNNER_TEMP; a compacted output is followed to its report-file, one level only). Returns what it
+ * says was changed.
  */
-function loadReportChanges(input) {
+function loadReportChanges(input, env) {
+    const read = (text) => (text.trim().startsWith('{') ? text : readInputFile('report', text.trim(), env));
     const parse = (text, what) => {
         try {
             return JSON.parse(text);
@@ -54393,11 +55006,11 @@ function loadReportChanges(input) {
             throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${what} is not valid JSON`);
         }
     };
-    let value = parse(readReportText(input, 'the value'), 'the value');
+    let value = parse(read(input), 'the value');
     const compact = compactReportSchema.safeParse(value);
     if (compact.success) {
         const file = compact.data.truncated.reportFile;
-        value = parse(readReportText(file, `the report-file ${file}`), `the report-file ${file}`);
+        value = parse(read(file), `the report-file ${file}`);
         if (compactReportSchema.safeParse(value).success)
             throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": the report-file ${file} is itself a compacted report`);
     }
@@ -54410,276 +55023,6 @@ function loadReportChanges(input) {
     throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "report": not the report of an execute or run step');
 }
 
-;// CONCATENATED MODULE: ./src/core/recovery/manifest.ts
-
-
-
-
-
-
-/**
- * The snapshot manifest: everything a rollback needs and everything that proves it is being applied
- * to the same cluster. Written as manifest.json in the snapshot's directory; paths inside it are
- * relative to that directory, so a snapshot can be moved (or uploaded and downloaded) as a whole.
- */
-const MANIFEST_FILE = 'manifest.json';
-/** Present in a snapshot directory from its creation until its manifest is written: no baseline yet. */
-const INCOMPLETE_MARKER = 'INCOMPLETE';
-/** Present in a snapshot directory while a rollback from it runs; left behind by one that was interrupted. */
-const ROLLBACK_MARKER = 'rollback-in-progress.json';
-const MANIFEST_KIND = 'pg-extension-upgrade/snapshot';
-const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'];
-const manifest_extensionSchema = object({
-    name: schemas_string(),
-    version: schemas_string(),
-    schema: schemas_string(),
-    relocatable: schemas_boolean(),
-    /** Extensions it depends on (pg_depend), all listed earlier in the database's list. */
-    requires: array(schemas_string())
-});
-const dumpSchema = object({
-    /** Relative to the manifest's directory. */
-    file: schemas_string(),
-    bytes: schemas_number(),
-    sha256: schemas_string(),
-    /** The snapshot exported by the session that counted the rows; pg_dump ran with --snapshot. */
-    exportedSnapshot: schemas_string(),
-    tocEntries: schemas_number(),
-    /** Exact row count per user table (qualified name), counted in the dump's snapshot. */
-    rowCounts: record(schemas_string(), schemas_number()),
-    durationMs: schemas_number()
-});
-const databaseSchema = object({
-    name: schemas_string(),
-    owner: schemas_string(),
-    encoding: schemas_string(),
-    collate: schemas_string(),
-    ctype: schemas_string(),
-    localeProvider: schemas_enum(['libc', 'icu']),
-    icuLocale: schemas_string().nullable(),
-    tablespace: schemas_string(),
-    allowConnections: schemas_boolean(),
-    connectionLimit: schemas_number(),
-    isTemplate: schemas_boolean(),
-    /** In dependency order: an extension comes after those it requires. */
-    extensions: array(manifest_extensionSchema),
-    /** The schemas the extensions live in. */
-    schemas: array(schemas_string()),
-    dump: dumpSchema.optional()
-});
-const manifest_manifestSchema = object({
-    kind: literal(MANIFEST_KIND),
-    schemaVersion: literal(1),
-    id: schemas_string(),
-    strategy: schemas_enum(SNAPSHOT_STRATEGIES),
-    /** The server's clock when the baseline was fixed (restore point, or the dumps' snapshot). */
-    createdAt: schemas_string(),
-    tool: object({ name: schemas_string(), version: schemas_string() }),
-    server: object({
-        systemIdentifier: schemas_string(),
-        version: schemas_string(),
-        versionNum: schemas_number(),
-        /** The timeline the restore point was written on, read from pg_walfile_name(pg_current_wal_lsn()). */
-        timeline: schemas_number(),
-        walSegmentSize: schemas_number(),
-        /** null when the role may not read data_directory. */
-        dataDirectory: schemas_string().nullable(),
-        /** Every database of the cluster at snapshot time (a PITR also rewinds these). */
-        clusterDatabases: array(schemas_string()),
-        /** sum(xact_commit) of pg_stat_database at snapshot time, to estimate what a PITR discards. */
-        commitsAtSnapshot: schemas_number().nullable()
-    }),
-    archive: object({
-        method: schemas_enum(['archive_command', 'archive_library']),
-        /** The archive directory, when archive_command copies into a local directory. */
-        directory: schemas_string().nullable()
-    })
-        .nullable(),
-    restorePoint: object({
-        name: schemas_string(),
-        lsn: schemas_string(),
-        walFile: schemas_string(),
-        timeline: schemas_number(),
-        createdAt: schemas_string(),
-        archivedAt: schemas_string(),
-        /** How the name's uniqueness was proven (pg_waldump over the archive, or not possible). */
-        uniqueness: schemas_string()
-    })
-        .optional(),
-    baseBackup: object({
-        external: schemas_boolean(),
-        /** Relative to the manifest's directory (plain format). */
-        path: schemas_string().optional(),
-        label: schemas_string().optional(),
-        startLsn: schemas_string().optional(),
-        endLsn: schemas_string().optional(),
-        startWalFile: schemas_string().optional(),
-        timeline: schemas_number().optional(),
-        bytes: schemas_number().optional(),
-        format: literal('plain').optional(),
-        verifiedWith: schemas_string().optional(),
-        /** For an external base backup: where it is said to come from. */
-        note: schemas_string().optional()
-    })
-        .optional(),
-    databases: array(databaseSchema),
-    /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
-    plan: object({ fingerprint: schemas_string(), databases: array(schemas_string()) }).optional(),
-    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() })),
-    /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
-    digest: schemas_string().optional()
-});
-const manifest_NAME = /^[A-Za-z0-9_.-]+$/;
-/** A restore point name as the action accepts it: at most 63 bytes of [A-Za-z0-9_.-]. */
-function restorePointProblem(name) {
-    if (name.length === 0)
-        return 'is empty';
-    if (Buffer.byteLength(name) > 63)
-        return `"${name}" is ${Buffer.byteLength(name)} bytes; PostgreSQL allows at most 63`;
-    if (!manifest_NAME.test(name))
-        return `"${name}" has characters outside A-Z, a-z, 0-9, "_", "." and "-"`;
-    return undefined;
-}
-const stamp = (date) => date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-/**
- * A unique name from the repository, run id and attempt (GitHub), the time and 16 random bits:
- * `pgxu_<repo>_<run>_<attempt>_<yyyymmddThhmmssZ>_<hex>`, at most 63 bytes.
- */
-function generateSnapshotId(env, now = new Date()) {
-    const random = (0,external_node_crypto_.randomBytes)(2).toString('hex');
-    const run = env.GITHUB_RUN_ID ? `${env.GITHUB_RUN_ID}_${env.GITHUB_RUN_ATTEMPT || '1'}` : 'local';
-    const tail = `_${run}_${stamp(now)}_${random}`;
-    const repo = (env.GITHUB_REPOSITORY ?? '').split('/').pop().replace(/[^A-Za-z0-9_.-]/g, '-');
-    const room = 63 - 'pgxu_'.length - tail.length;
-    const middle = repo && room > 0 ? `_${repo.slice(0, room - 1)}` : '';
-    return `pgxu${middle}${tail}`.slice(0, 63);
-}
-async function sha256File(path) {
-    const hash = (0,external_node_crypto_.createHash)('sha256');
-    await new Promise((resolvePromise, reject) => {
-        (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 })
-            .on('data', (chunk) => hash.update(chunk))
-            .on('error', reject)
-            .on('end', () => resolvePromise());
-    });
-    return hash.digest('hex');
-}
-/** A file entry of the manifest: its path relative to the snapshot directory, size and sha256. */
-async function fileEntry(snapshotDir, path) {
-    return { path: (0,external_node_path_namespaceObject.relative)(snapshotDir, path), bytes: (0,external_node_fs_namespaceObject.statSync)(path).size, sha256: await sha256File(path) };
-}
-/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
-function writeManifest(snapshotDir, manifest) {
-    const path = (0,external_node_path_namespaceObject.join)(snapshotDir, MANIFEST_FILE);
-    const temporary = `${path}.tmp-${process.pid}`;
-    manifest.digest = contentDigest(manifest);
-    (0,external_node_fs_namespaceObject.writeFileSync)(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
-    (0,external_node_fs_namespaceObject.renameSync)(temporary, path);
-    return path;
-}
-/** `snapshot` is the manifest's path or its directory. */
-function manifestPathOf(input) {
-    const path = (0,external_node_path_namespaceObject.resolve)(input.trim());
-    if ((0,external_node_fs_namespaceObject.existsSync)(path) && (0,external_node_fs_namespaceObject.statSync)(path).isDirectory())
-        return (0,external_node_path_namespaceObject.join)(path, MANIFEST_FILE);
-    return path;
-}
-/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
-function parseManifest(input) {
-    const path = manifestPathOf(input);
-    if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), INCOMPLETE_MARKER))) {
-        throw new core_errors/* CodedError */.A('SNAPSHOT_INCOMPLETE', `input "snapshot": ${(0,external_node_path_namespaceObject.dirname)(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`);
-    }
-    if (!(0,external_node_fs_namespaceObject.existsSync)(path))
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
-    let raw;
-    try {
-        raw = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
-    }
-    catch (error) {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${(0,core_errors/* errorMessage */.g)(error)})`);
-    }
-    const result = manifest_manifestSchema.safeParse(raw);
-    if (!result.success) {
-        const first = result.error.issues[0];
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
-    }
-    return { manifest: result.data, raw, path };
-}
-/**
- * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
- * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
- */
-function readManifest(input) {
-    const { manifest, raw, path } = parseManifest(input);
-    const tampered = digestProblem(raw);
-    if (tampered)
-        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`);
-    return { manifest, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
-}
-/** Absolute path of a manifest-relative path. */
-function inSnapshot(dir, path) {
-    return (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : (0,external_node_path_namespaceObject.join)(dir, path);
-}
-/**
- * Re-computes the checksum of every file the manifest lists. A rollback uses no file that fails:
- * SNAPSHOT_CORRUPT names each one.
- */
-async function verifyFiles(dir, manifest, only) {
-    const problems = [];
-    for (const file of manifest.files) {
-        if (only && !only(file.path))
-            continue;
-        const path = inSnapshot(dir, file.path);
-        if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
-            problems.push(`${file.path} is missing`);
-            continue;
-        }
-        const size = (0,external_node_fs_namespaceObject.statSync)(path).size;
-        if (size !== file.bytes) {
-            problems.push(`${file.path} is ${size} bytes, the manifest says ${file.bytes}`);
-            continue;
-        }
-        const sum = await sha256File(path);
-        if (sum !== file.sha256)
-            problems.push(`${file.path} has sha256 ${sum.slice(0, 12)}…, the manifest says ${file.sha256.slice(0, 12)}…`);
-    }
-    if (problems.length > 0)
-        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
-}
-/**
- * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
- * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
- * by readManifest, naming it, rather than told no such snapshot exists).
- */
-function manifestsUnder(root) {
-    if (!root || !(0,external_node_fs_namespaceObject.existsSync)(root))
-        return [];
-    const candidates = [(0,external_node_path_namespaceObject.join)(root, MANIFEST_FILE)];
-    try {
-        for (const entry of (0,external_node_fs_namespaceObject.readdirSync)(root, { withFileTypes: true }))
-            if (entry.isDirectory())
-                candidates.push((0,external_node_path_namespaceObject.join)(root, entry.name, MANIFEST_FILE));
-    }
-    catch {
-        return [];
-    }
-    const found = [];
-    for (const path of candidates) {
-        if (!(0,external_node_fs_namespaceObject.existsSync)(path))
-            continue;
-        try {
-            found.push({ path, manifest: parseManifest(path).manifest });
-        }
-        catch {
-            // not ours, or unreadable: ignored
-        }
-    }
-    return found;
-}
-
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 // EXTERNAL MODULE: external "node:perf_hooks"
 var external_node_perf_hooks_ = __nccwpck_require__(643);
 ;// CONCATENATED MODULE: external "node:child_process"
@@ -54707,11 +55050,6 @@ class ProgramError extends Error {
 }
 const OUTPUT_LIMIT = 4 * 1024 * 1024;
 const STDERR_IN_MESSAGE = 2000;
-/** The current account. */
-function currentUser() {
-    const me = userInfo();
-    return { uid: me.uid, gid: me.gid, name: me.username };
-}
 /** The owner of a file or directory, with the account name from /etc/passwd when it is there. */
 function ownerOf(path) {
     const stat = (0,external_node_fs_namespaceObject.statSync)(path);
@@ -54912,6 +55250,9 @@ function findProgram(name, search) {
         const given = (0,external_node_path_namespaceObject.join)(search.binDir, name);
         if (isExecutable(given))
             return given;
+        const directory = (0,external_node_fs_namespaceObject.existsSync)(search.binDir) ? ((0,external_node_fs_namespaceObject.statSync)(search.binDir).isDirectory() ? undefined : 'is not a directory') : 'does not exist';
+        if (directory)
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "pg-bin-dir": ${search.binDir} ${directory}; give the directory of the PostgreSQL client programs`);
         throw new core_errors/* CodedError */.A('PROGRAM_MISSING', `${name} is not in pg-bin-dir (${search.binDir}); install the PostgreSQL client programs there or fix pg-bin-dir`);
     }
     const found = programCandidates(name, search).find(isExecutable);
@@ -54948,8 +55289,6 @@ async function findCompatibleProgram(name, serverMajor, search, rule) {
     }
     return path;
 }
-/** True when a path exists (without following a dangling symlink into an error). */
-const pathExists = (path) => existsSync(path);
 
 ;// CONCATENATED MODULE: ./src/core/recovery/wal.ts
 
@@ -55308,11 +55647,6 @@ class PhaseClock {
         return this.phases.reduce((sum, phase) => sum + phase.durationMs, 0);
     }
 }
-/** Prints a progress line every `everyMs` until stopped. */
-function ticker(log, everyMs, line) {
-    const timer = setInterval(() => log.info(line()), everyMs);
-    return { stop: () => clearInterval(timer) };
-}
 /**
  * Preconditions that failed, each with its own code and message. Thrown before anything moves,
  * so the message can promise that nothing was changed.
@@ -55547,11 +55881,12 @@ async function rollBackToPrior(changes, settings, deps) {
 
 
 
+
 const SCHEMA_ENTRY = /^\d+; \d+ \d+ SCHEMA - /;
 const DATABASE_LEVEL_ENTRY = /^\d+; \d+ \d+ (DATABASE PROPERTIES - |COMMENT - DATABASE |ACL - DATABASE |SECURITY LABEL - DATABASE )/;
 /** `<db>__pre_rollback_<stamp>`, shortened to fit 63 bytes. */
 function asideName(database, stamp) {
-    const suffix = `__pre_rollback_${stamp}`;
+    const suffix = `${ASIDE_MARK}${stamp}`;
     let head = database;
     while (Buffer.byteLength(head + suffix) > 63)
         head = head.slice(0, -1);
@@ -55993,24 +56328,25 @@ function checkWritableDirectory(root, checks, input = 'snapshot-dir') {
     try {
         (0,external_node_fs_namespaceObject.accessSync)(probe, external_node_fs_namespaceObject.constants.W_OK | external_node_fs_namespaceObject.constants.X_OK);
     }
-    catch {
-        checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable by this process, so ${root} cannot be written`);
+    catch (error) {
+        const readOnly = error.code === 'EROFS';
+        checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable${readOnly ? ' (a read-only filesystem)' : ' by this process'}, so ${root} cannot be written`);
     }
 }
-function isInside(child, parent) {
+function preflight_isInside(child, parent) {
     const path = (0,external_node_path_namespaceObject.relative)((0,external_node_path_namespaceObject.resolve)(parent), (0,external_node_path_namespaceObject.resolve)(child));
     return path === '' || (!path.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(path));
 }
 /** Refuses a snapshot directory inside the data directory: a base backup would copy itself. */
 function checkOutsideDataDirectory(root, facts, checks) {
-    if (facts.dataDirectory && isInside(root, facts.dataDirectory)) {
+    if (facts.dataDirectory && preflight_isInside(root, facts.dataDirectory)) {
         checks.fail('INVALID_INPUT', `input "snapshot-dir": ${root} is inside the data directory ${facts.dataDirectory}; put snapshots elsewhere`);
     }
 }
 function checkFreeSpace(root, needed, what, checks) {
     const free = freeBytes(root);
     if (free < needed) {
-        checks.fail('INSUFFICIENT_SPACE', `${root} has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`);
+        checks.fail('INSUFFICIENT_SPACE', `input "snapshot-dir": ${root} is too full: it has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`);
     }
 }
 /**
@@ -56087,7 +56423,6 @@ async function checkNameUnused(name, root, archive, checks, env, maxSegments = 1
     const range = segments.length ? `${scan.first} … ${scan.last}` : 'no archived segment yet';
     return { evidence: `pg_waldump found no "${name}" in ${segments.length} archived segment(s) (${range})${since ? ` since the newest base backup` : ''}${capped ? `, the newest ${maxSegments} only` : ''}` };
 }
-const SNAPSHOT_SUBDIRECTORY = (root, id) => join(root, id);
 
 ;// CONCATENATED MODULE: ./src/core/snapshot/basebackup.ts
 
@@ -57874,7 +58209,7 @@ async function snapshot(context) {
     // Inputs are judged before anything connects; the databases are resolved afterwards.
     const request = snapshotRequest(inputs, [], env);
     if (inputs.plan) {
-        const covered = plannedDatabases(inputs);
+        const covered = plannedDatabases(inputs, env);
         if (covered.databases.length === 0)
             return planChangesNothing(covered.fingerprint, redact(target));
         request.databases = covered.databases;
@@ -57887,11 +58222,11 @@ async function snapshot(context) {
     return snapshotResult(outcome, redact(target));
 }
 /** With `plan`, a snapshot covers exactly the databases the plan changes, and records the plan. */
-function plannedDatabases(inputs) {
+function plannedDatabases(inputs, env) {
     if (inputs.databases.length > 0 || inputs.excludeDatabases.length > 0) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "databases": give one or the other; with a plan the snapshot covers exactly the databases the plan changes');
     }
-    const plan = loadPlan(inputs.plan);
+    const plan = loadPlan(inputs.plan, env);
     if (plan.status === 'dry_run_blocked') {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": the plan is blocked, so execute will change nothing; fix its blockers and plan again before taking a snapshot');
     }
@@ -57968,17 +58303,17 @@ function rollbackRequest(inputs, env) {
         terminateConnections: inputs.terminateConnections,
         waitTimeoutMs: inputs.waitTimeout,
         execute: executeSettings(inputs),
-        ...changesOfInputs(inputs),
+        ...changesOfInputs(inputs, env),
         env
     };
 }
 /** What the `plan` and `report` inputs say the upgrade changed; nothing when neither is given. */
-function changesOfInputs(inputs) {
+function changesOfInputs(inputs, env) {
     if (!inputs.plan && !inputs.report)
         return {};
-    const plan = inputs.plan ? loadPlan(inputs.plan) : undefined;
+    const plan = inputs.plan ? loadPlan(inputs.plan, env) : undefined;
     return {
-        changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report) : []),
+        changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report, env) : []),
         ...(plan ? { planFingerprint: plan.fingerprint } : {})
     };
 }
@@ -58042,7 +58377,7 @@ async function run(context) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server');
     }
     // Probes are refused before anything connects, not after the upgrade they were to verify.
-    readProbes(inputs.verifySql);
+    readProbes(inputs.verifySql, env);
     const stages = [];
     const report = { schemaVersion: 1, mode: 'run', status: 'failed', stages };
     const errors = [];
@@ -58210,6 +58545,7 @@ const fails = (result) => result.fails ?? FAILURE_STATUSES.has(result.status);
 
 
 
+
 /** Every mode has a handler: adding a mode without one does not compile. */
 const modes_MODES = {
     'dry-run': dryRun,
@@ -58230,6 +58566,9 @@ async function runMode(raw, log, env = process.env) {
         const inputs = parseInputs(raw);
         const manifest = readExtensionManifest(inputs, env);
         const target = resolveTarget(inputs.databaseUrl, env);
+        // Checked before anything connects, although only drift uses it.
+        if (inputs.referenceDatabaseUrl)
+            resolveTarget(inputs.referenceDatabaseUrl, {}, 'reference-database-url');
         const connect = makeConnector(target, inputs.connectTimeout);
         const result = interrupted(inputs.mode, await modes_MODES[inputs.mode]({ inputs, target, connect, log, env, manifest }));
         return manifest ? { ...result, manifest } : result;
@@ -58239,6 +58578,17 @@ async function runMode(raw, log, env = process.env) {
             log.debug(error.stack);
         return failureResult(mode && mode in modes_MODES ? mode : undefined, error);
     }
+}
+/**
+ * The result with every secret masked in every string, before anything is serialised. A plan
+ * whose text changed (a password in a blocking session's query) is sealed again: its digest
+ * vouches for what this tool wrote, which is the masked plan.
+ */
+function scrubResult(result, secrets) {
+    const scrubbed = scrubValues(result, secrets);
+    if (!scrubbed.plan || JSON.stringify(scrubbed.plan) === JSON.stringify(result.plan))
+        return scrubbed;
+    return { ...scrubbed, plan: sealPlan(scrubbed.plan) };
 }
 /** Modes that only read: interrupted, what they read is incomplete and must not pass for a verdict. */
 const READ_ONLY = new Set(['dry-run', 'verify', 'drift']);
@@ -58268,7 +58618,7 @@ function readExtensionManifest(inputs, env) {
     if (inputs.extensions.length > 0) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions');
     }
-    return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd() });
+    return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd(), env });
 }
 function failureResult(mode, error) {
     const code = error instanceof core_errors/* CodedError */.A ? error.code : 'UNEXPECTED_ERROR';
@@ -58284,8 +58634,37 @@ function failureResult(mode, error) {
         changed: false,
         errors,
         warnings: [],
-        error: `${code}: ${message}`
+        error: `${code}: ${message}`,
+        // A drift check that could not run at all is what monitoring must see as unhealthy.
+        ...(mode === 'drift' ? { outputs: { health: 'unhealthy' } } : {})
     };
+}
+
+;// CONCATENATED MODULE: ./src/report/log-safety.ts
+/*
+ * A runner reads every line a step prints to stdout or stderr as a possible workflow command:
+ * a line that starts with `::` (after leading blanks), and `##[name]` anywhere in a line (the
+ * older syntax). A value a user controls (a path, a name, a server's error text) must never become
+ * one, so everything this tool prints outside @actions/core's own commands goes through here.
+ */
+const LINE_BREAK = /\r\n|\r|\n/;
+const COMMAND_START = /^\s*::/;
+const LEGACY_COMMAND = /##\[/g;
+/**
+ * The data of an annotation (@actions/core escapes its line breaks): `##[` broken up all the same,
+ * in case a runner parses the older syntax inside a command line too.
+ */
+function inertData(text) {
+    return text.replace(LEGACY_COMMAND, '## [');
+}
+/** One line that no runner reads as a command: `##[` is broken up, a line starting with `::` is quoted with `| `. */
+function inertLine(line) {
+    const broken = line.replace(LEGACY_COMMAND, '## [');
+    return COMMAND_START.test(broken) ? `| ${broken}` : broken;
+}
+/** Text of any number of lines (any line break), each made inert; line breaks become `\n`. */
+function inertText(text) {
+    return text.split(LINE_BREAK).map(inertLine).join('\n');
 }
 
 ;// CONCATENATED MODULE: ./src/report/markdown.ts
@@ -58345,8 +58724,31 @@ function phaseSection(phases, total) {
         table: { columns: ['Phase', 'Duration', 'Result', 'Detail'], rows: shown, note }
     };
 }
+function rollbackStep(snapshot, strategy) {
+    const pitr = strategy === 'basebackup';
+    return [
+        '```yaml',
+        '- uses: our-org/pg-extension-upgrade@v1',
+        '  with:',
+        '    mode: rollback',
+        '    database-url: ${{ secrets.DATABASE_URL }}',
+        `    snapshot: ${snapshot}`,
+        `    rollback-strategy: ${strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true'}`,
+        ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
+        '```'
+    ].join('\n');
+}
+const recovery_shellQuote = (value) => (/^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`);
+function rollbackCommand(snapshot, strategy) {
+    const command = `pg-extension-upgrade rollback --snapshot ${recovery_shellQuote(snapshot)}`;
+    // The CLI prints text, not Markdown: plain indented command lines that can be copied as they are.
+    return [
+        `  ${command}${strategy === 'dump' ? '   # downgrade, else dump' : '   # downgrade when possible'}`,
+        ...(strategy === 'basebackup' ? [`  ${command} --pgdata /path/to/the/data/directory --confirm-data-loss   # a whole-cluster pitr`] : [])
+    ].join('\n');
+}
 /** Summary sections of the snapshot mode: what was recorded, each phase, and how to roll back. */
-function snapshotSections(result) {
+function snapshotSections(result, audience = 'action') {
     const report = result.report;
     if (!report)
         return [];
@@ -58389,27 +58791,11 @@ function snapshotSections(result) {
     }
     sections.push(phaseSection(report.phases, report.durationMs));
     if (report.status === 'snapshot_created' && manifest) {
-        const pitr = manifest.strategy === 'basebackup';
-        const strategy = manifest.strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true';
-        sections.push({
-            heading: 'How to roll back to this snapshot',
-            text: [
-                '```yaml',
-                '- uses: our-org/pg-extension-upgrade@v1',
-                '  with:',
-                '    mode: rollback',
-                '    database-url: ${{ secrets.DATABASE_URL }}',
-                `    snapshot: ${report.snapshot}`,
-                `    rollback-strategy: ${strategy}`,
-                ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
-                '```',
-                manifest.strategy === 'restore-point'
-                    ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
-                    : ''
-            ]
-                .filter(Boolean)
-                .join('\n')
-        });
+        const external = manifest.strategy === 'restore-point'
+            ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
+            : '';
+        const hint = audience === 'cli' ? rollbackCommand(report.snapshot ?? '', manifest.strategy) : rollbackStep(report.snapshot ?? '', manifest.strategy);
+        sections.push({ heading: 'How to roll back to this snapshot', text: [hint, external].filter(Boolean).join('\n') });
     }
     else {
         sections.push({
@@ -58501,17 +58887,18 @@ const PRESENTERS = {
     'dry-run': (result) => (result.plan ? planSections(result.plan) : []),
     execute: (result) => (result.report ? executeSections(result.report) : result.plan ? planSections(result.plan) : []),
     verify: (result) => (result.report ? verifySections(result.report) : []),
-    snapshot: snapshotSections,
+    snapshot: (result, audience) => snapshotSections(result, audience),
     rollback: rollbackSections,
     drift: (result) => (result.report ? driftSections(result.report) : []),
-    run: (result) => (result.report ? runSections(result, result.report) : [])
+    run: (result, audience) => (result.report ? runSections(result, result.report, audience) : [])
 };
-function present(result) {
+/** The result as a document; `audience: 'cli'` writes its hints as commands instead of workflow steps. */
+function present(result, audience = 'action') {
     const ok = !fails(result);
     const icon = ok ? (result.status === 'nothing_to_do' ? '➖' : '✅') : '❌';
     const where = result.target ? ` · ${result.target}` : '';
     const detail = result.error ?? describeOutcome(result);
-    const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result) ?? []) : []), ...findingSections(result)];
+    const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result, audience) ?? []) : []), ...findingSections(result)];
     return {
         title: `pg-extension-upgrade · ${result.mode ?? 'invalid input'}`,
         ok,
@@ -58527,7 +58914,8 @@ function describeOutcome(result) {
     if (result.mode === 'drift' && result.report) {
         const { counts } = result.report;
         const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0);
-        return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}.`;
+        const { health } = result.report;
+        return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}. Health: ${health}.`;
     }
     if (result.mode === 'verify' && result.report) {
         const { counts } = result.report;
@@ -58691,7 +59079,7 @@ function pipeline(report) {
     const reached = report.stages.filter((s) => s.status !== 'not_reached' && s.status !== 'skipped').at(-1)?.name;
     return report.stages.map((s) => (s.name === reached ? `**${s.name} ${STAGE_MARK[s.status]}**` : `${s.name} ${STAGE_MARK[s.status]}`)).join(' → ');
 }
-function runSections(result, report) {
+function runSections(result, report, audience) {
     const sections = [
         {
             heading: 'Stages',
@@ -58707,7 +59095,7 @@ function runSections(result, report) {
         sections.push(...planSections(result.plan).filter((s) => s.heading !== 'Fingerprint'));
     const as = (mode, stageReport) => ({ ...result, mode, report: stageReport });
     if (report.snapshot)
-        sections.push(...snapshotSections(as('snapshot', report.snapshot)));
+        sections.push(...snapshotSections(as('snapshot', report.snapshot), audience));
     if (report.execute)
         sections.push(...executeSections(report.execute));
     if (report.verify)
@@ -58720,6 +59108,7 @@ function runSections(result, report) {
 ;// CONCATENATED MODULE: ./src/action/annotations.ts
 
 
+
 /** GitHub shows about ten annotations of each kind per step; the rest are in the summary. */
 const ANNOTATION_LIMIT = 10;
 function annotate(errors, warnings, secrets, locate = () => undefined) {
@@ -58728,7 +59117,7 @@ function annotate(errors, warnings, secrets, locate = () => undefined) {
             const scope = [finding.database, finding.extension].filter(Boolean).join('/');
             const title = scope ? `${finding.code} (${scope})` : finding.code;
             const place = finding.source ? { file: finding.source.file, startLine: finding.source.line } : locate(finding);
-            core_namespaceObject[kind](scrub(finding.message, secrets), { title, ...place });
+            core_namespaceObject[kind](inertData(scrub(finding.message, secrets)), { title: inertData(title), ...place });
         }
         const rest = findings.length - ANNOTATION_LIMIT;
         if (rest > 0)
@@ -64017,21 +64406,29 @@ function setOutputs(result, files, secrets) {
 
 
 
+
+/**
+ * The log: every message scrubbed of secrets and made inert, so that no value in it (a path, a
+ * database name, a server's error) can become a workflow command. @actions/core escapes the data
+ * of its own commands (debug, group, annotations); core.info prints as is.
+ */
 function actionLogger(secrets) {
     return {
-        info: (message) => info(scrub(message, secrets)),
-        warn: (message) => info(`⚠ ${scrub(message, secrets)}`),
+        info: (message) => info(inertText(scrub(message, secrets))),
+        warn: (message) => info(inertText(`⚠ ${scrub(message, secrets)}`)),
         debug: (message) => debug(scrub(message, secrets)),
-        group: (title, work) => group(scrub(title, secrets), work)
+        group: (title, work) => group(inertLine(scrub(title, secrets)), work)
     };
 }
 /** The action: read inputs, mask secrets before anything is printed, run the mode, report. */
 async function main_run(env = process.env) {
     const raw = Object.fromEntries(INPUT_NAMES.map((name) => [name, getInput(name)]));
     const secrets = inputSecrets(raw, env);
-    for (const secret of secrets)
-        setSecret(secret);
-    const result = await runMode(raw, actionLogger(secrets), env);
+    for (const form of new Set(secrets.flatMap(secretForms)))
+        setSecret(form);
+    // Scrubbed value by value before anything is serialised: JSON would escape a password with
+    // `"` or `\` into a form the text scrub of the outputs no longer recognises.
+    const result = scrubResult(await runMode(raw, actionLogger(secrets), env), secrets);
     const files = writeResultFiles(result, env, secrets);
     setOutputs(result, files, secrets);
     const markdown = scrub(renderMarkdown(present(result)), secrets);
@@ -64039,7 +64436,7 @@ async function main_run(env = process.env) {
         await summary.addRaw(markdown).write();
     }
     else {
-        info(markdown);
+        info(inertText(markdown));
     }
     // The raw inputs, because parsing may have failed: a broken manifest on a PR still gets its comment.
     if (raw.mode === 'dry-run' || raw.mode === 'run') {
@@ -64051,7 +64448,7 @@ async function main_run(env = process.env) {
     if (fails(result)) {
         info(`status: ${result.status}`);
         if (result.errors.length === 0)
-            error(scrub(result.error ?? result.status, secrets));
+            error(inertData(scrub(result.error ?? result.status, secrets)));
         process.exitCode = 1;
     }
     const signal = (0,interrupt/* interruptedBy */.kH)();
@@ -64152,7 +64549,7 @@ function installInterruptHandlers(onSecond = (s) => process.exit(INTERRUPT_EXIT_
 /***/ ((module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _action_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(5806);
+/* harmony import */ var _action_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(6426);
 /* harmony import */ var _core_interrupt_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(9192);
 
 

@@ -9122,7 +9122,7 @@ function extend(target) {
 /***/ ((module, __unused_webpack___webpack_exports__, __nccwpck_require__) => {
 
 __nccwpck_require__.a(module, async (__webpack_handle_async_dependencies__, __webpack_async_result__) => { try {
-/* harmony import */ var _cli_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(7985);
+/* harmony import */ var _cli_main_js__WEBPACK_IMPORTED_MODULE_0__ = __nccwpck_require__(635);
 /* harmony import */ var _core_interrupt_js__WEBPACK_IMPORTED_MODULE_1__ = __nccwpck_require__(9192);
 
 
@@ -9135,7 +9135,7 @@ __webpack_async_result__();
 
 /***/ }),
 
-/***/ 7985:
+/***/ 635:
 /***/ ((__unused_webpack_module, __webpack_exports__, __nccwpck_require__) => {
 
 
@@ -9146,6 +9146,8 @@ __nccwpck_require__.d(__webpack_exports__, {
 
 // UNUSED EXPORTS: EXIT, cliLogger
 
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
 // EXTERNAL MODULE: ./src/core/errors.ts
 var core_errors = __nccwpck_require__(4296);
 // EXTERNAL MODULE: ./src/core/interrupt.ts
@@ -9223,20 +9225,23 @@ const ENV_PARAMS = [
     ['PGSSLCERT', 'sslcert'],
     ['PGSSLKEY', 'sslkey']
 ];
-/** Resolves `database-url`, or the libpq `PG*` environment variables when it is empty. */
-function resolveTarget(databaseUrl, env = process.env) {
+/**
+ * Resolves `database-url` (or `input`, the name errors give), or the libpq `PG*` environment
+ * variables when it is empty.
+ */
+function resolveTarget(databaseUrl, env = process.env, input = 'database-url') {
     const url = databaseUrl.trim() || urlFromEnvironment(env);
     const secrets = secretsOf(databaseUrl, env);
     if (!URI.test(url)) {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "database-url": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "${input}": must be a libpq connection URI such as postgresql://user:password@host:5432/dbname?sslmode=require (the value is not shown: it may hold a password)`);
     }
     let parsed;
     try {
         parsed = esm_parse(url, { useLibpqCompat: true });
     }
     catch (error) {
-        const reason = (0,core_errors/* errorMessage */.g)(error).replace(url, '[database-url]');
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "database-url": cannot be parsed (${scrub(reason, secrets)})`);
+        const reason = (0,core_errors/* errorMessage */.g)(error).replace(url, `[${input}]`);
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "${input}": cannot be parsed (${scrub(reason, secrets)})`);
     }
     if (parsed.password)
         secrets.push(...passwordForms(parsed.password));
@@ -9266,26 +9271,31 @@ function urlFromEnvironment(env) {
     const query = params.size > 0 ? `?${params.toString()}` : '';
     return `postgresql://${credentials}/${encodeURIComponent(env.PGDATABASE ?? '')}${query}`;
 }
-/** Every form in which the URL's or the environment's password could be printed. */
+/**
+ * The URL's and the environment's passwords, and the URL itself when it holds one. A URL without
+ * a password is no secret: masking it would turn `postgresql://app@db:5432/app` into `***`.
+ */
 function secretsOf(databaseUrl, env = process.env) {
     const secrets = [];
     const url = databaseUrl.trim();
-    if (url)
-        secrets.push(url);
     if (env.PGPASSWORD)
         secrets.push(...passwordForms(env.PGPASSWORD));
+    if (!url)
+        return unique(secrets);
     // Parsed as the driver parses it (WHATWG URL): an unencoded "@" in a password ends at the last "@".
+    let parsed;
     try {
-        const parsed = new URL(url);
-        if (parsed.password)
-            secrets.push(...passwordForms(parsed.password));
-        const query = parsed.searchParams.get('password');
-        if (query)
-            secrets.push(...passwordForms(query));
+        parsed = new URL(url);
     }
     catch {
-        // not a URL: resolveTarget reports it without printing it
+        // Not a URL (resolveTarget reports it without printing it): all of it may be a password.
+        return unique([url, ...secrets]);
     }
+    const passwords = [parsed.password, parsed.searchParams.get('password') ?? ''].filter((password) => password.length > 0);
+    if (passwords.length > 0)
+        secrets.push(url);
+    for (const password of passwords)
+        secrets.push(...passwordForms(password));
     return unique(secrets);
 }
 function passwordForms(password) {
@@ -9299,11 +9309,74 @@ function passwordForms(password) {
     return forms.filter((form) => form.length > 0);
 }
 const unique = (values) => [...new Set(values)];
-/** Replaces every secret in `text`; longest first, so that a URL is masked before its password. */
+const jsonEscaped = (text) => JSON.stringify(text).slice(1, -1);
+/**
+ * The base64 text of a secret wherever it sits in a longer byte string: for each of the three
+ * alignments, the characters that only the secret's bits decide (shorter runs are too common
+ * to mask). Both the standard and the URL-safe alphabet.
+ */
+function base64Forms(secret) {
+    const bytes = Buffer.from(secret, 'utf8');
+    const forms = [bytes.toString('base64'), bytes.toString('base64url')];
+    for (const shift of [0, 1, 2]) {
+        const encoded = Buffer.concat([Buffer.alloc(shift), bytes]).toString('base64');
+        const core = encoded.slice(Math.ceil((8 * shift) / 6), Math.floor((8 * (shift + bytes.length)) / 6));
+        if (core.length >= 8)
+            forms.push(core, core.replace(/\+/g, '-').replace(/\//g, '_'));
+    }
+    return forms;
+}
+const formsCache = new Map();
+/**
+ * Every form in which a secret can end up in text this tool writes: raw, URL-encoded (both
+ * percent and form encoding), JSON-escaped (once, and twice for JSON inside a JSON string) and
+ * base64. Masking only the raw form let a password with `"` or `\` through in JSON outputs.
+ */
+function secretForms(secret) {
+    let forms = formsCache.get(secret);
+    if (!forms) {
+        const encoded = [secret, encodeURIComponent(secret), new URLSearchParams({ s: secret }).toString().slice(2)];
+        forms = unique([...encoded, ...encoded.map(jsonEscaped), ...encoded.map((form) => jsonEscaped(jsonEscaped(form))), ...base64Forms(secret)]).filter((form) => form.length > 0);
+        formsCache.set(secret, forms);
+    }
+    return forms;
+}
+const matchers = new Map();
+/** One pattern for every form of every secret, longest first, compiled once per list of secrets. */
+function matcherOf(secrets) {
+    const key = secrets.join('\u0000');
+    let matcher = matchers.get(key);
+    if (!matcher) {
+        const forms = unique(secrets.flatMap(secretForms)).sort((a, b) => b.length - a.length);
+        matcher = new RegExp(forms.map((form) => form.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
+        matchers.set(key, matcher);
+    }
+    return matcher;
+}
+/** Replaces every form of every secret in `text`, longest first, so that a URL is masked whole before its password. */
 function scrub(text, secrets) {
-    return [...secrets]
-        .sort((a, b) => b.length - a.length)
-        .reduce((result, secret) => result.split(secret).join('***'), text);
+    if (secrets.length === 0 || text.length === 0)
+        return text;
+    return text.replace(matcherOf(secrets), '***');
+}
+/**
+ * A copy of `value` with every string in it (keys included) scrubbed: applied to a result before
+ * it is serialised, so that no encoding of the output can carry a secret past the mask.
+ */
+function scrubValues(value, secrets) {
+    if (secrets.length === 0)
+        return value;
+    const walk = (item) => {
+        if (typeof item === 'string')
+            return scrub(item, secrets);
+        if (Array.isArray(item))
+            return item.map(walk);
+        if (item !== null && typeof item === 'object' && Object.getPrototypeOf(item) === Object.prototype) {
+            return Object.fromEntries(Object.entries(item).map(([key, entry]) => [scrub(key, secrets), walk(entry)]));
+        }
+        return item;
+    };
+    return walk(value);
 }
 /** The target as it may be printed: never a password. */
 function redact(target, database = target.database) {
@@ -9383,7 +9456,15 @@ async function connection_open(config) {
     const client = new esm.Client(config);
     // A backend terminated while idle emits 'error'; the next query reports it instead of a crash.
     client.on('error', () => undefined);
-    await client.connect();
+    try {
+        await client.connect();
+    }
+    catch (error) {
+        // A refused handshake (no password for SCRAM) leaves the socket open until the server's
+        // authentication_timeout: the process would linger a minute after failing.
+        await closeQuietly(client);
+        throw error;
+    }
     return client;
 }
 function connectionFailed(target, database, error) {
@@ -18950,6 +19031,692 @@ function preprocess(fn, schema) {
     });
 }
 
+;// CONCATENATED MODULE: external "node:crypto"
+const external_node_crypto_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:crypto");
+;// CONCATENATED MODULE: ./src/core/digest.ts
+
+/**
+ * Tamper evidence for the JSON documents this tool writes and later trusts (plans, snapshot
+ * manifests): a sha256 over the document's canonical form — every field but `digest` itself,
+ * object keys sorted at every level, values as JSON writes them. Fields added later are covered
+ * without any change here.
+ */
+const DIGEST_FIELD = 'digest';
+/** The document as JSON with keys sorted at every level; undefined fields are left out, as JSON.stringify does. */
+function canonicalJson(value) {
+    return JSON.stringify(sortKeys(JSON.parse(JSON.stringify(value ?? null))));
+}
+function sortKeys(value) {
+    if (Array.isArray(value))
+        return value.map(sortKeys);
+    if (value === null || typeof value !== 'object')
+        return value;
+    const record = value;
+    return Object.fromEntries(Object.keys(record)
+        .sort()
+        .map((key) => [key, sortKeys(record[key])]));
+}
+/** `sha256:<hex>` over the canonical form of `document` without its `digest` field. */
+function contentDigest(document) {
+    const { [DIGEST_FIELD]: _ignored, ...content } = document;
+    return `sha256:${(0,external_node_crypto_namespaceObject.createHash)('sha256').update(canonicalJson(content)).digest('hex')}`;
+}
+/** Why `document` (as parsed from its file) fails its digest, or undefined when it matches. */
+function digestProblem(document) {
+    if (document === null || typeof document !== 'object' || Array.isArray(document))
+        return 'it is not a JSON object';
+    const recorded = document[DIGEST_FIELD];
+    if (recorded === undefined)
+        return `it carries no "${DIGEST_FIELD}" (written by an older version of this tool, or assembled by hand)`;
+    if (typeof recorded !== 'string')
+        return `its "${DIGEST_FIELD}" is not a string`;
+    const actual = contentDigest(document);
+    if (actual !== recorded)
+        return `its content does not match its "${DIGEST_FIELD}" (${recorded.slice(0, 19)}…, the content hashes to ${actual.slice(0, 19)}…): it was changed after it was written`;
+    return undefined;
+}
+
+;// CONCATENATED MODULE: external "node:os"
+const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+;// CONCATENATED MODULE: ./src/core/input-files.ts
+
+
+
+
+/*
+ * Inputs that name a file the tool reads (`verify-sql`, `manifest`, `plan`, a compacted plan's
+ * `planFile`) may only point inside the workspace or the runner's temp directory. A workflow
+ * input can come from a pull request, and what is read may be echoed into errors, summaries and
+ * outputs: `/proc/self/environ` or `/etc/passwd` must never be one of them.
+ */
+/** Pseudo-filesystems that are never file inputs, whatever the roots are. */
+const SYSTEM_ROOTS = ['/proc', '/sys', '/dev'];
+/** File inputs are small: the largest is a plan of thousands of databases. */
+const MAX_INPUT_FILE_BYTES = 64 * 1024 * 1024;
+/**
+ * Where file inputs may live: the workspace (GITHUB_WORKSPACE; the current directory for the
+ * CLI) and the directory this tool writes its own files to (RUNNER_TEMP, else the system's).
+ */
+function inputFileRoots(env, workspace) {
+    const roots = [workspace ?? (env.GITHUB_WORKSPACE || process.cwd()), env.RUNNER_TEMP || (0,external_node_os_namespaceObject.tmpdir)()];
+    return roots.map((root) => realOrResolved(root));
+}
+function realOrResolved(path) {
+    try {
+        return (0,external_node_fs_namespaceObject.realpathSync)(path);
+    }
+    catch {
+        return (0,external_node_path_namespaceObject.resolve)(path);
+    }
+}
+function isInside(child, parent) {
+    const path = (0,external_node_path_namespaceObject.relative)(parent, child);
+    return path === '' || (!path.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(path));
+}
+const isSystemPath = (path) => SYSTEM_ROOTS.some((root) => isInside(path, root));
+/** A value as an error may quote it: one line, at most 200 characters. */
+function quoted(value, max = 200) {
+    return JSON.stringify(value.length > max ? `${value.slice(0, max)}…` : value);
+}
+/** A file input refused: INVALID_INPUT naming the input, with what was wrong for callers to word. */
+class InputFileError extends core_errors/* CodedError */.A {
+    problem;
+    constructor(problem, message) {
+        super('INVALID_INPUT', message);
+        this.problem = problem;
+    }
+}
+/**
+ * The real path of a file input, after checking that it exists, is a regular file and, once
+ * every symlink is resolved, lies inside one of the roots and outside /proc, /sys and /dev.
+ * Relative paths start from the workspace. Every refusal is INVALID_INPUT naming the input.
+ */
+function resolveInputFile(input, path, env, workspace) {
+    const roots = inputFileRoots(env, workspace);
+    const absolute = (0,external_node_path_namespaceObject.resolve)(roots[0], path);
+    const where = `file inputs must be inside the workspace (${roots[0]}) or the runner's temp directory (${roots[1]})`;
+    if (isSystemPath(absolute))
+        throw new InputFileError('system', `input "${input}": ${quoted(path)} is under /proc, /sys or /dev; ${where}`);
+    let real;
+    try {
+        real = (0,external_node_fs_namespaceObject.realpathSync)(absolute);
+    }
+    catch (error) {
+        const code = error.code;
+        const missing = code === 'ENOENT' || code === 'ENOTDIR';
+        const reason = missing ? 'does not exist' : code === 'EACCES' ? 'is not readable by this process' : `cannot be read (${code ?? 'unknown error'})`;
+        throw new InputFileError(missing ? 'missing' : 'unreadable', `input "${input}": ${quoted(path)} ${reason}`);
+    }
+    if (isSystemPath(real) || !roots.some((root) => isInside(real, root))) {
+        const via = real === absolute ? '' : ` (it resolves to ${quoted(real)})`;
+        throw new InputFileError('outside', `input "${input}": ${quoted(path)} is outside the allowed directories${via}; ${where}`);
+    }
+    const stats = (0,external_node_fs_namespaceObject.statSync)(real);
+    if (stats.isDirectory())
+        throw new InputFileError('directory', `input "${input}": ${quoted(path)} is a directory, not a file`);
+    if (!stats.isFile())
+        throw new InputFileError('not-a-file', `input "${input}": ${quoted(path)} is not a regular file`);
+    return real;
+}
+/** Reads a file input (see resolveInputFile), refusing one larger than `maxBytes`. */
+function readInputFile(input, path, env, options = {}) {
+    const real = resolveInputFile(input, path, env, options.workspace);
+    const maxBytes = options.maxBytes ?? MAX_INPUT_FILE_BYTES;
+    let fd;
+    try {
+        fd = (0,external_node_fs_namespaceObject.openSync)(real, 'r');
+    }
+    catch (error) {
+        throw new InputFileError('unreadable', `input "${input}": ${quoted(path)} cannot be opened (${error.code ?? 'unknown error'})`);
+    }
+    try {
+        const size = (0,external_node_fs_namespaceObject.fstatSync)(fd).size;
+        if (size > maxBytes)
+            throw new InputFileError('too-large', `input "${input}": ${quoted(path)} is ${size} bytes, more than the ${maxBytes} allowed`);
+        const buffer = Buffer.alloc(size);
+        let read = 0;
+        while (read < size) {
+            const n = (0,external_node_fs_namespaceObject.readSync)(fd, buffer, read, size - read, read);
+            if (n === 0)
+                break;
+            read += n;
+        }
+        return buffer.subarray(0, read).toString('utf8');
+    }
+    finally {
+        (0,external_node_fs_namespaceObject.closeSync)(fd);
+    }
+}
+
+;// CONCATENATED MODULE: ./src/core/plan.ts
+
+
+
+/** The plan with its digest: the last step of building one, so that any later edit shows. */
+function sealPlan(plan) {
+    return { ...plan, digest: contentDigest(plan) };
+}
+const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
+const sha256 = (value) => `sha256:${(0,external_node_crypto_namespaceObject.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
+/**
+ * What must not change between plan and execute: every installed extension outside the plan
+ * (name, version, schema), and what the server ships for the planned ones (default and versions).
+ * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
+ * anywhere on their planned path, which is what lets a stopped run resume.
+ */
+function fingerprintDatabase(database, server, planned) {
+    const inPlan = new Set(planned);
+    const installed = Object.values(database.installed)
+        .filter((extension) => !inPlan.has(extension.name))
+        .map((extension) => [extension.name, extension.version, extension.schema])
+        .sort((a, b) => a[0].localeCompare(b[0]));
+    const shipped = [...inPlan].sort().map((name) => {
+        const available = server.available[name];
+        return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null];
+    });
+    return sha256({ installed, shipped });
+}
+function fingerprintPlan(databases) {
+    return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]));
+}
+/**
+ * Where each planned extension stands now. Anything off its planned path means someone else
+ * changed it, and the plan no longer describes the database.
+ */
+function checkProgress(database, planned) {
+    const problems = [];
+    for (const extension of planned.extensions) {
+        const now = database.installed[extension.name];
+        if (extension.action === 'install') {
+            if (now && now.version !== extension.to)
+                problems.push(`${extension.name} was installed at ${now.version} meanwhile`);
+            continue;
+        }
+        if (!now) {
+            if (extension.from !== null)
+                problems.push(`${extension.name} was dropped`);
+            continue;
+        }
+        const allowed = extension.action === 'update' ? extension.path : [extension.from];
+        if (!allowed.includes(now.version)) {
+            problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`);
+        }
+        if (extension.schema !== null && now.schema !== extension.schema) {
+            problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`);
+        }
+    }
+    return problems;
+}
+/**
+ * The request a database's entries were planned from, for re-planning it under the lock: each
+ * entry with its exact version, or with none where the control-file default was the target (so
+ * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
+ * run they are already there, and nothing would pull them in again.
+ */
+function replanRequest(planned, request) {
+    const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }));
+    return { ...request, extensions };
+}
+/**
+ * Where a plan's entries disagree with re-planning the same request on the database as it is now
+ * (under the lock): a different target, action or set of extensions. An update or install that
+ * re-planning finds already done is a resumed run, not a disagreement.
+ */
+function replanDisagreements(planned, replanned) {
+    const problems = [];
+    const fresh = new Map(replanned.extensions.map((e) => [e.name, e]));
+    for (const entry of planned.extensions) {
+        const now = fresh.get(entry.name);
+        if (!now) {
+            problems.push(`${entry.name} (${entry.action} to ${entry.to}) is not what the request plans to`);
+            continue;
+        }
+        if (now.to !== entry.to)
+            problems.push(`${entry.name}: the plan says to ${entry.to}, re-planning the request gives ${now.to}`);
+        else if (now.action !== entry.action && !(isChange(entry) && now.action === 'none'))
+            problems.push(`${entry.name}: the plan says ${entry.action}, re-planning the request gives ${now.action}`);
+    }
+    const names = new Set(planned.extensions.map((e) => e.name));
+    for (const entry of replanned.extensions)
+        if (!names.has(entry.name))
+            problems.push(`re-planning the request also gives ${entry.name} (${entry.action} to ${entry.to}), which the plan lacks`);
+    return problems;
+}
+/** Execute's check under the lock: the plan's entries are what its own request plans to, else PLAN_STALE. */
+function assertAgreesWithReplan(planned, replanned) {
+    const problems = replanDisagreements(planned, replanned);
+    if (problems.length > 0)
+        throw new core_errors/* CodedError */.A('PLAN_STALE', `the plan of ${planned.name} disagrees with re-planning its request now (${problems.join('; ')}); nothing was changed in ${planned.name}: run dry-run again`);
+}
+
+;// CONCATENATED MODULE: ./src/core/plan-input.ts
+
+
+
+
+
+
+const extensionSchema = object({
+    name: schemas_string(),
+    from: schemas_string().nullable(),
+    to: schemas_string().nullable(),
+    path: array(schemas_string()),
+    action: schemas_enum(['update', 'install', 'none', 'blocked']),
+    defaultTarget: schemas_boolean(),
+    order: schemas_number(),
+    schema: schemas_string().nullable(),
+    requires: array(schemas_string())
+});
+/** The parts of a plan that execute and verify rely on; the rest passes through untouched. */
+const planSchema = looseObject({
+    schemaVersion: literal(1),
+    status: schemas_enum(['dry_run_approved', 'dry_run_blocked', 'nothing_to_do']),
+    request: object({
+        extensions: array(object({ name: schemas_string(), version: schemas_string().optional() })),
+        allowDowngrade: schemas_boolean(),
+        installMissing: schemas_boolean(),
+        stagedExtensions: array(schemas_string()),
+        manifest: schemas_string().optional()
+    }),
+    databases: array(looseObject({ name: schemas_string(), fingerprint: schemas_string(), unplanned: array(schemas_string()), extensions: array(looseObject(extensionSchema.shape)) })),
+    blockers: array(looseObject({ code: schemas_string(), message: schemas_string() })),
+    members: record(schemas_string(), array(schemas_string())).optional(),
+    fingerprint: schemas_string(),
+    truncated: looseObject({ planFile: schemas_string(), reason: schemas_string() }).optional(),
+    digest: schemas_string().optional()
+});
+const invalid = (message) => new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${message}`);
+/** The CLI's `dry-run --json` prints {status, changed, plan, …}: the plan is its `plan`. */
+function unwrapCliJson(value) {
+    const wrapper = value;
+    return wrapper && typeof wrapper === 'object' && wrapper.schemaVersion === undefined && typeof wrapper.plan === 'object' ? wrapper.plan : value;
+}
+function parsePlan(json, where) {
+    let raw;
+    try {
+        raw = unwrapCliJson(JSON.parse(json));
+    }
+    catch {
+        throw invalid(`${where} is not valid JSON`);
+    }
+    const parsed = planSchema.safeParse(raw);
+    if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw invalid(`${where} is not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
+    }
+    return { plan: parsed.data, raw };
+}
+/** Where an entry contradicts itself: its action against its from, to and path. */
+function entryProblem(entry) {
+    const path = entry.path.join(' → ') || '(empty)';
+    if (entry.action === 'update' && (entry.from === null || entry.from === entry.to || entry.path[0] !== entry.from || entry.path.at(-1) !== entry.to)) {
+        return `action update from ${entry.from} to ${entry.to} does not match its path ${path}`;
+    }
+    if (entry.action === 'install' && (entry.from !== null || entry.path.length !== 1 || entry.path[0] !== entry.to))
+        return `action install of ${entry.to} does not match from ${entry.from} and path ${path}`;
+    if (entry.action === 'none' && entry.from !== entry.to)
+        return `action none, yet from ${entry.from} differs from to ${entry.to}`;
+    return undefined;
+}
+/** Where an entry's target contradicts the request it was planned from (with a manifest, the request is per database and not in the plan). */
+function requestProblem(plan, entry) {
+    if (plan.request.extensions.length === 0 || entry.requiredBy)
+        return undefined;
+    const asked = plan.request.extensions.find((e) => e.name === entry.name);
+    if (!asked)
+        return 'the request does not name it';
+    if (asked.version === undefined && !entry.defaultTarget)
+        return `the request asks for the default version, the entry says to ${entry.to}`;
+    if (asked.version !== undefined && (asked.version !== entry.to || entry.defaultTarget))
+        return `the request asks for ${asked.version}, the entry says to ${entry.to}`;
+    return undefined;
+}
+/**
+ * Checks a full plan says what the dry-run decided: its fingerprint is that of its databases, its
+ * status follows from its blockers and entries, every entry is coherent, and its digest matches
+ * its content. Each named check runs before the digest so that the message says what changed.
+ */
+function planProblems(plan, raw) {
+    const problems = [];
+    if (plan.fingerprint !== fingerprintPlan(plan.databases))
+        problems.push(`fingerprint ${plan.fingerprint} is not the fingerprint of its databases`);
+    const entries = plan.databases.flatMap((database) => database.extensions.map((entry) => ({ database: database.name, entry })));
+    const blockedEntries = entries.filter(({ entry }) => entry.action === 'blocked');
+    const expected = plan.blockers.length > 0 || blockedEntries.length > 0 ? 'dry_run_blocked' : entries.some(({ entry }) => isChange(entry)) ? 'dry_run_approved' : 'nothing_to_do';
+    if (plan.status !== expected) {
+        problems.push(`status is ${plan.status}, but with ${plan.blockers.length} blocker(s), ${blockedEntries.length} blocked entr${blockedEntries.length === 1 ? 'y' : 'ies'} and its entries it is ${expected}`);
+    }
+    if (plan.status === 'dry_run_blocked' && plan.blockers.length === 0)
+        problems.push('status is dry_run_blocked but it lists no blocker');
+    for (const { database, entry } of entries) {
+        const problem = entryProblem(entry) ?? requestProblem(plan, entry);
+        if (problem)
+            problems.push(`${database}: ${entry.name}: ${problem}`);
+    }
+    for (const database of plan.databases) {
+        for (const asked of plan.request.extensions) {
+            if (!database.extensions.some((e) => e.name === asked.name))
+                problems.push(`${database.name}: the request names ${asked.name}, which has no entry`);
+        }
+    }
+    const tampered = digestProblem(raw);
+    if (tampered)
+        problems.push(tampered);
+    return problems;
+}
+/**
+ * Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. A compacted plan
+ * (`truncated`, from a step output too large for GitHub) is followed to its plan file, one level
+ * only. The full plan must pass `planProblems`; anything else is INVALID_INPUT naming the input.
+ * A file (the input or a compacted plan's planFile) must be inside the workspace or RUNNER_TEMP.
+ */
+function loadPlan(input, env = process.env) {
+    const text = input.trim();
+    const inline = text.startsWith('{');
+    if (!inline && !existsQuietly(text)) {
+        throw invalid('must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
+    }
+    const { plan, raw } = parsePlan(inline ? text : readInputFile('plan', text, env), inline ? 'the value' : text);
+    if (!plan.truncated)
+        return checked(plan, raw, inline ? 'the plan' : text);
+    const file = plan.truncated.planFile;
+    if (!existsQuietly(file)) {
+        throw invalid(`this is the compacted plan (${plan.truncated.reason}) and its file ${file} is not on this machine; pass the plan file instead`);
+    }
+    const full = parsePlan(readInputFile('plan', file, env), file);
+    if (full.plan.truncated)
+        throw invalid(`the compacted plan points at ${file}, which is itself a compacted plan (pointing at ${full.plan.truncated.planFile}); give the full plan file`);
+    if (full.plan.fingerprint !== plan.fingerprint || full.plan.status !== plan.status) {
+        throw invalid(`the compacted plan (fingerprint ${plan.fingerprint}, ${plan.status}) and its plan file ${file} (fingerprint ${full.plan.fingerprint}, ${full.plan.status}) disagree`);
+    }
+    return checked(full.plan, full.raw, file);
+}
+function checked(plan, raw, where) {
+    const problems = planProblems(plan, raw);
+    if (problems.length > 0)
+        throw invalid(`${where} is not the plan dry-run wrote: ${problems.join('; ')}; nothing was changed (run dry-run again)`);
+    return plan;
+}
+function existsQuietly(path) {
+    try {
+        (0,external_node_fs_namespaceObject.statSync)(path);
+        return true;
+    }
+    catch {
+        return false;
+    }
+}
+
+;// CONCATENATED MODULE: ./src/core/recovery/manifest.ts
+
+
+
+
+
+
+/**
+ * The snapshot manifest: everything a rollback needs and everything that proves it is being applied
+ * to the same cluster. Written as manifest.json in the snapshot's directory; paths inside it are
+ * relative to that directory, so a snapshot can be moved (or uploaded and downloaded) as a whole.
+ */
+const MANIFEST_FILE = 'manifest.json';
+/** Present in a snapshot directory from its creation until its manifest is written: no baseline yet. */
+const INCOMPLETE_MARKER = 'INCOMPLETE';
+/** Present in a snapshot directory while a rollback from it runs; left behind by one that was interrupted. */
+const ROLLBACK_MARKER = 'rollback-in-progress.json';
+const MANIFEST_KIND = 'pg-extension-upgrade/snapshot';
+const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'];
+const manifest_extensionSchema = object({
+    name: schemas_string(),
+    version: schemas_string(),
+    schema: schemas_string(),
+    relocatable: schemas_boolean(),
+    /** Extensions it depends on (pg_depend), all listed earlier in the database's list. */
+    requires: array(schemas_string())
+});
+const dumpSchema = object({
+    /** Relative to the manifest's directory. */
+    file: schemas_string(),
+    bytes: schemas_number(),
+    sha256: schemas_string(),
+    /** The snapshot exported by the session that counted the rows; pg_dump ran with --snapshot. */
+    exportedSnapshot: schemas_string(),
+    tocEntries: schemas_number(),
+    /** Exact row count per user table (qualified name), counted in the dump's snapshot. */
+    rowCounts: record(schemas_string(), schemas_number()),
+    durationMs: schemas_number()
+});
+const databaseSchema = object({
+    name: schemas_string(),
+    owner: schemas_string(),
+    encoding: schemas_string(),
+    collate: schemas_string(),
+    ctype: schemas_string(),
+    localeProvider: schemas_enum(['libc', 'icu']),
+    icuLocale: schemas_string().nullable(),
+    tablespace: schemas_string(),
+    allowConnections: schemas_boolean(),
+    connectionLimit: schemas_number(),
+    isTemplate: schemas_boolean(),
+    /** In dependency order: an extension comes after those it requires. */
+    extensions: array(manifest_extensionSchema),
+    /** The schemas the extensions live in. */
+    schemas: array(schemas_string()),
+    dump: dumpSchema.optional()
+});
+const manifestSchema = object({
+    kind: literal(MANIFEST_KIND),
+    schemaVersion: literal(1),
+    id: schemas_string(),
+    strategy: schemas_enum(SNAPSHOT_STRATEGIES),
+    /** The server's clock when the baseline was fixed (restore point, or the dumps' snapshot). */
+    createdAt: schemas_string(),
+    tool: object({ name: schemas_string(), version: schemas_string() }),
+    server: object({
+        systemIdentifier: schemas_string(),
+        version: schemas_string(),
+        versionNum: schemas_number(),
+        /** The timeline the restore point was written on, read from pg_walfile_name(pg_current_wal_lsn()). */
+        timeline: schemas_number(),
+        walSegmentSize: schemas_number(),
+        /** null when the role may not read data_directory. */
+        dataDirectory: schemas_string().nullable(),
+        /** Every database of the cluster at snapshot time (a PITR also rewinds these). */
+        clusterDatabases: array(schemas_string()),
+        /** sum(xact_commit) of pg_stat_database at snapshot time, to estimate what a PITR discards. */
+        commitsAtSnapshot: schemas_number().nullable()
+    }),
+    archive: object({
+        method: schemas_enum(['archive_command', 'archive_library']),
+        /** The archive directory, when archive_command copies into a local directory. */
+        directory: schemas_string().nullable()
+    })
+        .nullable(),
+    restorePoint: object({
+        name: schemas_string(),
+        lsn: schemas_string(),
+        walFile: schemas_string(),
+        timeline: schemas_number(),
+        createdAt: schemas_string(),
+        archivedAt: schemas_string(),
+        /** How the name's uniqueness was proven (pg_waldump over the archive, or not possible). */
+        uniqueness: schemas_string()
+    })
+        .optional(),
+    baseBackup: object({
+        external: schemas_boolean(),
+        /** Relative to the manifest's directory (plain format). */
+        path: schemas_string().optional(),
+        label: schemas_string().optional(),
+        startLsn: schemas_string().optional(),
+        endLsn: schemas_string().optional(),
+        startWalFile: schemas_string().optional(),
+        timeline: schemas_number().optional(),
+        bytes: schemas_number().optional(),
+        format: literal('plain').optional(),
+        verifiedWith: schemas_string().optional(),
+        /** For an external base backup: where it is said to come from. */
+        note: schemas_string().optional()
+    })
+        .optional(),
+    databases: array(databaseSchema),
+    /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
+    plan: object({ fingerprint: schemas_string(), databases: array(schemas_string()) }).optional(),
+    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() })),
+    /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
+    digest: schemas_string().optional()
+});
+const NAME = /^[A-Za-z0-9_.-]+$/;
+/** A restore point name as the action accepts it: at most 63 bytes of [A-Za-z0-9_.-]. */
+function restorePointProblem(name) {
+    if (name.length === 0)
+        return 'is empty';
+    if (Buffer.byteLength(name) > 63)
+        return `"${name}" is ${Buffer.byteLength(name)} bytes; PostgreSQL allows at most 63`;
+    if (!NAME.test(name))
+        return `"${name}" has characters outside A-Z, a-z, 0-9, "_", "." and "-"`;
+    return undefined;
+}
+const stamp = (date) => date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+/**
+ * A unique name from the repository, run id and attempt (GitHub), the time and 16 random bits:
+ * `pgxu_<repo>_<run>_<attempt>_<yyyymmddThhmmssZ>_<hex>`, at most 63 bytes.
+ */
+function generateSnapshotId(env, now = new Date()) {
+    const random = (0,external_node_crypto_namespaceObject.randomBytes)(2).toString('hex');
+    const run = env.GITHUB_RUN_ID ? `${env.GITHUB_RUN_ID}_${env.GITHUB_RUN_ATTEMPT || '1'}` : 'local';
+    const tail = `_${run}_${stamp(now)}_${random}`;
+    const repo = (env.GITHUB_REPOSITORY ?? '').split('/').pop().replace(/[^A-Za-z0-9_.-]/g, '-');
+    const room = 63 - 'pgxu_'.length - tail.length;
+    const middle = repo && room > 0 ? `_${repo.slice(0, room - 1)}` : '';
+    return `pgxu${middle}${tail}`.slice(0, 63);
+}
+async function sha256File(path) {
+    const hash = (0,external_node_crypto_namespaceObject.createHash)('sha256');
+    await new Promise((resolvePromise, reject) => {
+        (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 })
+            .on('data', (chunk) => hash.update(chunk))
+            .on('error', reject)
+            .on('end', () => resolvePromise());
+    });
+    return hash.digest('hex');
+}
+/** A file entry of the manifest: its path relative to the snapshot directory, size and sha256. */
+async function fileEntry(snapshotDir, path) {
+    return { path: (0,external_node_path_namespaceObject.relative)(snapshotDir, path), bytes: (0,external_node_fs_namespaceObject.statSync)(path).size, sha256: await sha256File(path) };
+}
+/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
+function writeManifest(snapshotDir, manifest) {
+    const path = (0,external_node_path_namespaceObject.join)(snapshotDir, MANIFEST_FILE);
+    const temporary = `${path}.tmp-${process.pid}`;
+    manifest.digest = contentDigest(manifest);
+    (0,external_node_fs_namespaceObject.writeFileSync)(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
+    (0,external_node_fs_namespaceObject.renameSync)(temporary, path);
+    return path;
+}
+/** `snapshot` is the manifest's path or its directory. */
+function manifestPathOf(input) {
+    const path = (0,external_node_path_namespaceObject.resolve)(input.trim());
+    if ((0,external_node_fs_namespaceObject.existsSync)(path) && (0,external_node_fs_namespaceObject.statSync)(path).isDirectory())
+        return (0,external_node_path_namespaceObject.join)(path, MANIFEST_FILE);
+    return path;
+}
+/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
+function parseManifest(input) {
+    const path = manifestPathOf(input);
+    if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), INCOMPLETE_MARKER))) {
+        throw new core_errors/* CodedError */.A('SNAPSHOT_INCOMPLETE', `input "snapshot": ${(0,external_node_path_namespaceObject.dirname)(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`);
+    }
+    if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
+    let raw;
+    try {
+        raw = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
+    }
+    catch (error) {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${(0,core_errors/* errorMessage */.g)(error)})`);
+    }
+    const result = manifestSchema.safeParse(raw);
+    if (!result.success) {
+        const first = result.error.issues[0];
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
+    }
+    return { manifest: result.data, raw, path };
+}
+/**
+ * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
+ * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
+ */
+function readManifest(input) {
+    const { manifest, raw, path } = parseManifest(input);
+    const tampered = digestProblem(raw);
+    if (tampered)
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`);
+    return { manifest, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
+}
+/** Absolute path of a manifest-relative path. */
+function inSnapshot(dir, path) {
+    return (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : (0,external_node_path_namespaceObject.join)(dir, path);
+}
+/**
+ * Re-computes the checksum of every file the manifest lists. A rollback uses no file that fails:
+ * SNAPSHOT_CORRUPT names each one.
+ */
+async function verifyFiles(dir, manifest, only) {
+    const problems = [];
+    for (const file of manifest.files) {
+        if (only && !only(file.path))
+            continue;
+        const path = inSnapshot(dir, file.path);
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
+            problems.push(`${file.path} is missing`);
+            continue;
+        }
+        const size = (0,external_node_fs_namespaceObject.statSync)(path).size;
+        if (size !== file.bytes) {
+            problems.push(`${file.path} is ${size} bytes, the manifest says ${file.bytes}`);
+            continue;
+        }
+        const sum = await sha256File(path);
+        if (sum !== file.sha256)
+            problems.push(`${file.path} has sha256 ${sum.slice(0, 12)}…, the manifest says ${file.sha256.slice(0, 12)}…`);
+    }
+    if (problems.length > 0)
+        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
+}
+/**
+ * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
+ * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
+ * by readManifest, naming it, rather than told no such snapshot exists).
+ */
+function manifestsUnder(root) {
+    if (!root || !(0,external_node_fs_namespaceObject.existsSync)(root))
+        return [];
+    const candidates = [(0,external_node_path_namespaceObject.join)(root, MANIFEST_FILE)];
+    try {
+        for (const entry of (0,external_node_fs_namespaceObject.readdirSync)(root, { withFileTypes: true }))
+            if (entry.isDirectory())
+                candidates.push((0,external_node_path_namespaceObject.join)(root, entry.name, MANIFEST_FILE));
+    }
+    catch {
+        return [];
+    }
+    const found = [];
+    for (const path of candidates) {
+        if (!(0,external_node_fs_namespaceObject.existsSync)(path))
+            continue;
+        try {
+            found.push({ path, manifest: parseManifest(path).manifest });
+        }
+        catch {
+            // not ours, or unreadable: ignored
+        }
+    }
+    return found;
+}
+
 ;// CONCATENATED MODULE: ./src/core/duration.ts
 const UNITS_MS = {
     ms: 1,
@@ -18978,7 +19745,7 @@ function formatDuration(ms) {
 
 ;// CONCATENATED MODULE: ./src/core/extension-list.ts
 
-const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+const extension_list_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 const VERSION = /^[A-Za-z0-9][A-Za-z0-9._+~-]*$/;
 /** Splits a list input on newlines and commas, dropping blanks and `#` comments. */
 function splitList(text) {
@@ -18989,17 +19756,19 @@ function splitList(text) {
         .map((item) => item.trim())
         .filter((item) => item.length > 0);
 }
+/** An entry as an error quotes it: in quotes, at most 100 characters. */
+const shown = (entry) => `"${entry.length > 100 ? `${entry.slice(0, 100)}…` : entry}"`;
 function parseExtensionEntry(entry) {
     const at = entry.indexOf('@');
     const name = (at < 0 ? entry : entry.slice(0, at)).trim();
     const version = at < 0 ? undefined : entry.slice(at + 1).trim();
-    if (!NAME.test(name) || name.length > 63) {
-        return `"${entry}" is not an extension name (letters, digits, "_", "-" and "." only)`;
+    if (!extension_list_NAME.test(name) || name.length > 63) {
+        return `${shown(entry)} is not an extension name (letters, digits, "_", "-" and "." only)`;
     }
     if (version === undefined || version === 'default')
         return { name };
     if (!VERSION.test(version) || version.includes('--') || version.length > 63) {
-        return `"${entry}" has no valid version after "@" (use name@1.2.3, name@default or just name)`;
+        return `${shown(entry)} has no valid version after "@" (use name@1.2.3, name@default or just name)`;
     }
     return { name, version };
 }
@@ -19018,8 +19787,10 @@ function parseExtensionList(text) {
         }
         byName.set(parsed.name, parsed);
     }
-    if (problems.length > 0)
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', problems.join('; '));
+    if (problems.length > 0) {
+        const listed = problems.slice(0, 10).join('; ');
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', problems.length > 10 ? `${listed}; and ${problems.length - 10} more` : listed);
+    }
     return [...byName.values()];
 }
 function formatRequest(request) {
@@ -19032,16 +19803,46 @@ function formatRequest(request) {
 
 
 
+
+
 const MODES = ['dry-run', 'snapshot', 'execute', 'verify', 'rollback', 'run', 'drift'];
 const inputs_meta = (fallback, kind) => ({ input: { default: fallback, kind } });
-const inputs_text = (fallback) => schemas_string().default(fallback).meta(inputs_meta(fallback, 'text'));
+/** A value as an error may quote it: JSON-quoted (no raw newline), at most 100 characters. */
+const inputs_shown = (value) => quoted(value, 100);
+const KiB = 1024;
+const CONTROL = /[\u0000-\u001f\u007f]/;
+const NUL = /\u0000/;
+/** Kernel pseudo-filesystems: never a file, directory or program this tool should use. */
+const SYSTEM_PATH = /^\/+(proc|sys|dev)(\/|$)/;
+const PATH_RULE = { max: 4 * KiB, shape: 'line', path: true };
+/** Free text with limits checked at parse time, so that no value is used before it is known to be sane. */
+const inputs_text = (fallback, rule) => schemas_string()
+    .default(fallback)
+    .superRefine((value, ctx) => {
+    const problem = textProblem(value, rule);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+})
+    .meta(inputs_meta(fallback, 'text'));
+function textProblem(value, rule) {
+    const what = rule.secret ? 'the value (not shown: it may hold a secret)' : rule.shape === 'line' && value.length <= 100 ? inputs_shown(value) : 'the value';
+    if (value.length > rule.max)
+        return `${what} is ${value.length} characters long; at most ${rule.max} are allowed`;
+    if (rule.shape === 'line' && CONTROL.test(value))
+        return `${what} contains a newline or another control character, which cannot belong in it`;
+    if (NUL.test(value))
+        return `${what} contains a NUL character`;
+    if (rule.path && SYSTEM_PATH.test(value.trim()))
+        return `${what} is under /proc, /sys or /dev, which are kernel pseudo-filesystems, not storage`;
+    return undefined;
+}
 const bool = (fallback) => schemas_string()
     .default(fallback)
     .transform((value, ctx) => {
     const normalised = value.trim().toLowerCase();
     if (normalised === 'true' || normalised === 'false')
         return normalised === 'true';
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a boolean; use true or false` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not a boolean; use true or false` });
     return NEVER;
 })
     .meta(inputs_meta(fallback, 'boolean'));
@@ -19055,7 +19856,7 @@ const inputs_duration = (fallback) => schemas_string()
         return ms;
     ctx.addIssue({
         code: 'custom',
-        message: `"${value}" is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
+        message: `${inputs_shown(value)} is not a positive duration up to 24d; use a number with ms, s, min, h or d (for example 5s or 15min)`
     });
     return NEVER;
 })
@@ -19067,7 +19868,7 @@ const inputs_integer = (fallback, min, max) => schemas_string()
     const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN;
     if (parsed >= min && parsed <= max)
         return parsed;
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max}` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not a whole number from ${min} to ${max}` });
     return NEVER;
 })
     .meta(inputs_meta(fallback, 'integer'));
@@ -19077,7 +19878,7 @@ const choice = (fallback, allowed) => schemas_string()
     const normalised = value.trim().toLowerCase();
     if (allowed.includes(normalised))
         return normalised;
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not one of ${allowed.join(', ')}` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not one of ${allowed.join(', ')}` });
     return NEVER;
 })
     .meta(inputs_meta(fallback, 'text'));
@@ -19091,25 +19892,36 @@ const optionalInteger = (min, max) => schemas_string()
     const parsed = /^\d+$/.test(trimmed) ? Number(trimmed) : NaN;
     if (parsed >= min && parsed <= max)
         return parsed;
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not a whole number from ${min} to ${max} (or empty for no limit)` });
+    ctx.addIssue({ code: 'custom', message: `${inputs_shown(value)} is not a whole number from ${min} to ${max} (or empty for no limit)` });
     return NEVER;
 })
     .meta(inputs_meta('', 'integer'));
+/** Lists of names: thousands of databases fit; a runner's environment caps an input at 128 KiB anyway. */
+const LIST_MAX = 1024 * KiB;
 /** Database names and glob patterns (`tenant_*`), comma or newline separated. */
 const databasePatterns = schemas_string()
     .default('')
     .transform((value, ctx) => {
+    if (value.length > LIST_MAX) {
+        ctx.addIssue({ code: 'custom', message: `the list is ${value.length} characters long; at most ${LIST_MAX} are allowed` });
+        return NEVER;
+    }
     const patterns = splitList(value);
     const bad = patterns.filter((p) => p.length > 63 || /[\u0000-\u001f]/.test(p));
     if (bad.length === 0)
         return patterns;
-    ctx.addIssue({ code: 'custom', message: `${bad.map((b) => JSON.stringify(b)).join(', ')} is not a database name or pattern (at most 63 characters, no control characters)` });
+    const listed = bad.slice(0, 5).map(inputs_shown).join(', ') + (bad.length > 5 ? ` and ${bad.length - 5} more` : '');
+    ctx.addIssue({ code: 'custom', message: `${listed} ${bad.length === 1 ? 'is not a database name or pattern' : 'are not database names or patterns'} (at most 63 characters, no control characters)` });
     return NEVER;
 })
     .meta(inputs_meta('', 'list'));
 const extensionRequests = schemas_string()
     .default('')
     .transform((value, ctx) => {
+    if (value.length > LIST_MAX) {
+        ctx.addIssue({ code: 'custom', message: `the list is ${value.length} characters long; at most ${LIST_MAX} are allowed` });
+        return NEVER;
+    }
     try {
         return parseExtensionList(value);
     }
@@ -19127,13 +19939,32 @@ const extensionNames = extensionRequests
     return NEVER;
 })
     .meta(inputs_meta('', 'list'));
+/** A plan's or report's JSON (any text), or the path of its file (one line). */
+const jsonOrPath = (what) => schemas_string()
+    .default('')
+    .superRefine((value, ctx) => {
+    const json = value.trimStart().startsWith('{');
+    const problem = json ? textProblem(value, { max: 1024 * KiB, shape: 'multi' }) : textProblem(value.trim(), PATH_RULE);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: json ? problem : `${problem} (a ${what} file path; or give the ${what}'s JSON)` });
+})
+    .meta(inputs_meta('', 'text'));
+/** A restore point name is checked as PostgreSQL will take it, before anything connects. */
+const restorePoint = schemas_string()
+    .default('')
+    .superRefine((value, ctx) => {
+    const problem = textProblem(value, { max: 1 * KiB, shape: 'line' }) ?? (value.trim() ? restorePointProblem(value.trim()) : undefined);
+    if (problem)
+        ctx.addIssue({ code: 'custom', message: problem });
+})
+    .meta(inputs_meta('', 'text'));
 /**
  * The single source of truth for inputs, shared by the action and the CLI. Keys are the action's
  * kebab-case input names; `__tests__/inputs.test.ts` keeps `action.yml` identical to it.
  */
 const inputSchema = object({
     mode: schemas_enum(MODES, { error: () => `must be one of ${MODES.join(', ')}` }),
-    'database-url': inputs_text(''),
+    'database-url': inputs_text('', { max: 8 * KiB, shape: 'line', secret: true }),
     extensions: extensionList,
     'allow-downgrade': bool('false'),
     'install-missing': bool('false'),
@@ -19143,8 +19974,8 @@ const inputSchema = object({
     'long-transaction-threshold': inputs_duration('5min'),
     'max-retries': inputs_integer('3', 0, 20),
     'staged-extensions': extensionNames,
-    plan: inputs_text(''),
-    'verify-sql': inputs_text(''),
+    plan: jsonOrPath('plan'),
+    'verify-sql': inputs_text('', { max: 1024 * KiB, shape: 'multi' }),
     databases: databasePatterns,
     'exclude-databases': databasePatterns,
     concurrency: inputs_integer('4', 1, 64),
@@ -19152,26 +19983,31 @@ const inputSchema = object({
     'on-failure': choice('stop', ['stop', 'continue']),
     'max-failures': optionalInteger(1, 100_000),
     'fail-on-drift': bool('true'),
-    'reference-database-url': inputs_text(''),
+    'reference-database-url': inputs_text('', { max: 8 * KiB, shape: 'line', secret: true }),
     'snapshot-strategy': choice('auto', ['auto', 'basebackup', 'restore-point', 'dump', 'none']),
-    'snapshot-dir': inputs_text(''),
-    'restore-point': inputs_text(''),
+    'snapshot-dir': inputs_text('', PATH_RULE),
+    'restore-point': restorePoint,
     'rollback-strategy': choice('auto', ['auto', 'downgrade', 'dump', 'pitr']),
-    snapshot: inputs_text(''),
-    report: inputs_text(''),
-    pgdata: inputs_text(''),
-    'pg-bin-dir': inputs_text(''),
-    'stop-command': inputs_text(''),
-    'start-command': inputs_text(''),
-    'restore-command': inputs_text(''),
+    snapshot: inputs_text('', PATH_RULE),
+    report: jsonOrPath('report'),
+    pgdata: inputs_text('', PATH_RULE),
+    'pg-bin-dir': inputs_text('', PATH_RULE),
+    'stop-command': inputs_text('', { max: 16 * KiB, shape: 'multi' }),
+    'start-command': inputs_text('', { max: 16 * KiB, shape: 'multi' }),
+    'restore-command': inputs_text('', { max: 16 * KiB, shape: 'line' }),
     'confirm-data-loss': bool('false'),
     'keep-previous': bool('true'),
     'terminate-connections': bool('false'),
     'wait-timeout': inputs_duration('10min'),
-    manifest: inputs_text(''),
+    manifest: inputs_text('', PATH_RULE),
     'comment-on-pr': bool('true'),
     'github-token': schemas_string()
         .default('')
+        .superRefine((value, ctx) => {
+        const problem = textProblem(value, { max: 4 * KiB, shape: 'line', secret: true });
+        if (problem)
+            ctx.addIssue({ code: 'custom', message: problem });
+    })
         .meta({ input: { default: '', kind: 'text', actionDefault: '${{ github.token }}' } })
 });
 const INPUT_NAMES = Object.keys(inputSchema.shape);
@@ -19198,10 +20034,6 @@ function inputSecrets(raw, env) {
     return [...new Set([...secretsOf(raw['database-url'] ?? '', env), ...secretsOf(raw['reference-database-url'] ?? '', {}), ...(token ? [token] : [])])];
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 // EXTERNAL MODULE: ./node_modules/picomatch/index.js
 var picomatch = __nccwpck_require__(4006);
 var picomatch_default = /*#__PURE__*/__nccwpck_require__.n(picomatch);
@@ -19268,23 +20100,23 @@ function checkPattern(pattern) {
     return undefined;
 }
 /** A zod string whose custom check is one of the functions above. */
-const checked = (check, params) => schemas_string(params).superRefine((value, ctx) => {
+const manifest_checked = (check, params) => schemas_string(params).superRefine((value, ctx) => {
     const problem = check(value);
     if (problem)
         ctx.addIssue({ code: 'custom', message: problem });
 });
 /** Scalars become strings (failsafe schema); an empty value is "". */
 const emptyAsMap = (value) => (value === '' ? {} : value);
-const extensionMap = preprocess(emptyAsMap, record(checked(checkName), checked((version) => {
+const extensionMap = preprocess(emptyAsMap, record(manifest_checked(checkName), manifest_checked((version) => {
     const trimmed = version.trim();
     if (DEFAULT_WORDS.has(trimmed))
         return undefined;
     return typeof parseExtensionEntry(`x@${trimmed}`) === 'string' ? `"${trimmed}" is not a valid extension version (${VERSION_RULE})` : undefined;
 }, { error: 'must be a version such as 0.8.0, or default' }), { error: 'must be a mapping of extension names to versions, for example "vector: 0.8.0"' }));
 const databaseRule = preprocess(emptyAsMap, strictObject({ extensions: extensionMap.optional() }, { error: 'must be a mapping with "extensions:" (or no value)' }));
-const databaseRules = preprocess(emptyAsMap, record(checked(checkPattern), databaseRule, { error: 'must be a mapping of database names or patterns, for example "tenant_*:"' }));
+const databaseRules = preprocess(emptyAsMap, record(manifest_checked(checkPattern), databaseRule, { error: 'must be a mapping of database names or patterns, for example "tenant_*:"' }));
 /** The shape of a manifest; the lines come from the YAML nodes, not from this schema. */
-const manifestSchema = strictObject({ extensions: extensionMap.optional(), databases: databaseRules.optional() }, { error: 'must be a mapping with "extensions:" and/or "databases:"' });
+const manifest_manifestSchema = strictObject({ extensions: extensionMap.optional(), databases: databaseRules.optional() }, { error: 'must be a mapping with "extensions:" and/or "databases:"' });
 /** The pairs of a YAML mapping in file order, with each key's line; aliases resolved. */
 function pairsOf(doc, node, lines) {
     const resolved = (0,dist/* isAlias */.Vj)(node) ? node.resolve(doc) : node;
@@ -19350,15 +20182,15 @@ function loadManifest(path, text, options = {}) {
     let source = text;
     if (source === undefined) {
         try {
-            source = (0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.resolve)(root, path), 'utf8');
+            source = readInputFile('manifest', path, options.env ?? process.env, { workspace: root });
         }
         catch (error) {
-            const code = error.code;
-            const reason = code === 'ENOENT'
+            const problem = error instanceof InputFileError ? error.problem : undefined;
+            const reason = problem === 'missing'
                 ? 'no such file (the path is relative to the repository root; check the repository out first with actions/checkout)'
-                : code === 'EISDIR'
+                : problem === 'directory'
                     ? 'it is a directory, not a YAML file'
-                    : (0,core_errors/* errorMessage */.g)(error);
+                    : (0,core_errors/* errorMessage */.g)(error).replace(/^input "manifest": /, '');
             throw new ManifestError(file, [{ message: `input "manifest": cannot read ${path}: ${reason}` }], path);
         }
     }
@@ -19386,7 +20218,7 @@ function loadManifest(path, text, options = {}) {
     catch (error) {
         fail([{ message: `cannot be read as data: ${(0,core_errors/* errorMessage */.g)(error)}` }]);
     }
-    const parsed = manifestSchema.safeParse(plain);
+    const parsed = manifest_manifestSchema.safeParse(plain);
     if (!parsed.success) {
         const problems = parsed.error.issues
             .flatMap(describeIssue)
@@ -19411,13 +20243,13 @@ function loadManifest(path, text, options = {}) {
     }
     return { file, extensions, databases };
 }
-const matchers = new Map();
+const manifest_matchers = new Map();
 /** Whether a `databases` key names the database: exact for a plain name, picomatch for a glob (as fleet.ts). */
 function patternMatches(pattern, database) {
-    let matcher = matchers.get(pattern);
+    let matcher = manifest_matchers.get(pattern);
     if (!matcher) {
         matcher = picomatch_default().scan(pattern).isGlob ? picomatch_default()(pattern, { dot: true }) : (name) => name === pattern;
-        matchers.set(pattern, matcher);
+        manifest_matchers.set(pattern, matcher);
     }
     return matcher(database);
 }
@@ -19923,6 +20755,61 @@ function compareParity(database, target, reference) {
         diff(setting, target.settings[setting] ?? null, reference.settings[setting] ?? null);
     return differences;
 }
+const HEALTH_STATES = ['healthy', 'degraded', 'unhealthy'];
+function entryHealth(e) {
+    if (e.class === 'ok')
+        return 'healthy';
+    if (e.class === 'unavailable')
+        return 'unhealthy';
+    if (e.class === 'catalog_ahead') {
+        const libraryBehind = e.library !== null && compareLibrary(e.extension, e.library, e.catalog) < 0;
+        const beyondShipped = e.control === null || compareVersions(e.catalog, e.control) > 0;
+        return libraryBehind || beyondShipped ? 'unhealthy' : 'degraded';
+    }
+    return 'degraded';
+}
+function driftHealth(entries, otherFindings, unreadable) {
+    const states = entries.map(entryHealth);
+    if (unreadable > 0 || states.includes('unhealthy'))
+        return 'unhealthy';
+    return otherFindings > 0 || states.includes('degraded') ? 'degraded' : 'healthy';
+}
+
+;// CONCATENATED MODULE: ./src/core/drift-metrics.ts
+
+/** The classes a (database, extension) series carries one 0|1 sample for; parity is per database. */
+const SERIES_CLASSES = ['ok', 'catalog_behind', 'catalog_ahead', 'restart_required', 'unavailable', 'fleet_skew'];
+/** A label value as the exposition formats escape it: backslash, double quote and line feed. */
+const escapeLabel = (value) => value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+const labels = (pairs) => `{${Object.entries(pairs)
+    .map(([name, value]) => `${name}="${escapeLabel(value)}"`)
+    .join(',')}}`;
+const PREFIX = 'pg_extension_upgrade';
+/**
+ * The drift report as an OpenMetrics text file that the Prometheus text parsers of node_exporter's
+ * textfile collector and the Pushgateway read too: every family is a gauge (the `_info` series
+ * follows the Prometheus info-metric convention, value 1, the versions as labels), `# EOF` ends it.
+ */
+function driftMetrics({ entries, fleet, parity, databases, health, checkedAt }) {
+    const lines = [];
+    const family = (name, help, samples) => {
+        lines.push(`# TYPE ${PREFIX}_${name} gauge`, `# HELP ${PREFIX}_${name} ${help}`, ...samples);
+    };
+    const skewed = new Set(fleet.map((f) => f.extension));
+    family('extension_info', 'An installed extension: catalog (pg_extension), control-file default and loaded library versions (empty when unknown).', entries.map((e) => `${PREFIX}_extension_info${labels({ database: e.database, extension: e.extension, catalog_version: e.catalog, default_version: e.control ?? '', library_version: e.library ?? '' })} 1`));
+    family('drift', 'One sample per drift class for each database and extension: 1 for its class (and fleet_skew when databases disagree), else 0.', entries.flatMap((e) => SERIES_CLASSES.map((cls) => {
+        const on = cls === 'fleet_skew' ? skewed.has(e.extension) : e.class === cls;
+        return `${PREFIX}_drift${labels({ database: e.database, extension: e.extension, class: cls })} ${on ? 1 : 0}`;
+    })));
+    family('parity_differences', 'Differences from the reference server per database (extensions, preload libraries, key settings).', [...new Set(databases.map((d) => d.name))].map((name) => `${PREFIX}_parity_differences${labels({ database: name })} ${parity.filter((p) => p.database === name).length}`));
+    family('database_readable', '1 when drift could read the database, 0 when it could not.', databases.map((d) => `${PREFIX}_database_readable${labels({ database: d.name })} ${d.readable ? 1 : 0}`));
+    family('databases_unreadable', 'How many targeted databases could not be read.', [`${PREFIX}_databases_unreadable ${databases.filter((d) => !d.readable).length}`]);
+    family('health', 'The health output: 1 for the current state (healthy, degraded or unhealthy), 0 for the others.', HEALTH_STATES.map((state) => `${PREFIX}_health${labels({ state })} ${state === health ? 1 : 0}`));
+    family('last_check_timestamp_seconds', 'When this check ran, in seconds since the Unix epoch; alert when it stops advancing.', [
+        `${PREFIX}_last_check_timestamp_seconds ${(checkedAt.getTime() / 1000).toFixed(3)}`
+    ]);
+    return `${lines.join('\n')}\n# EOF\n`;
+}
 
 ;// CONCATENATED MODULE: ./src/core/fleet.ts
 
@@ -19932,7 +20819,8 @@ function compareParity(database, target, reference) {
 const isGlob = (pattern) => picomatch_default().scan(pattern).isGlob;
 /**
  * Resolves `databases` and `exclude-databases` against pg_database. `all` and patterns reach
- * every database that allows connections except templates; a template only when named exactly.
+ * every database that allows connections except templates and the databases a dump rollback
+ * kept aside (`<db>__pre_rollback_<stamp>`); those only when named exactly.
  * No match is an error that lists what exists, never a silent success.
  */
 async function selectDatabases(connect, selection, defaultDatabase) {
@@ -19944,6 +20832,9 @@ async function selectDatabases(connect, selection, defaultDatabase) {
     });
     return resolveSelection(rows, selection);
 }
+/** What marks a database a dump rollback kept aside (keep-previous): a tenant's past, not a tenant to upgrade. */
+const ASIDE_MARK = '__pre_rollback_';
+const keptAside = (name) => name.includes(ASIDE_MARK);
 /** Pure part of the selection, so that it can be tested on its own. */
 function resolveSelection(rows, selection) {
     const byName = new Map(rows.map((row) => [row.datname, row]));
@@ -19951,7 +20842,7 @@ function resolveSelection(rows, selection) {
     for (const pattern of selection.patterns) {
         if (pattern === 'all') {
             for (const row of rows)
-                if (row.datallowconn && !row.datistemplate)
+                if (row.datallowconn && !row.datistemplate && !keptAside(row.datname))
                     chosen.add(row.datname);
             continue;
         }
@@ -19966,7 +20857,7 @@ function resolveSelection(rows, selection) {
         }
         const matches = picomatch_default()(pattern, { dot: true });
         for (const row of rows)
-            if (row.datallowconn && !row.datistemplate && matches(row.datname))
+            if (row.datallowconn && !row.datistemplate && !keptAside(row.datname) && matches(row.datname))
                 chosen.add(row.datname);
     }
     for (const pattern of selection.exclude) {
@@ -20020,152 +20911,6 @@ function prefixedLogger(log, prefix) {
             return work();
         }
     };
-}
-
-;// CONCATENATED MODULE: external "node:crypto"
-const external_node_crypto_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:crypto");
-;// CONCATENATED MODULE: ./src/core/digest.ts
-
-/**
- * Tamper evidence for the JSON documents this tool writes and later trusts (plans, snapshot
- * manifests): a sha256 over the document's canonical form — every field but `digest` itself,
- * object keys sorted at every level, values as JSON writes them. Fields added later are covered
- * without any change here.
- */
-const DIGEST_FIELD = 'digest';
-/** The document as JSON with keys sorted at every level; undefined fields are left out, as JSON.stringify does. */
-function canonicalJson(value) {
-    return JSON.stringify(sortKeys(JSON.parse(JSON.stringify(value ?? null))));
-}
-function sortKeys(value) {
-    if (Array.isArray(value))
-        return value.map(sortKeys);
-    if (value === null || typeof value !== 'object')
-        return value;
-    const record = value;
-    return Object.fromEntries(Object.keys(record)
-        .sort()
-        .map((key) => [key, sortKeys(record[key])]));
-}
-/** `sha256:<hex>` over the canonical form of `document` without its `digest` field. */
-function contentDigest(document) {
-    const { [DIGEST_FIELD]: _ignored, ...content } = document;
-    return `sha256:${(0,external_node_crypto_namespaceObject.createHash)('sha256').update(canonicalJson(content)).digest('hex')}`;
-}
-/** Why `document` (as parsed from its file) fails its digest, or undefined when it matches. */
-function digestProblem(document) {
-    if (document === null || typeof document !== 'object' || Array.isArray(document))
-        return 'it is not a JSON object';
-    const recorded = document[DIGEST_FIELD];
-    if (recorded === undefined)
-        return `it carries no "${DIGEST_FIELD}" (written by an older version of this tool, or assembled by hand)`;
-    if (typeof recorded !== 'string')
-        return `its "${DIGEST_FIELD}" is not a string`;
-    const actual = contentDigest(document);
-    if (actual !== recorded)
-        return `its content does not match its "${DIGEST_FIELD}" (${recorded.slice(0, 19)}…, the content hashes to ${actual.slice(0, 19)}…): it was changed after it was written`;
-    return undefined;
-}
-
-;// CONCATENATED MODULE: ./src/core/plan.ts
-
-
-
-/** The plan with its digest: the last step of building one, so that any later edit shows. */
-function sealPlan(plan) {
-    return { ...plan, digest: contentDigest(plan) };
-}
-const isChange = (extension) => extension.action === 'update' || extension.action === 'install';
-const sha256 = (value) => `sha256:${(0,external_node_crypto_namespaceObject.createHash)('sha256').update(JSON.stringify(value)).digest('hex')}`;
-/**
- * What must not change between plan and execute: every installed extension outside the plan
- * (name, version, schema), and what the server ships for the planned ones (default and versions).
- * The planned extensions' own versions are left out on purpose: `checkProgress` accepts them
- * anywhere on their planned path, which is what lets a stopped run resume.
- */
-function fingerprintDatabase(database, server, planned) {
-    const inPlan = new Set(planned);
-    const installed = Object.values(database.installed)
-        .filter((extension) => !inPlan.has(extension.name))
-        .map((extension) => [extension.name, extension.version, extension.schema])
-        .sort((a, b) => a[0].localeCompare(b[0]));
-    const shipped = [...inPlan].sort().map((name) => {
-        const available = server.available[name];
-        return [name, available?.defaultVersion ?? null, available?.versions.map((v) => v.version).sort() ?? null];
-    });
-    return sha256({ installed, shipped });
-}
-function fingerprintPlan(databases) {
-    return sha256([...databases].sort((a, b) => a.name.localeCompare(b.name)).map((d) => [d.name, d.fingerprint]));
-}
-/**
- * Where each planned extension stands now. Anything off its planned path means someone else
- * changed it, and the plan no longer describes the database.
- */
-function checkProgress(database, planned) {
-    const problems = [];
-    for (const extension of planned.extensions) {
-        const now = database.installed[extension.name];
-        if (extension.action === 'install') {
-            if (now && now.version !== extension.to)
-                problems.push(`${extension.name} was installed at ${now.version} meanwhile`);
-            continue;
-        }
-        if (!now) {
-            if (extension.from !== null)
-                problems.push(`${extension.name} was dropped`);
-            continue;
-        }
-        const allowed = extension.action === 'update' ? extension.path : [extension.from];
-        if (!allowed.includes(now.version)) {
-            problems.push(`${extension.name} is at ${now.version}, which is not on the planned path ${extension.path.join(' → ')}`);
-        }
-        if (extension.schema !== null && now.schema !== extension.schema) {
-            problems.push(`${extension.name} moved from schema ${extension.schema} to ${now.schema}`);
-        }
-    }
-    return problems;
-}
-/**
- * The request a database's entries were planned from, for re-planning it under the lock: each
- * entry with its exact version, or with none where the control-file default was the target (so
- * the default is resolved again). Installs pulled in by requirements are named too: on a resumed
- * run they are already there, and nothing would pull them in again.
- */
-function replanRequest(planned, request) {
-    const extensions = planned.extensions.map((e) => (e.defaultTarget || e.to === null ? { name: e.name } : { name: e.name, version: e.to }));
-    return { ...request, extensions };
-}
-/**
- * Where a plan's entries disagree with re-planning the same request on the database as it is now
- * (under the lock): a different target, action or set of extensions. An update or install that
- * re-planning finds already done is a resumed run, not a disagreement.
- */
-function replanDisagreements(planned, replanned) {
-    const problems = [];
-    const fresh = new Map(replanned.extensions.map((e) => [e.name, e]));
-    for (const entry of planned.extensions) {
-        const now = fresh.get(entry.name);
-        if (!now) {
-            problems.push(`${entry.name} (${entry.action} to ${entry.to}) is not what the request plans to`);
-            continue;
-        }
-        if (now.to !== entry.to)
-            problems.push(`${entry.name}: the plan says to ${entry.to}, re-planning the request gives ${now.to}`);
-        else if (now.action !== entry.action && !(isChange(entry) && now.action === 'none'))
-            problems.push(`${entry.name}: the plan says ${entry.action}, re-planning the request gives ${now.action}`);
-    }
-    const names = new Set(planned.extensions.map((e) => e.name));
-    for (const entry of replanned.extensions)
-        if (!names.has(entry.name))
-            problems.push(`re-planning the request also gives ${entry.name} (${entry.action} to ${entry.to}), which the plan lacks`);
-    return problems;
-}
-/** Execute's check under the lock: the plan's entries are what its own request plans to, else PLAN_STALE. */
-function assertAgreesWithReplan(planned, replanned) {
-    const problems = replanDisagreements(planned, replanned);
-    if (problems.length > 0)
-        throw new core_errors/* CodedError */.A('PLAN_STALE', `the plan of ${planned.name} disagrees with re-planning its request now (${problems.join('; ')}); nothing was changed in ${planned.name}: run dry-run again`);
 }
 
 ;// CONCATENATED MODULE: ./src/core/planner.ts
@@ -20537,12 +21282,27 @@ function eachDatabase(context, databases, title, work, mayStart) {
 
 
 
+
+
+
+
+
+
+
+/** The OpenMetrics file of one check, under RUNNER_TEMP (or the system temp directory). */
+function writeMetricsFile(text, env) {
+    const dir = (0,external_node_path_namespaceObject.join)(env.RUNNER_TEMP || (0,external_node_os_namespaceObject.tmpdir)(), 'pg-extension-upgrade', `drift-${Date.now()}-${process.pid}`);
+    (0,external_node_fs_namespaceObject.mkdirSync)(dir, { recursive: true });
+    const path = (0,external_node_path_namespaceObject.join)(dir, 'metrics.prom');
+    (0,external_node_fs_namespaceObject.writeFileSync)(path, text);
+    return path;
+}
 /** The reference server's side of a parity check (its database of reference-database-url). */
 async function readReference(context) {
     const url = context.inputs.referenceDatabaseUrl;
     if (!url)
         return undefined;
-    const reference = resolveTarget(url, {});
+    const reference = resolveTarget(url, {}, 'reference-database-url');
     const connect = makeConnector(reference, context.inputs.connectTimeout);
     return withSession(connect, { purpose: 'drift' }, async (client) => {
         const { installed } = await readDatabaseExtensions(client);
@@ -20561,7 +21321,7 @@ async function drift(context) {
     const reference = await readReference(context);
     let server;
     let targetSettings;
-    const checkOne = (database) => withSession(connect, { database, purpose: 'drift' }, async (client) => {
+    const readOne = (database) => withSession(connect, { database, purpose: 'drift' }, async (client) => {
         const requested = requestedExtensions(context, database);
         const names = new Set(requested.map((e) => e.name));
         const explicit = new Map(requested.filter((e) => e.version).map((e) => [e.name, e.version]));
@@ -20584,28 +21344,51 @@ async function drift(context) {
                 log.info(`${database}: ${name} is not installed`);
         }
         const parity = reference && targetSettings ? compareParity(database, { extensions: installed, ...targetSettings }, reference) : [];
-        return { name: database, extensions: entries, parity };
+        return { name: database, extensions: entries, parity, unreadable: undefined };
     });
+    // One database that cannot be read is a finding, not the end of the check: the others still count.
+    const checkOne = async (database) => {
+        try {
+            return await readOne(database);
+        }
+        catch (error) {
+            if (error instanceof interrupt/* InterruptedError */.p4 || (0,interrupt/* interruptedBy */.kH)())
+                throw error;
+            const code = error instanceof core_errors/* CodedError */.A ? error.code : 'DATABASE_UNREADABLE';
+            const message = error instanceof core_errors/* CodedError */.A ? error.message : describePgError(error);
+            log.warn(`${database}: cannot be read: ${message}`);
+            return { name: database, extensions: [], parity: [], unreadable: { database, code, message } };
+        }
+    };
     const [first, ...rest] = databases;
     const results = [await checkOne(first), ...(await runPool(rest, inputs.concurrency, checkOne))];
     const entries = results.flatMap((r) => r.extensions);
     const fleet = fleetSkew(entries);
     const parity = results.flatMap((r) => r.parity);
+    const unreadable = results.flatMap((r) => (r.unreadable ? [r.unreadable] : []));
     const drifted = entries.filter((e) => e.class !== 'ok');
-    const status = drifted.length + fleet.length + parity.length > 0 ? 'drift_detected' : 'no_drift';
-    const counts = { databases: databases.length, checked: entries.length, fleet_skew: fleet.length, parity: parity.length };
+    const found = drifted.length + fleet.length + parity.length > 0 ? 'drift_detected' : 'no_drift';
+    // A check that could not read every database is no verdict: failed, whatever fail-on-drift says.
+    const status = unreadable.length > 0 ? 'failed' : found;
+    const health = driftHealth(entries, fleet.length + parity.length, unreadable.length);
+    const checkedAt = new Date();
+    const counts = { databases: databases.length, checked: entries.length, fleet_skew: fleet.length, parity: parity.length, unreadable: unreadable.length };
     for (const e of entries)
         counts[e.class] = (counts[e.class] ?? 0) + 1;
     const report = {
         schemaVersion: 1,
         mode: 'drift',
         status,
-        checkedAt: new Date().toISOString(),
+        health,
+        checkedAt: checkedAt.toISOString(),
         counts,
         databases: results.map(({ name, extensions }) => ({ name, extensions })),
         fleet,
-        parity
+        parity,
+        unreadable
     };
+    const metrics = driftMetrics({ entries, fleet, parity, databases: results.map((r) => ({ name: r.name, readable: !r.unreadable })), health, checkedAt });
+    const unreadableFindings = unreadable.map((u) => ({ code: 'DATABASE_UNREADABLE', database: u.database, message: `${u.code}: ${u.message}` }));
     const findings = [
         ...drifted.map((e) => ({ code: 'DRIFT', database: e.database, extension: e.extension, message: `${e.class}: ${e.message}` })),
         ...fleet.map((f) => ({ code: 'DRIFT', extension: f.extension, message: `fleet_skew: ${f.message}` })),
@@ -20616,12 +21399,20 @@ async function drift(context) {
         status,
         changed: false,
         report,
-        errors: inputs.failOnDrift ? findings : [],
+        errors: [...unreadableFindings, ...(inputs.failOnDrift ? findings : [])],
         warnings: inputs.failOnDrift ? [] : findings,
-        fails: status === 'drift_detected' && inputs.failOnDrift,
-        error: findings.length > 0 ? `${findings.length} drift finding(s); first: ${findings[0].message}` : undefined,
+        fails: status === 'failed' || (status === 'drift_detected' && inputs.failOnDrift),
+        error: unreadable.length > 0
+            ? `${unreadable.length} database(s) could not be read; first: ${unreadable[0].database}: ${unreadable[0].code}: ${unreadable[0].message}`
+            : findings.length > 0
+                ? `${findings.length} drift finding(s); first: ${findings[0].message}`
+                : undefined,
         target: redact(context.target),
-        outputs: { drift: JSON.stringify({ status, databases: report.databases, fleet, parity }) }
+        outputs: {
+            drift: JSON.stringify({ status, health, databases: report.databases, fleet, parity, unreadable }),
+            health,
+            'metrics-file': writeMetricsFile(metrics, context.env)
+        }
     };
 }
 
@@ -21205,183 +21996,6 @@ function reportFindings(report) {
     return findings;
 }
 
-;// CONCATENATED MODULE: ./src/core/plan-input.ts
-
-
-
-
-
-/** A plan file larger than this is refused before it is read: no dry-run writes one near it. */
-const PLAN_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
-const extensionSchema = object({
-    name: schemas_string(),
-    from: schemas_string().nullable(),
-    to: schemas_string().nullable(),
-    path: array(schemas_string()),
-    action: schemas_enum(['update', 'install', 'none', 'blocked']),
-    defaultTarget: schemas_boolean(),
-    order: schemas_number(),
-    schema: schemas_string().nullable(),
-    requires: array(schemas_string())
-});
-/** The parts of a plan that execute and verify rely on; the rest passes through untouched. */
-const planSchema = looseObject({
-    schemaVersion: literal(1),
-    status: schemas_enum(['dry_run_approved', 'dry_run_blocked', 'nothing_to_do']),
-    request: object({
-        extensions: array(object({ name: schemas_string(), version: schemas_string().optional() })),
-        allowDowngrade: schemas_boolean(),
-        installMissing: schemas_boolean(),
-        stagedExtensions: array(schemas_string()),
-        manifest: schemas_string().optional()
-    }),
-    databases: array(looseObject({ name: schemas_string(), fingerprint: schemas_string(), unplanned: array(schemas_string()), extensions: array(looseObject(extensionSchema.shape)) })),
-    blockers: array(looseObject({ code: schemas_string(), message: schemas_string() })),
-    members: record(schemas_string(), array(schemas_string())).optional(),
-    fingerprint: schemas_string(),
-    truncated: looseObject({ planFile: schemas_string(), reason: schemas_string() }).optional(),
-    digest: schemas_string().optional()
-});
-const invalid = (message) => new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${message}`);
-function readPlanFile(path, what) {
-    let size;
-    try {
-        const stat = (0,external_node_fs_namespaceObject.statSync)(path);
-        if (stat.isDirectory())
-            throw invalid(`${what} ${path} is a directory, not a plan file`);
-        if (!stat.isFile())
-            throw invalid(`${what} ${path} is not a regular file`);
-        size = stat.size;
-    }
-    catch (error) {
-        if (error instanceof core_errors/* CodedError */.A)
-            throw error;
-        throw invalid(`${what} ${path} cannot be read (${error.code ?? String(error)})`);
-    }
-    if (size > PLAN_FILE_LIMIT_BYTES)
-        throw invalid(`${what} ${path} is ${size} bytes; a plan file is at most ${PLAN_FILE_LIMIT_BYTES} bytes`);
-    try {
-        return (0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8');
-    }
-    catch (error) {
-        throw invalid(`${what} ${path} cannot be read (${error.code ?? String(error)})`);
-    }
-}
-function parsePlan(json, where) {
-    let raw;
-    try {
-        raw = JSON.parse(json);
-    }
-    catch {
-        throw invalid(`${where} is not valid JSON`);
-    }
-    const parsed = planSchema.safeParse(raw);
-    if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw invalid(`${where} is not a dry-run plan (schema version 1): ${issue.path.join('.') || 'plan'} ${issue.message}`);
-    }
-    return { plan: parsed.data, raw };
-}
-/** Where an entry contradicts itself: its action against its from, to and path. */
-function entryProblem(entry) {
-    const path = entry.path.join(' → ') || '(empty)';
-    if (entry.action === 'update' && (entry.from === null || entry.from === entry.to || entry.path[0] !== entry.from || entry.path.at(-1) !== entry.to)) {
-        return `action update from ${entry.from} to ${entry.to} does not match its path ${path}`;
-    }
-    if (entry.action === 'install' && (entry.from !== null || entry.path.length !== 1 || entry.path[0] !== entry.to))
-        return `action install of ${entry.to} does not match from ${entry.from} and path ${path}`;
-    if (entry.action === 'none' && entry.from !== entry.to)
-        return `action none, yet from ${entry.from} differs from to ${entry.to}`;
-    return undefined;
-}
-/** Where an entry's target contradicts the request it was planned from (with a manifest, the request is per database and not in the plan). */
-function requestProblem(plan, entry) {
-    if (plan.request.extensions.length === 0 || entry.requiredBy)
-        return undefined;
-    const asked = plan.request.extensions.find((e) => e.name === entry.name);
-    if (!asked)
-        return 'the request does not name it';
-    if (asked.version === undefined && !entry.defaultTarget)
-        return `the request asks for the default version, the entry says to ${entry.to}`;
-    if (asked.version !== undefined && (asked.version !== entry.to || entry.defaultTarget))
-        return `the request asks for ${asked.version}, the entry says to ${entry.to}`;
-    return undefined;
-}
-/**
- * Checks a full plan says what the dry-run decided: its fingerprint is that of its databases, its
- * status follows from its blockers and entries, every entry is coherent, and its digest matches
- * its content. Each named check runs before the digest so that the message says what changed.
- */
-function planProblems(plan, raw) {
-    const problems = [];
-    if (plan.fingerprint !== fingerprintPlan(plan.databases))
-        problems.push(`fingerprint ${plan.fingerprint} is not the fingerprint of its databases`);
-    const entries = plan.databases.flatMap((database) => database.extensions.map((entry) => ({ database: database.name, entry })));
-    const blockedEntries = entries.filter(({ entry }) => entry.action === 'blocked');
-    const expected = plan.blockers.length > 0 || blockedEntries.length > 0 ? 'dry_run_blocked' : entries.some(({ entry }) => isChange(entry)) ? 'dry_run_approved' : 'nothing_to_do';
-    if (plan.status !== expected) {
-        problems.push(`status is ${plan.status}, but with ${plan.blockers.length} blocker(s), ${blockedEntries.length} blocked entr${blockedEntries.length === 1 ? 'y' : 'ies'} and its entries it is ${expected}`);
-    }
-    if (plan.status === 'dry_run_blocked' && plan.blockers.length === 0)
-        problems.push('status is dry_run_blocked but it lists no blocker');
-    for (const { database, entry } of entries) {
-        const problem = entryProblem(entry) ?? requestProblem(plan, entry);
-        if (problem)
-            problems.push(`${database}: ${entry.name}: ${problem}`);
-    }
-    for (const database of plan.databases) {
-        for (const asked of plan.request.extensions) {
-            if (!database.extensions.some((e) => e.name === asked.name))
-                problems.push(`${database.name}: the request names ${asked.name}, which has no entry`);
-        }
-    }
-    const tampered = digestProblem(raw);
-    if (tampered)
-        problems.push(tampered);
-    return problems;
-}
-/**
- * Reads the `plan` input: the JSON a dry-run wrote, or the path of its plan file. A compacted plan
- * (`truncated`, from a step output too large for GitHub) is followed to its plan file, one level
- * only. The full plan must pass `planProblems`; anything else is INVALID_INPUT naming the input.
- */
-function loadPlan(input) {
-    const text = input.trim();
-    const inline = text.startsWith('{');
-    if (!inline && !existsQuietly(text)) {
-        throw invalid('must be the JSON a dry-run produced (steps.<id>.outputs.plan) or the path of its plan file (plan-file); neither was found');
-    }
-    const { plan, raw } = parsePlan(inline ? text : readPlanFile(text, 'the file'), inline ? 'the value' : text);
-    if (!plan.truncated)
-        return plan_input_checked(plan, raw, inline ? 'the plan' : text);
-    const file = plan.truncated.planFile;
-    if (!existsQuietly(file)) {
-        throw invalid(`this is the compacted plan (${plan.truncated.reason}) and its file ${file} is not on this machine; pass the plan file instead`);
-    }
-    const full = parsePlan(readPlanFile(file, 'the plan file'), file);
-    if (full.plan.truncated)
-        throw invalid(`the compacted plan points at ${file}, which is itself a compacted plan (pointing at ${full.plan.truncated.planFile}); give the full plan file`);
-    if (full.plan.fingerprint !== plan.fingerprint || full.plan.status !== plan.status) {
-        throw invalid(`the compacted plan (fingerprint ${plan.fingerprint}, ${plan.status}) and its plan file ${file} (fingerprint ${full.plan.fingerprint}, ${full.plan.status}) disagree`);
-    }
-    return plan_input_checked(full.plan, full.raw, file);
-}
-function plan_input_checked(plan, raw, where) {
-    const problems = planProblems(plan, raw);
-    if (problems.length > 0)
-        throw invalid(`${where} is not the plan dry-run wrote: ${problems.join('; ')}; nothing was changed (run dry-run again)`);
-    return plan;
-}
-function existsQuietly(path) {
-    try {
-        (0,external_node_fs_namespaceObject.statSync)(path);
-        return true;
-    }
-    catch {
-        return false;
-    }
-}
-
 ;// CONCATENATED MODULE: ./src/core/sql-split.ts
 
 /** Longest piece of a statement an error quotes: enough to find it, never a whole file. */
@@ -21437,7 +22051,7 @@ function excerpt(sql) {
     const flat = sql.replace(/\s+/g, ' ').trim();
     return flat.length > EXCERPT_LIMIT ? `${flat.slice(0, EXCERPT_LIMIT)}…` : flat;
 }
-const quoted = (sql) => JSON.stringify(excerpt(sql));
+const sql_split_quoted = (sql) => JSON.stringify(excerpt(sql));
 /**
  * Splits SQL into statements on `;` the way PostgreSQL's lexer sees them: standard strings with
  * doubled quotes, E'' strings with backslash escapes, dollar quotes with tags, quoted identifiers,
@@ -21481,7 +22095,7 @@ function splitStatements(text, input = 'verify-sql') {
         const reason = REFUSED[first] ?? REFUSED_PAIRS[`${first} ${second}`];
         if (reason !== undefined) {
             const name = REFUSED_PAIRS[`${first} ${second}`] ? `${first} ${second}` : first;
-            fail(statement.line, `a probe may not run ${name} (${reason}): each probe is one read-only query in a transaction it cannot leave; ${quoted(sql)}`);
+            fail(statement.line, `a probe may not run ${name} (${reason}): each probe is one read-only query in a transaction it cannot leave; ${sql_split_quoted(sql)}`);
         }
         const probe = { sql, line: statement.line, ...(statement.expect !== undefined ? { expect: statement.expect } : {}) };
         probes.push(probe);
@@ -21517,7 +22131,7 @@ function splitStatements(text, input = 'verify-sql') {
             const startLine = line;
             const end = blockCommentEnd(text, i);
             if (end < 0)
-                fail(startLine, `the block comment opened here is never closed: ${quoted(text.slice(i))}`);
+                fail(startLine, `the block comment opened here is never closed: ${sql_split_quoted(text.slice(i))}`);
             justEnded = undefined;
             advance(end);
         }
@@ -21530,7 +22144,7 @@ function splitStatements(text, input = 'verify-sql') {
             const startLine = line;
             const end = quotedEnd(text, i, c, false);
             if (end < 0)
-                fail(startLine, `the ${c === "'" ? 'string' : 'quoted identifier'} opened here is never closed: ${quoted(text.slice(current.start))}`);
+                fail(startLine, `the ${c === "'" ? 'string' : 'quoted identifier'} opened here is never closed: ${sql_split_quoted(text.slice(current.start))}`);
             advance(end);
         }
         else if (c === '$' && dollarTag(text, i)) {
@@ -21539,7 +22153,7 @@ function splitStatements(text, input = 'verify-sql') {
             const startLine = line;
             const close = text.indexOf(tag, i + tag.length);
             if (close < 0)
-                fail(startLine, `the dollar quote ${tag} opened here is never closed: ${quoted(text.slice(current.start))}`);
+                fail(startLine, `the dollar quote ${tag} opened here is never closed: ${sql_split_quoted(text.slice(current.start))}`);
             advance(close + tag.length);
         }
         else if (WORD_CHAR.test(c)) {
@@ -21553,7 +22167,7 @@ function splitStatements(text, input = 'verify-sql') {
                 const startLine = line;
                 const close = quotedEnd(text, end, "'", true);
                 if (close < 0)
-                    fail(startLine, `the string opened here is never closed: ${quoted(text.slice(current.start))}`);
+                    fail(startLine, `the string opened here is never closed: ${sql_split_quoted(text.slice(current.start))}`);
                 advance(close);
             }
             else {
@@ -21916,13 +22530,18 @@ async function runProbes(client, probes, checks) {
 
 
 
-/** `verify-sql` is inline SQL, or the path of a file holding it. */
-function readProbes(input) {
+
+
+/**
+ * `verify-sql` is inline SQL, or the path of a file holding it: one line naming an existing file
+ * or ending in .sql. The file must be inside the workspace or the runner's temp directory.
+ */
+function readProbes(input, env) {
     const text = input.trim();
     if (text.length === 0)
         return [];
-    const source = !text.includes('\n') && (0,external_node_fs_namespaceObject.existsSync)(text) ? (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8') : text;
-    return splitStatements(source);
+    const isPath = !/[\r\n]/.test(text) && (/^\S+\.sql$/i.test(text) || (0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.resolve)(inputFileRoots(env)[0], text)));
+    return splitStatements(isPath ? readInputFile('verify-sql', text, env) : text);
 }
 /** Expectations per database: from the plan, from `extensions`, or every installed extension at its default. */
 function expectationsFor(requested, plan, database) {
@@ -21953,17 +22572,25 @@ function verifyFindings(report) {
  * probes, and no drift behind the control-file default. Also a health gate on its own.
  */
 async function verify(context) {
-    const plan = context.inputs.plan ? loadPlan(context.inputs.plan) : undefined;
+    const plan = context.inputs.plan ? loadPlan(context.inputs.plan, context.env) : undefined;
     const report = await verifyTargets(context, plan);
     return verifyResult(context, report);
+}
+const clip = (text, max) => (text.length > max ? `${text.slice(0, max)}… (${text.length - max} more characters)` : text);
+/**
+ * A check quotes at most the failing statement, and that truncated: a probe (or the server's
+ * error echoing it) can be as long as the verify-sql input.
+ */
+function clipChecks(report) {
+    return { ...report, checks: report.checks.map((check) => ({ ...check, message: clip(check.message, 1000), ...(check.details ? { details: check.details.map((detail) => clip(detail, 500)) } : {}) })) };
 }
 /** Verifies the plan's databases (or the targeted ones), each read-only on a session of its own. */
 async function verifyTargets(context, plan) {
     const { inputs, connect } = context;
-    const probes = readProbes(inputs.verifySql);
+    const probes = readProbes(inputs.verifySql, context.env);
     const databases = plan ? plan.databases.map((d) => d.name) : await targetDatabases(context);
     const reports = (await eachDatabase(context, databases, (database) => `verify ${database}`, async (database, dbLog) => {
-        const report = await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout });
+        const report = clipChecks(await verifyDatabase(connect, database, { expectations: expectationsFor(requestedExtensions(context, database), plan, database), probes, statementTimeoutMs: inputs.statementTimeout }));
         for (const check of report.checks)
             dbLog.info(`${check.ok ? (check.skipped ? '–' : '✓') : '✗'} ${check.check}${check.extension ? ` ${check.extension}` : ''}: ${check.message}`);
         return report;
@@ -22022,7 +22649,7 @@ async function planToApply(context) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "extensions": give one or the other; a plan already names its extensions');
     }
     if (inputs.plan) {
-        const plan = loadPlan(inputs.plan);
+        const plan = loadPlan(inputs.plan, context.env);
         if (plan.status === 'dry_run_blocked')
             throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "plan": ${blockedMessage(plan)}; execute applies only a plan the dry-run approved`);
         return { plan };
@@ -22047,7 +22674,7 @@ const notStarted = (name) => {
 async function execute(context) {
     // The canary's probes are refused before anything connects, not after the canary was updated.
     if (context.inputs.canary > 0)
-        readProbes(context.inputs.verifySql);
+        readProbes(context.inputs.verifySql, context.env);
     const { plan, server, cache } = await planToApply(context);
     if (plan.status === 'dry_run_blocked')
         return blockedPlanResult(context, plan);
@@ -22091,7 +22718,7 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
     const settings = executeSettings(inputs);
     const names = plan.databases.map((d) => d.name);
     const byName = new Map(plan.databases.map((d) => [d.name, d]));
-    const probes = inputs.canary > 0 ? readProbes(inputs.verifySql) : [];
+    const probes = inputs.canary > 0 ? readProbes(inputs.verifySql, context.env) : [];
     let failures = 0;
     let finished = 0;
     const runOne = async (name, dbLog, verifyAfter) => {
@@ -22179,27 +22806,13 @@ function mergeChanges(...sources) {
     }
     return [...merged].map(([database, extensions]) => ({ database, extensions })).sort((a, b) => a.database.localeCompare(b.database));
 }
-/** The largest report file read: a 1,000-database execute report is a few MB. */
-const REPORT_FILE_LIMIT_BYTES = 64 * 1024 * 1024;
-function readReportText(input, what) {
-    const text = input.trim();
-    if (text.startsWith('{'))
-        return text;
-    if (!(0,external_node_fs_namespaceObject.existsSync)(text)) {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${what} must be the JSON of an execute or run step (steps.<id>.outputs.report) or the path of its report-file; neither was found`);
-    }
-    const stat = (0,external_node_fs_namespaceObject.statSync)(text);
-    if (!stat.isFile())
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${text} is not a file`);
-    if (stat.size > REPORT_FILE_LIMIT_BYTES)
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${text} is larger than ${REPORT_FILE_LIMIT_BYTES} bytes`);
-    return (0,external_node_fs_namespaceObject.readFileSync)(text, 'utf8');
-}
 /**
- * The `report` input: an execute or run report (JSON or its file; a compacted output is followed
- * to its report-file, one level only). Returns what it says was changed.
+ * The `report` input: an execute or run report (JSON or its file, inside the workspace or
+ * RUNNER_TEMP; a compacted output is followed to its report-file, one level only). Returns what it
+ * says was changed.
  */
-function loadReportChanges(input) {
+function loadReportChanges(input, env) {
+    const read = (text) => (text.trim().startsWith('{') ? text : readInputFile('report', text.trim(), env));
     const parse = (text, what) => {
         try {
             return JSON.parse(text);
@@ -22208,11 +22821,11 @@ function loadReportChanges(input) {
             throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": ${what} is not valid JSON`);
         }
     };
-    let value = parse(readReportText(input, 'the value'), 'the value');
+    let value = parse(read(input), 'the value');
     const compact = compactReportSchema.safeParse(value);
     if (compact.success) {
         const file = compact.data.truncated.reportFile;
-        value = parse(readReportText(file, `the report-file ${file}`), `the report-file ${file}`);
+        value = parse(read(file), `the report-file ${file}`);
         if (compactReportSchema.safeParse(value).success)
             throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "report": the report-file ${file} is itself a compacted report`);
     }
@@ -22225,276 +22838,6 @@ function loadReportChanges(input) {
     throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "report": not the report of an execute or run step');
 }
 
-;// CONCATENATED MODULE: ./src/core/recovery/manifest.ts
-
-
-
-
-
-
-/**
- * The snapshot manifest: everything a rollback needs and everything that proves it is being applied
- * to the same cluster. Written as manifest.json in the snapshot's directory; paths inside it are
- * relative to that directory, so a snapshot can be moved (or uploaded and downloaded) as a whole.
- */
-const MANIFEST_FILE = 'manifest.json';
-/** Present in a snapshot directory from its creation until its manifest is written: no baseline yet. */
-const INCOMPLETE_MARKER = 'INCOMPLETE';
-/** Present in a snapshot directory while a rollback from it runs; left behind by one that was interrupted. */
-const ROLLBACK_MARKER = 'rollback-in-progress.json';
-const MANIFEST_KIND = 'pg-extension-upgrade/snapshot';
-const SNAPSHOT_STRATEGIES = ['basebackup', 'restore-point', 'dump'];
-const manifest_extensionSchema = object({
-    name: schemas_string(),
-    version: schemas_string(),
-    schema: schemas_string(),
-    relocatable: schemas_boolean(),
-    /** Extensions it depends on (pg_depend), all listed earlier in the database's list. */
-    requires: array(schemas_string())
-});
-const dumpSchema = object({
-    /** Relative to the manifest's directory. */
-    file: schemas_string(),
-    bytes: schemas_number(),
-    sha256: schemas_string(),
-    /** The snapshot exported by the session that counted the rows; pg_dump ran with --snapshot. */
-    exportedSnapshot: schemas_string(),
-    tocEntries: schemas_number(),
-    /** Exact row count per user table (qualified name), counted in the dump's snapshot. */
-    rowCounts: record(schemas_string(), schemas_number()),
-    durationMs: schemas_number()
-});
-const databaseSchema = object({
-    name: schemas_string(),
-    owner: schemas_string(),
-    encoding: schemas_string(),
-    collate: schemas_string(),
-    ctype: schemas_string(),
-    localeProvider: schemas_enum(['libc', 'icu']),
-    icuLocale: schemas_string().nullable(),
-    tablespace: schemas_string(),
-    allowConnections: schemas_boolean(),
-    connectionLimit: schemas_number(),
-    isTemplate: schemas_boolean(),
-    /** In dependency order: an extension comes after those it requires. */
-    extensions: array(manifest_extensionSchema),
-    /** The schemas the extensions live in. */
-    schemas: array(schemas_string()),
-    dump: dumpSchema.optional()
-});
-const manifest_manifestSchema = object({
-    kind: literal(MANIFEST_KIND),
-    schemaVersion: literal(1),
-    id: schemas_string(),
-    strategy: schemas_enum(SNAPSHOT_STRATEGIES),
-    /** The server's clock when the baseline was fixed (restore point, or the dumps' snapshot). */
-    createdAt: schemas_string(),
-    tool: object({ name: schemas_string(), version: schemas_string() }),
-    server: object({
-        systemIdentifier: schemas_string(),
-        version: schemas_string(),
-        versionNum: schemas_number(),
-        /** The timeline the restore point was written on, read from pg_walfile_name(pg_current_wal_lsn()). */
-        timeline: schemas_number(),
-        walSegmentSize: schemas_number(),
-        /** null when the role may not read data_directory. */
-        dataDirectory: schemas_string().nullable(),
-        /** Every database of the cluster at snapshot time (a PITR also rewinds these). */
-        clusterDatabases: array(schemas_string()),
-        /** sum(xact_commit) of pg_stat_database at snapshot time, to estimate what a PITR discards. */
-        commitsAtSnapshot: schemas_number().nullable()
-    }),
-    archive: object({
-        method: schemas_enum(['archive_command', 'archive_library']),
-        /** The archive directory, when archive_command copies into a local directory. */
-        directory: schemas_string().nullable()
-    })
-        .nullable(),
-    restorePoint: object({
-        name: schemas_string(),
-        lsn: schemas_string(),
-        walFile: schemas_string(),
-        timeline: schemas_number(),
-        createdAt: schemas_string(),
-        archivedAt: schemas_string(),
-        /** How the name's uniqueness was proven (pg_waldump over the archive, or not possible). */
-        uniqueness: schemas_string()
-    })
-        .optional(),
-    baseBackup: object({
-        external: schemas_boolean(),
-        /** Relative to the manifest's directory (plain format). */
-        path: schemas_string().optional(),
-        label: schemas_string().optional(),
-        startLsn: schemas_string().optional(),
-        endLsn: schemas_string().optional(),
-        startWalFile: schemas_string().optional(),
-        timeline: schemas_number().optional(),
-        bytes: schemas_number().optional(),
-        format: literal('plain').optional(),
-        verifiedWith: schemas_string().optional(),
-        /** For an external base backup: where it is said to come from. */
-        note: schemas_string().optional()
-    })
-        .optional(),
-    databases: array(databaseSchema),
-    /** The dry-run plan the snapshot was taken for: its fingerprint and the databases it changes. */
-    plan: object({ fingerprint: schemas_string(), databases: array(schemas_string()) }).optional(),
-    files: array(object({ path: schemas_string(), bytes: schemas_number(), sha256: schemas_string() })),
-    /** sha256 over every other field (src/core/digest.ts): a rollback trusts no edited manifest. */
-    digest: schemas_string().optional()
-});
-const manifest_NAME = /^[A-Za-z0-9_.-]+$/;
-/** A restore point name as the action accepts it: at most 63 bytes of [A-Za-z0-9_.-]. */
-function restorePointProblem(name) {
-    if (name.length === 0)
-        return 'is empty';
-    if (Buffer.byteLength(name) > 63)
-        return `"${name}" is ${Buffer.byteLength(name)} bytes; PostgreSQL allows at most 63`;
-    if (!manifest_NAME.test(name))
-        return `"${name}" has characters outside A-Z, a-z, 0-9, "_", "." and "-"`;
-    return undefined;
-}
-const stamp = (date) => date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
-/**
- * A unique name from the repository, run id and attempt (GitHub), the time and 16 random bits:
- * `pgxu_<repo>_<run>_<attempt>_<yyyymmddThhmmssZ>_<hex>`, at most 63 bytes.
- */
-function generateSnapshotId(env, now = new Date()) {
-    const random = (0,external_node_crypto_namespaceObject.randomBytes)(2).toString('hex');
-    const run = env.GITHUB_RUN_ID ? `${env.GITHUB_RUN_ID}_${env.GITHUB_RUN_ATTEMPT || '1'}` : 'local';
-    const tail = `_${run}_${stamp(now)}_${random}`;
-    const repo = (env.GITHUB_REPOSITORY ?? '').split('/').pop().replace(/[^A-Za-z0-9_.-]/g, '-');
-    const room = 63 - 'pgxu_'.length - tail.length;
-    const middle = repo && room > 0 ? `_${repo.slice(0, room - 1)}` : '';
-    return `pgxu${middle}${tail}`.slice(0, 63);
-}
-async function sha256File(path) {
-    const hash = (0,external_node_crypto_namespaceObject.createHash)('sha256');
-    await new Promise((resolvePromise, reject) => {
-        (0,external_node_fs_namespaceObject.createReadStream)(path, { highWaterMark: 1024 * 1024 })
-            .on('data', (chunk) => hash.update(chunk))
-            .on('error', reject)
-            .on('end', () => resolvePromise());
-    });
-    return hash.digest('hex');
-}
-/** A file entry of the manifest: its path relative to the snapshot directory, size and sha256. */
-async function fileEntry(snapshotDir, path) {
-    return { path: (0,external_node_path_namespaceObject.relative)(snapshotDir, path), bytes: (0,external_node_fs_namespaceObject.statSync)(path).size, sha256: await sha256File(path) };
-}
-/** Writes the manifest atomically (a temporary file renamed into place), sealed with its digest. */
-function writeManifest(snapshotDir, manifest) {
-    const path = (0,external_node_path_namespaceObject.join)(snapshotDir, MANIFEST_FILE);
-    const temporary = `${path}.tmp-${process.pid}`;
-    manifest.digest = contentDigest(manifest);
-    (0,external_node_fs_namespaceObject.writeFileSync)(temporary, `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o644 });
-    (0,external_node_fs_namespaceObject.renameSync)(temporary, path);
-    return path;
-}
-/** `snapshot` is the manifest's path or its directory. */
-function manifestPathOf(input) {
-    const path = (0,external_node_path_namespaceObject.resolve)(input.trim());
-    if ((0,external_node_fs_namespaceObject.existsSync)(path) && (0,external_node_fs_namespaceObject.statSync)(path).isDirectory())
-        return (0,external_node_path_namespaceObject.join)(path, MANIFEST_FILE);
-    return path;
-}
-/** Reads a manifest and checks its schema; a file that is not one is INVALID_INPUT naming `snapshot`. */
-function parseManifest(input) {
-    const path = manifestPathOf(input);
-    if ((0,external_node_fs_namespaceObject.existsSync)((0,external_node_path_namespaceObject.join)((0,external_node_path_namespaceObject.dirname)(path), INCOMPLETE_MARKER))) {
-        throw new core_errors/* CodedError */.A('SNAPSHOT_INCOMPLETE', `input "snapshot": ${(0,external_node_path_namespaceObject.dirname)(path)} holds a snapshot that was interrupted before it was complete (${INCOMPLETE_MARKER} is there); it is no baseline: take a new snapshot`);
-    }
-    if (!(0,external_node_fs_namespaceObject.existsSync)(path))
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} does not exist (give the manifest.json written by the snapshot step, steps.<id>.outputs.snapshot)`);
-    let raw;
-    try {
-        raw = JSON.parse((0,external_node_fs_namespaceObject.readFileSync)(path, 'utf8'));
-    }
-    catch (error) {
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not JSON (${(0,core_errors/* errorMessage */.g)(error)})`);
-    }
-    const result = manifest_manifestSchema.safeParse(raw);
-    if (!result.success) {
-        const first = result.error.issues[0];
-        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "snapshot": ${path} is not a snapshot manifest of this tool (${first.path.join('.') || 'root'}: ${first.message})`);
-    }
-    return { manifest: result.data, raw, path };
-}
-/**
- * Reads and validates a manifest; a file that is not one is INVALID_INPUT naming `snapshot`, one
- * whose content no longer matches its digest (edited by hand, damaged) is SNAPSHOT_CORRUPT.
- */
-function readManifest(input) {
-    const { manifest, raw, path } = parseManifest(input);
-    const tampered = digestProblem(raw);
-    if (tampered)
-        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot manifest ${path} cannot be trusted: ${tampered}; nothing was changed`);
-    return { manifest, path, dir: (0,external_node_path_namespaceObject.dirname)(path) };
-}
-/** Absolute path of a manifest-relative path. */
-function inSnapshot(dir, path) {
-    return (0,external_node_path_namespaceObject.isAbsolute)(path) ? path : (0,external_node_path_namespaceObject.join)(dir, path);
-}
-/**
- * Re-computes the checksum of every file the manifest lists. A rollback uses no file that fails:
- * SNAPSHOT_CORRUPT names each one.
- */
-async function verifyFiles(dir, manifest, only) {
-    const problems = [];
-    for (const file of manifest.files) {
-        if (only && !only(file.path))
-            continue;
-        const path = inSnapshot(dir, file.path);
-        if (!(0,external_node_fs_namespaceObject.existsSync)(path)) {
-            problems.push(`${file.path} is missing`);
-            continue;
-        }
-        const size = (0,external_node_fs_namespaceObject.statSync)(path).size;
-        if (size !== file.bytes) {
-            problems.push(`${file.path} is ${size} bytes, the manifest says ${file.bytes}`);
-            continue;
-        }
-        const sum = await sha256File(path);
-        if (sum !== file.sha256)
-            problems.push(`${file.path} has sha256 ${sum.slice(0, 12)}…, the manifest says ${file.sha256.slice(0, 12)}…`);
-    }
-    if (problems.length > 0)
-        throw new core_errors/* CodedError */.A('SNAPSHOT_CORRUPT', `the snapshot in ${dir} fails its checksums: ${problems.join('; ')}`);
-}
-/**
- * Manifests found in a snapshot directory: the directory itself and its immediate subdirectories.
- * One that fails its digest is listed too (its name is taken; a rollback that picks it is refused
- * by readManifest, naming it, rather than told no such snapshot exists).
- */
-function manifestsUnder(root) {
-    if (!root || !(0,external_node_fs_namespaceObject.existsSync)(root))
-        return [];
-    const candidates = [(0,external_node_path_namespaceObject.join)(root, MANIFEST_FILE)];
-    try {
-        for (const entry of (0,external_node_fs_namespaceObject.readdirSync)(root, { withFileTypes: true }))
-            if (entry.isDirectory())
-                candidates.push((0,external_node_path_namespaceObject.join)(root, entry.name, MANIFEST_FILE));
-    }
-    catch {
-        return [];
-    }
-    const found = [];
-    for (const path of candidates) {
-        if (!(0,external_node_fs_namespaceObject.existsSync)(path))
-            continue;
-        try {
-            found.push({ path, manifest: parseManifest(path).manifest });
-        }
-        catch {
-            // not ours, or unreadable: ignored
-        }
-    }
-    return found;
-}
-
-;// CONCATENATED MODULE: external "node:os"
-const external_node_os_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:os");
 ;// CONCATENATED MODULE: external "node:perf_hooks"
 const external_node_perf_hooks_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:perf_hooks");
 ;// CONCATENATED MODULE: external "node:child_process"
@@ -22522,11 +22865,6 @@ class ProgramError extends Error {
 }
 const OUTPUT_LIMIT = 4 * 1024 * 1024;
 const STDERR_IN_MESSAGE = 2000;
-/** The current account. */
-function currentUser() {
-    const me = userInfo();
-    return { uid: me.uid, gid: me.gid, name: me.username };
-}
 /** The owner of a file or directory, with the account name from /etc/passwd when it is there. */
 function ownerOf(path) {
     const stat = (0,external_node_fs_namespaceObject.statSync)(path);
@@ -22727,6 +23065,9 @@ function findProgram(name, search) {
         const given = (0,external_node_path_namespaceObject.join)(search.binDir, name);
         if (isExecutable(given))
             return given;
+        const directory = (0,external_node_fs_namespaceObject.existsSync)(search.binDir) ? ((0,external_node_fs_namespaceObject.statSync)(search.binDir).isDirectory() ? undefined : 'is not a directory') : 'does not exist';
+        if (directory)
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "pg-bin-dir": ${search.binDir} ${directory}; give the directory of the PostgreSQL client programs`);
         throw new core_errors/* CodedError */.A('PROGRAM_MISSING', `${name} is not in pg-bin-dir (${search.binDir}); install the PostgreSQL client programs there or fix pg-bin-dir`);
     }
     const found = programCandidates(name, search).find(isExecutable);
@@ -22763,8 +23104,6 @@ async function findCompatibleProgram(name, serverMajor, search, rule) {
     }
     return path;
 }
-/** True when a path exists (without following a dangling symlink into an error). */
-const pathExists = (path) => existsSync(path);
 
 ;// CONCATENATED MODULE: ./src/core/recovery/wal.ts
 
@@ -23123,11 +23462,6 @@ class PhaseClock {
         return this.phases.reduce((sum, phase) => sum + phase.durationMs, 0);
     }
 }
-/** Prints a progress line every `everyMs` until stopped. */
-function ticker(log, everyMs, line) {
-    const timer = setInterval(() => log.info(line()), everyMs);
-    return { stop: () => clearInterval(timer) };
-}
 /**
  * Preconditions that failed, each with its own code and message. Thrown before anything moves,
  * so the message can promise that nothing was changed.
@@ -23362,11 +23696,12 @@ async function rollBackToPrior(changes, settings, deps) {
 
 
 
+
 const SCHEMA_ENTRY = /^\d+; \d+ \d+ SCHEMA - /;
 const DATABASE_LEVEL_ENTRY = /^\d+; \d+ \d+ (DATABASE PROPERTIES - |COMMENT - DATABASE |ACL - DATABASE |SECURITY LABEL - DATABASE )/;
 /** `<db>__pre_rollback_<stamp>`, shortened to fit 63 bytes. */
 function asideName(database, stamp) {
-    const suffix = `__pre_rollback_${stamp}`;
+    const suffix = `${ASIDE_MARK}${stamp}`;
     let head = database;
     while (Buffer.byteLength(head + suffix) > 63)
         head = head.slice(0, -1);
@@ -23808,24 +24143,25 @@ function checkWritableDirectory(root, checks, input = 'snapshot-dir') {
     try {
         (0,external_node_fs_namespaceObject.accessSync)(probe, external_node_fs_namespaceObject.constants.W_OK | external_node_fs_namespaceObject.constants.X_OK);
     }
-    catch {
-        checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable by this process, so ${root} cannot be written`);
+    catch (error) {
+        const readOnly = error.code === 'EROFS';
+        checks.fail('INVALID_INPUT', `input "${input}": ${probe} is not writable${readOnly ? ' (a read-only filesystem)' : ' by this process'}, so ${root} cannot be written`);
     }
 }
-function isInside(child, parent) {
+function preflight_isInside(child, parent) {
     const path = (0,external_node_path_namespaceObject.relative)((0,external_node_path_namespaceObject.resolve)(parent), (0,external_node_path_namespaceObject.resolve)(child));
     return path === '' || (!path.startsWith('..') && !(0,external_node_path_namespaceObject.isAbsolute)(path));
 }
 /** Refuses a snapshot directory inside the data directory: a base backup would copy itself. */
 function checkOutsideDataDirectory(root, facts, checks) {
-    if (facts.dataDirectory && isInside(root, facts.dataDirectory)) {
+    if (facts.dataDirectory && preflight_isInside(root, facts.dataDirectory)) {
         checks.fail('INVALID_INPUT', `input "snapshot-dir": ${root} is inside the data directory ${facts.dataDirectory}; put snapshots elsewhere`);
     }
 }
 function checkFreeSpace(root, needed, what, checks) {
     const free = freeBytes(root);
     if (free < needed) {
-        checks.fail('INSUFFICIENT_SPACE', `${root} has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`);
+        checks.fail('INSUFFICIENT_SPACE', `input "snapshot-dir": ${root} is too full: it has ${formatBytes(free)} free; ${what} needs about ${formatBytes(needed)}`);
     }
 }
 /**
@@ -23902,7 +24238,6 @@ async function checkNameUnused(name, root, archive, checks, env, maxSegments = 1
     const range = segments.length ? `${scan.first} … ${scan.last}` : 'no archived segment yet';
     return { evidence: `pg_waldump found no "${name}" in ${segments.length} archived segment(s) (${range})${since ? ` since the newest base backup` : ''}${capped ? `, the newest ${maxSegments} only` : ''}` };
 }
-const SNAPSHOT_SUBDIRECTORY = (root, id) => join(root, id);
 
 ;// CONCATENATED MODULE: ./src/core/snapshot/basebackup.ts
 
@@ -25689,7 +26024,7 @@ async function snapshot(context) {
     // Inputs are judged before anything connects; the databases are resolved afterwards.
     const request = snapshotRequest(inputs, [], env);
     if (inputs.plan) {
-        const covered = plannedDatabases(inputs);
+        const covered = plannedDatabases(inputs, env);
         if (covered.databases.length === 0)
             return planChangesNothing(covered.fingerprint, redact(target));
         request.databases = covered.databases;
@@ -25702,11 +26037,11 @@ async function snapshot(context) {
     return snapshotResult(outcome, redact(target));
 }
 /** With `plan`, a snapshot covers exactly the databases the plan changes, and records the plan. */
-function plannedDatabases(inputs) {
+function plannedDatabases(inputs, env) {
     if (inputs.databases.length > 0 || inputs.excludeDatabases.length > 0) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "plan" and "databases": give one or the other; with a plan the snapshot covers exactly the databases the plan changes');
     }
-    const plan = loadPlan(inputs.plan);
+    const plan = loadPlan(inputs.plan, env);
     if (plan.status === 'dry_run_blocked') {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "plan": the plan is blocked, so execute will change nothing; fix its blockers and plan again before taking a snapshot');
     }
@@ -25783,17 +26118,17 @@ function rollbackRequest(inputs, env) {
         terminateConnections: inputs.terminateConnections,
         waitTimeoutMs: inputs.waitTimeout,
         execute: executeSettings(inputs),
-        ...changesOfInputs(inputs),
+        ...changesOfInputs(inputs, env),
         env
     };
 }
 /** What the `plan` and `report` inputs say the upgrade changed; nothing when neither is given. */
-function changesOfInputs(inputs) {
+function changesOfInputs(inputs, env) {
     if (!inputs.plan && !inputs.report)
         return {};
-    const plan = inputs.plan ? loadPlan(inputs.plan) : undefined;
+    const plan = inputs.plan ? loadPlan(inputs.plan, env) : undefined;
     return {
-        changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report) : []),
+        changes: mergeChanges(plan ? changesOfPlan(plan) : [], inputs.report ? loadReportChanges(inputs.report, env) : []),
         ...(plan ? { planFingerprint: plan.fingerprint } : {})
     };
 }
@@ -25857,7 +26192,7 @@ async function run(context) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'input "pgdata": rollback-strategy pitr needs the data directory of the server');
     }
     // Probes are refused before anything connects, not after the upgrade they were to verify.
-    readProbes(inputs.verifySql);
+    readProbes(inputs.verifySql, env);
     const stages = [];
     const report = { schemaVersion: 1, mode: 'run', status: 'failed', stages };
     const errors = [];
@@ -26025,6 +26360,7 @@ const fails = (result) => result.fails ?? FAILURE_STATUSES.has(result.status);
 
 
 
+
 /** Every mode has a handler: adding a mode without one does not compile. */
 const modes_MODES = {
     'dry-run': dryRun,
@@ -26045,6 +26381,9 @@ async function runMode(raw, log, env = process.env) {
         const inputs = parseInputs(raw);
         const manifest = readExtensionManifest(inputs, env);
         const target = resolveTarget(inputs.databaseUrl, env);
+        // Checked before anything connects, although only drift uses it.
+        if (inputs.referenceDatabaseUrl)
+            resolveTarget(inputs.referenceDatabaseUrl, {}, 'reference-database-url');
         const connect = makeConnector(target, inputs.connectTimeout);
         const result = interrupted(inputs.mode, await modes_MODES[inputs.mode]({ inputs, target, connect, log, env, manifest }));
         return manifest ? { ...result, manifest } : result;
@@ -26054,6 +26393,17 @@ async function runMode(raw, log, env = process.env) {
             log.debug(error.stack);
         return failureResult(mode && mode in modes_MODES ? mode : undefined, error);
     }
+}
+/**
+ * The result with every secret masked in every string, before anything is serialised. A plan
+ * whose text changed (a password in a blocking session's query) is sealed again: its digest
+ * vouches for what this tool wrote, which is the masked plan.
+ */
+function scrubResult(result, secrets) {
+    const scrubbed = scrubValues(result, secrets);
+    if (!scrubbed.plan || JSON.stringify(scrubbed.plan) === JSON.stringify(result.plan))
+        return scrubbed;
+    return { ...scrubbed, plan: sealPlan(scrubbed.plan) };
 }
 /** Modes that only read: interrupted, what they read is incomplete and must not pass for a verdict. */
 const READ_ONLY = new Set(['dry-run', 'verify', 'drift']);
@@ -26083,7 +26433,7 @@ function readExtensionManifest(inputs, env) {
     if (inputs.extensions.length > 0) {
         throw new core_errors/* CodedError */.A('INVALID_INPUT', 'inputs "manifest" and "extensions": give one or the other; the manifest already names the extensions');
     }
-    return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd() });
+    return loadManifest(inputs.manifest, undefined, { root: env.GITHUB_WORKSPACE || process.cwd(), env });
 }
 function failureResult(mode, error) {
     const code = error instanceof core_errors/* CodedError */.A ? error.code : 'UNEXPECTED_ERROR';
@@ -26099,7 +26449,9 @@ function failureResult(mode, error) {
         changed: false,
         errors,
         warnings: [],
-        error: `${code}: ${message}`
+        error: `${code}: ${message}`,
+        // A drift check that could not run at all is what monitoring must see as unhealthy.
+        ...(mode === 'drift' ? { outputs: { health: 'unhealthy' } } : {})
     };
 }
 
@@ -26124,8 +26476,31 @@ function phaseSection(phases, total) {
         table: { columns: ['Phase', 'Duration', 'Result', 'Detail'], rows: shown, note }
     };
 }
+function rollbackStep(snapshot, strategy) {
+    const pitr = strategy === 'basebackup';
+    return [
+        '```yaml',
+        '- uses: our-org/pg-extension-upgrade@v1',
+        '  with:',
+        '    mode: rollback',
+        '    database-url: ${{ secrets.DATABASE_URL }}',
+        `    snapshot: ${snapshot}`,
+        `    rollback-strategy: ${strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true'}`,
+        ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
+        '```'
+    ].join('\n');
+}
+const recovery_shellQuote = (value) => (/^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replace(/'/g, `'\\''`)}'`);
+function rollbackCommand(snapshot, strategy) {
+    const command = `pg-extension-upgrade rollback --snapshot ${recovery_shellQuote(snapshot)}`;
+    // The CLI prints text, not Markdown: plain indented command lines that can be copied as they are.
+    return [
+        `  ${command}${strategy === 'dump' ? '   # downgrade, else dump' : '   # downgrade when possible'}`,
+        ...(strategy === 'basebackup' ? [`  ${command} --pgdata /path/to/the/data/directory --confirm-data-loss   # a whole-cluster pitr`] : [])
+    ].join('\n');
+}
 /** Summary sections of the snapshot mode: what was recorded, each phase, and how to roll back. */
-function snapshotSections(result) {
+function snapshotSections(result, audience = 'action') {
     const report = result.report;
     if (!report)
         return [];
@@ -26168,27 +26543,11 @@ function snapshotSections(result) {
     }
     sections.push(phaseSection(report.phases, report.durationMs));
     if (report.status === 'snapshot_created' && manifest) {
-        const pitr = manifest.strategy === 'basebackup';
-        const strategy = manifest.strategy === 'dump' ? 'auto   # downgrade, else dump' : 'auto   # downgrade when possible; pitr needs confirm-data-loss: true';
-        sections.push({
-            heading: 'How to roll back to this snapshot',
-            text: [
-                '```yaml',
-                '- uses: our-org/pg-extension-upgrade@v1',
-                '  with:',
-                '    mode: rollback',
-                '    database-url: ${{ secrets.DATABASE_URL }}',
-                `    snapshot: ${report.snapshot}`,
-                `    rollback-strategy: ${strategy}`,
-                ...(pitr ? ['    pgdata: /path/to/the/data/directory   # for pitr', '    confirm-data-loss: false                # true allows a whole-cluster pitr'] : []),
-                '```',
-                manifest.strategy === 'restore-point'
-                    ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
-                    : ''
-            ]
-                .filter(Boolean)
-                .join('\n')
-        });
+        const external = manifest.strategy === 'restore-point'
+            ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
+            : '';
+        const hint = audience === 'cli' ? rollbackCommand(report.snapshot ?? '', manifest.strategy) : rollbackStep(report.snapshot ?? '', manifest.strategy);
+        sections.push({ heading: 'How to roll back to this snapshot', text: [hint, external].filter(Boolean).join('\n') });
     }
     else {
         sections.push({
@@ -26280,17 +26639,18 @@ const PRESENTERS = {
     'dry-run': (result) => (result.plan ? planSections(result.plan) : []),
     execute: (result) => (result.report ? executeSections(result.report) : result.plan ? planSections(result.plan) : []),
     verify: (result) => (result.report ? verifySections(result.report) : []),
-    snapshot: snapshotSections,
+    snapshot: (result, audience) => snapshotSections(result, audience),
     rollback: rollbackSections,
     drift: (result) => (result.report ? driftSections(result.report) : []),
-    run: (result) => (result.report ? runSections(result, result.report) : [])
+    run: (result, audience) => (result.report ? runSections(result, result.report, audience) : [])
 };
-function present(result) {
+/** The result as a document; `audience: 'cli'` writes its hints as commands instead of workflow steps. */
+function present(result, audience = 'action') {
     const ok = !fails(result);
     const icon = ok ? (result.status === 'nothing_to_do' ? '➖' : '✅') : '❌';
     const where = result.target ? ` · ${result.target}` : '';
     const detail = result.error ?? describeOutcome(result);
-    const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result) ?? []) : []), ...findingSections(result)];
+    const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result, audience) ?? []) : []), ...findingSections(result)];
     return {
         title: `pg-extension-upgrade · ${result.mode ?? 'invalid input'}`,
         ok,
@@ -26306,7 +26666,8 @@ function describeOutcome(result) {
     if (result.mode === 'drift' && result.report) {
         const { counts } = result.report;
         const classes = Object.entries(counts).filter(([k, v]) => !['databases', 'checked', 'ok'].includes(k) && v > 0);
-        return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}.`;
+        const { health } = result.report;
+        return `${counts.databases} database(s), ${counts.checked} extension(s) checked: ${counts.ok ?? 0} in step${classes.map(([k, v]) => `, ${v} ${k}`).join('')}. Health: ${health}.`;
     }
     if (result.mode === 'verify' && result.report) {
         const { counts } = result.report;
@@ -26470,7 +26831,7 @@ function pipeline(report) {
     const reached = report.stages.filter((s) => s.status !== 'not_reached' && s.status !== 'skipped').at(-1)?.name;
     return report.stages.map((s) => (s.name === reached ? `**${s.name} ${STAGE_MARK[s.status]}**` : `${s.name} ${STAGE_MARK[s.status]}`)).join(' → ');
 }
-function runSections(result, report) {
+function runSections(result, report, audience) {
     const sections = [
         {
             heading: 'Stages',
@@ -26486,7 +26847,7 @@ function runSections(result, report) {
         sections.push(...planSections(result.plan).filter((s) => s.heading !== 'Fingerprint'));
     const as = (mode, stageReport) => ({ ...result, mode, report: stageReport });
     if (report.snapshot)
-        sections.push(...snapshotSections(as('snapshot', report.snapshot)));
+        sections.push(...snapshotSections(as('snapshot', report.snapshot), audience));
     if (report.execute)
         sections.push(...executeSections(report.execute));
     if (report.verify)
@@ -26496,12 +26857,40 @@ function runSections(result, report) {
     return sections;
 }
 
+;// CONCATENATED MODULE: ./src/report/log-safety.ts
+/*
+ * A runner reads every line a step prints to stdout or stderr as a possible workflow command:
+ * a line that starts with `::` (after leading blanks), and `##[name]` anywhere in a line (the
+ * older syntax). A value a user controls (a path, a name, a server's error text) must never become
+ * one, so everything this tool prints outside @actions/core's own commands goes through here.
+ */
+const LINE_BREAK = /\r\n|\r|\n/;
+const COMMAND_START = /^\s*::/;
+const LEGACY_COMMAND = /##\[/g;
+/**
+ * The data of an annotation (@actions/core escapes its line breaks): `##[` broken up all the same,
+ * in case a runner parses the older syntax inside a command line too.
+ */
+function inertData(text) {
+    return text.replace(LEGACY_COMMAND, '## [');
+}
+/** One line that no runner reads as a command: `##[` is broken up, a line starting with `::` is quoted with `| `. */
+function inertLine(line) {
+    const broken = line.replace(LEGACY_COMMAND, '## [');
+    return COMMAND_START.test(broken) ? `| ${broken}` : broken;
+}
+/** Text of any number of lines (any line break), each made inert; line breaks become `\n`. */
+function inertText(text) {
+    return text.split(LINE_BREAK).map(inertLine).join('\n');
+}
+
 ;// CONCATENATED MODULE: external "node:util"
 const external_node_util_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:util");
 ;// CONCATENATED MODULE: ./src/report/text.ts
 
+/** styleText drops styles when process.stdout is not a terminal unless told not to check: `--color` must win. */
 function painter(colour) {
-    return colour ? (style, text) => (0,external_node_util_namespaceObject.styleText)(style, text) : (_style, text) => text;
+    return colour ? (style, text) => (0,external_node_util_namespaceObject.styleText)(style, text, { validateStream: false }) : (_style, text) => text;
 }
 function table({ columns, rows, note }, paint) {
     const widths = columns.map((column, i) => Math.min(60, Math.max(column.length, ...rows.map((row) => (row[i] ?? '').length))));
@@ -26529,20 +26918,159 @@ function renderText(document, colour) {
     return plain([paint('bold', document.title), headline, ...document.sections.map((s) => section(s, paint))].join('\n\n') + '\n');
 }
 
+;// CONCATENATED MODULE: ./src/cli/descriptions.ts
+// Generated by `npm run docs` from action.yml and package.json; do not edit.
+const descriptions_VERSION = "0.1.0";
+const DESCRIPTIONS = {
+    "mode": "What to do: dry-run, snapshot, execute, verify, rollback, run or drift.",
+    "database-url": "libpq connection URI (postgresql://user:password@host:5432/dbname?sslmode=require). Empty: the PG* environment variables. Masked at once; only a redacted form is printed.",
+    "extensions": "Extensions to reach, one per line or comma-separated: `name` (its default version) or `name@version`. Empty: every installed extension that is behind its default version.",
+    "allow-downgrade": "Allow a target older than the installed version when a downgrade path exists.",
+    "install-missing": "Install targeted extensions that are not installed yet (and what they require).",
+    "lock-timeout": "How long one update may wait for a lock before it is retried (PostgreSQL time syntax: 500ms, 5s, 1min).",
+    "statement-timeout": "How long one update statement may run.",
+    "connect-timeout": "How long to wait for a connection to the server.",
+    "long-transaction-threshold": "Transactions open longer than this are reported as LONG_TRANSACTION warnings by dry-run.",
+    "max-retries": "How many times an update that timed out waiting for locks is retried, with backoff.",
+    "staged-extensions": "Extensions whose update hops must each run in their own transaction, in addition to those the tool knows (pg_partman).",
+    "plan": "For execute, verify, snapshot and rollback: the plan from a dry-run step (steps.<id>.outputs.plan, compacted past 32 KiB) or the path of its plan file. execute refuses a plan the databases no longer match (PLAN_STALE); snapshot covers exactly the databases it changes; rollback checks that its snapshot covers them (ROLLBACK_INCOMPLETE).",
+    "verify-sql": "For verify (also run, and execute's canaries): the application's smoke queries, inline SQL or the path of a file in the workspace or RUNNER_TEMP. Each statement runs alone in a read-only transaction and must succeed; a `-- expect: <value>` after its `;` on the same line, or inside it, compares its single result. Transaction control and session statements are refused (see Probes in the README).",
+    "databases": "Databases to target: names and glob patterns (tenant_*), comma or newline separated, or `all` (every database that allows connections, templates only when named). Empty: the database of database-url.",
+    "exclude-databases": "Names and glob patterns to leave out of `databases`.",
+    "concurrency": "How many databases are processed at once (each update still gets its own fresh session and advisory lock).",
+    "canary": "Update and verify this many databases first; the rest only if they all pass.",
+    "on-failure": "stop: no new database is started after a failure (in-flight ones finish); continue: every database is attempted.",
+    "max-failures": "With on-failure: continue, stop starting databases after this many have failed. Empty: no limit.",
+    "fail-on-drift": "For drift: fail the step when drift is found.",
+    "reference-database-url": "For drift: a reference server (production) whose extension manifest and key settings the target must mirror; differences are drift of class parity. Masked like database-url.",
+    "snapshot-strategy": "For snapshot and run: basebackup (pg_basebackup + restore point), restore-point (for sites backed up by pgBackRest, Barman or WAL-G), dump (pg_dump per database), auto (basebackup when WAL archiving works and the role may replicate, else dump), or none (run only).",
+    "snapshot-dir": "Where snapshot writes the base backup, dumps and manifest.json. Empty: a directory under RUNNER_TEMP.",
+    "restore-point": "For snapshot: the restore point name (at most 63 bytes). Empty: derived from the repository, run id and attempt. For rollback: a restore point to recover to, when no snapshot manifest is given.",
+    "rollback-strategy": "For rollback and run: downgrade (downgrade scripts), dump (per-database restore pinned to the recorded versions), pitr (whole-cluster point-in-time recovery; needs confirm-data-loss), or auto (the least destructive that can restore).",
+    "snapshot": "For rollback: the path of the snapshot manifest (steps.<id>.outputs.snapshot).",
+    "report": "For rollback: the report of the execute (or run) step (steps.<id>.outputs.report or report-file); rollback checks that the snapshot covers every database it changed (ROLLBACK_INCOMPLETE).",
+    "pgdata": "For pitr rollback: the server's data directory.",
+    "pg-bin-dir": "Directory of pg_basebackup, pg_verifybackup, pg_dump, pg_restore and pg_ctl. Empty: found from the server version (/usr/lib/postgresql/<major>/bin) or PATH.",
+    "stop-command": "For pitr rollback: how to stop the server (for example `sudo systemctl stop postgresql@15-main`). Empty: pg_ctl stop on pgdata, as the data directory's owner.",
+    "start-command": "For pitr rollback: how to start the server. Empty: pg_ctl start on pgdata, as the data directory's owner.",
+    "restore-command": "For pitr rollback: the restore_command for recovery. Empty: copy from the WAL archive directory the snapshot recorded.",
+    "confirm-data-loss": "Required for a rollback that discards data written after the snapshot (pitr rewinds every database of the cluster).",
+    "keep-previous": "Keep the data directory or database that a rollback replaced (renamed aside) instead of deleting it after success.",
+    "terminate-connections": "For dump rollback: terminate other sessions connected to the database instead of refusing.",
+    "wait-timeout": "How long snapshot waits for WAL archiving and rollback waits for recovery.",
+    "manifest": "A YAML file in the workspace (or RUNNER_TEMP) declaring the desired extension versions, optionally per database pattern. Exclusive with extensions.",
+    "comment-on-pr": "On pull_request events, post the plan as one sticky pull request comment (dry-run and run).",
+    "github-token": "Token for the pull request comment."
+};
+
+;// CONCATENATED MODULE: ./src/cli/modes.ts
+/** Inputs of the GitHub Action that the CLI refuses: it posts no pull request comments. */
+const ACTION_ONLY = ['github-token', 'comment-on-pr'];
+const CONNECTION = ['database-url', 'databases', 'exclude-databases', 'connect-timeout', 'concurrency'];
+const PLANNING = ['extensions', 'manifest', 'allow-downgrade', 'install-missing', 'staged-extensions', 'long-transaction-threshold'];
+const UPDATING = ['lock-timeout', 'statement-timeout', 'max-retries', 'canary', 'on-failure', 'max-failures', 'verify-sql'];
+const SNAPSHOTTING = ['snapshot-strategy', 'snapshot-dir', 'restore-point', 'pg-bin-dir', 'wait-timeout'];
+const RESTORING = [
+    'rollback-strategy',
+    'pgdata',
+    'pg-bin-dir',
+    'stop-command',
+    'start-command',
+    'restore-command',
+    'confirm-data-loss',
+    'keep-previous',
+    'terminate-connections',
+    'wait-timeout'
+];
+/** Per mode: what it does, the options it reads, and one example. `<mode> --help` shows exactly this. */
+const MODE_HELP = {
+    'dry-run': {
+        summary: 'Plan every update read-only and report what would block it. Changes nothing.',
+        options: [...CONNECTION, ...PLANNING],
+        example: "pg-extension-upgrade dry-run --databases 'tenant_*' --extensions hstore@1.8,pg_trgm --out plan.json"
+    },
+    snapshot: {
+        summary: 'Record a baseline to roll back to: a base backup and restore point, or per-database dumps.',
+        options: [...CONNECTION, 'plan', ...SNAPSHOTTING],
+        example: 'pg-extension-upgrade snapshot --plan plan.json --snapshot-strategy dump --snapshot-dir /var/backups/pgxu'
+    },
+    execute: {
+        summary: 'Apply a plan (or plan and apply), one advisory-locked session per database.',
+        options: [...CONNECTION, 'plan', ...PLANNING, ...UPDATING],
+        example: "pg-extension-upgrade execute --plan plan.json --databases 'tenant_*' --concurrency 8"
+    },
+    verify: {
+        summary: "Check that the databases are at the plan's versions and run the application's probes, read-only.",
+        options: [...CONNECTION, 'plan', 'extensions', 'manifest', 'verify-sql', 'statement-timeout'],
+        example: 'pg-extension-upgrade verify --plan plan.json --verify-sql probes.sql'
+    },
+    rollback: {
+        summary: 'Restore the recorded versions: downgrade scripts, else dump restore, else PITR (with --confirm-data-loss).',
+        options: [...CONNECTION, 'snapshot', 'report', 'plan', 'restore-point', 'snapshot-dir', ...RESTORING],
+        example: 'pg-extension-upgrade rollback --snapshot /var/backups/pgxu/manifest.json --report report.json'
+    },
+    run: {
+        summary: 'dry-run, snapshot, execute and verify in one go; roll back on its own when an update or a probe fails.',
+        options: [...CONNECTION, ...PLANNING, ...UPDATING, ...SNAPSHOTTING, ...RESTORING.filter((name) => !SNAPSHOTTING.includes(name))],
+        example: "pg-extension-upgrade run --databases 'tenant_*' --extensions postgis --verify-sql probes.sql --snapshot-strategy dump"
+    },
+    drift: {
+        summary: 'Compare catalog, control-file and library versions per database (and with a reference server). Read-only.',
+        options: [...CONNECTION, 'extensions', 'manifest', 'fail-on-drift', 'reference-database-url'],
+        example: 'pg-extension-upgrade drift --databases all --json'
+    }
+};
+/** The modes that change databases: on a terminal they show what they will change and ask first. */
+const ASKS_FIRST = ['execute', 'run', 'rollback'];
+
+;// CONCATENATED MODULE: ./src/cli/suggest.ts
+/** Edit distance (insertions, deletions, substitutions) between two strings. */
+function levenshtein(a, b) {
+    let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+        const current = [i];
+        for (let j = 1; j <= b.length; j++) {
+            current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+        }
+        previous = current;
+    }
+    return previous[b.length];
+}
+/** The nearest candidate within two edits, for a "did you mean" hint; ties go to the first listed. */
+function nearest(word, candidates) {
+    let best;
+    for (const candidate of candidates) {
+        const distance = levenshtein(word, candidate);
+        if (distance <= 2 && (!best || distance < best.distance))
+            best = { candidate, distance };
+    }
+    return best?.candidate;
+}
+
 ;// CONCATENATED MODULE: ./src/cli/args.ts
 
 
-const FLAGS = new Set(['json', 'help', 'color', 'no-color']);
+
+
+
+/** The CLI's own options, besides the action's inputs. */
+const CLI_FLAGS = ['json', 'help', 'version', 'yes', 'out', 'color', 'no-color'];
+const SHORT = { '-h': 'help', '-y': 'yes' };
+/** The inputs the CLI takes as options: every input of the action but `mode` (positional) and the Action-only ones. */
+const CLI_INPUTS = INPUT_NAMES.filter((name) => name !== 'mode' && !ACTION_ONLY.includes(name));
+const didYouMean = (word, candidates, prefix = '') => {
+    const guess = nearest(word, candidates);
+    return guess ? `; did you mean "${prefix}${guess}"?` : '';
+};
 /**
  * `pg-extension-upgrade <mode> --input-name value …`. Every input of the action is an option of
  * the same name; a boolean input may be given as a bare flag (`--allow-downgrade`).
  */
 function parseArguments(argv) {
     const inputs = {};
-    const result = { inputs, json: false, help: false, colour: undefined };
-    const known = new Set(INPUT_NAMES);
+    const result = { inputs, json: false, help: false, version: false, yes: false, out: undefined, colour: undefined, unused: [] };
     for (let i = 0; i < argv.length; i++) {
-        const token = argv[i];
+        const token = SHORT[argv[i]] ? `--${SHORT[argv[i]]}` : argv[i];
         if (!token.startsWith('--')) {
             if (inputs.mode !== undefined)
                 throw new core_errors/* CodedError */.A('INVALID_INPUT', `unexpected argument "${token}"; the mode is already "${inputs.mode}"`);
@@ -26550,17 +27078,30 @@ function parseArguments(argv) {
             continue;
         }
         const [flag, inline] = splitOption(token.slice(2));
-        if (FLAGS.has(flag)) {
+        if (flag === 'out') {
+            result.out = inline ?? argv[++i];
+            if (!result.out)
+                throw new core_errors/* CodedError */.A('INVALID_INPUT', 'option "--out" needs a file name');
+            continue;
+        }
+        if (CLI_FLAGS.includes(flag)) {
             if (flag === 'json')
                 result.json = true;
             if (flag === 'help')
                 result.help = true;
+            if (flag === 'version')
+                result.version = true;
+            if (flag === 'yes')
+                result.yes = true;
             if (flag === 'color' || flag === 'no-color')
                 result.colour = flag === 'color';
             continue;
         }
-        if (!known.has(flag) || flag === 'mode') {
-            throw new core_errors/* CodedError */.A('INVALID_INPUT', `unknown option "--${flag}"; see --help for the options`);
+        if (ACTION_ONLY.includes(flag)) {
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `option "--${flag}" is an input of the GitHub Action only; the CLI posts no pull request comments`);
+        }
+        if (!CLI_INPUTS.includes(flag)) {
+            throw new core_errors/* CodedError */.A('INVALID_INPUT', `unknown option "--${flag}"${didYouMean(flag, [...CLI_INPUTS, ...CLI_FLAGS], '--')}`);
         }
         const name = flag;
         const boolean = inputMeta(name)?.kind === 'boolean';
@@ -26580,32 +27121,147 @@ function parseArguments(argv) {
         }
         inputs[name] = value;
     }
+    const mode = inputs.mode;
+    if (mode !== undefined && !MODES.includes(mode)) {
+        throw new core_errors/* CodedError */.A('INVALID_INPUT', `input "mode": "${mode}" is not a mode; use one of ${MODES.join(', ')}${didYouMean(mode, MODES)}`);
+    }
+    if (mode !== undefined) {
+        const reads = MODE_HELP[mode].options;
+        result.unused = Object.keys(inputs).filter((name) => name !== 'mode' && !reads.includes(name));
+    }
     return result;
 }
 function splitOption(option) {
     const equals = option.indexOf('=');
     return equals < 0 ? [option, undefined] : [option.slice(0, equals), option.slice(equals + 1)];
 }
-function usage() {
-    const options = INPUT_NAMES.filter((name) => name !== 'mode').map((name) => {
-        const meta = inputMeta(name);
-        const shown = meta?.kind === 'boolean' ? `--${name}` : `--${name} <${meta?.kind ?? 'value'}>`;
-        const fallback = meta?.default ? ` (default ${meta.default})` : '';
-        return `  ${shown.padEnd(40)}${fallback}`;
-    });
+const WIDTH = 100;
+const COLUMN = 34;
+/** A description wrapped to the terminal width, under the option column. */
+function wrap(text, indent) {
+    const lines = [];
+    let line = '';
+    for (const word of text.split(/\s+/)) {
+        if (line && indent + line.length + 1 + word.length > WIDTH) {
+            lines.push(line);
+            line = word;
+        }
+        else
+            line = line ? `${line} ${word}` : word;
+    }
+    if (line)
+        lines.push(line);
+    return lines.join(`\n${' '.repeat(indent)}`);
+}
+function optionLine(shown, description) {
+    const head = `  ${shown}`;
+    return head.length < COLUMN ? `${head.padEnd(COLUMN)}${wrap(description, COLUMN)}` : `${head}\n${' '.repeat(COLUMN)}${wrap(description, COLUMN)}`;
+}
+function inputLine(name) {
+    const meta = inputMeta(name);
+    const shown = meta?.kind === 'boolean' ? `--${name}` : `--${name} <${meta?.kind ?? 'value'}>`;
+    const fallback = meta?.default && meta.default !== '' ? ` (default: ${meta.default})` : '';
+    return optionLine(shown, `${DESCRIPTIONS[name] ?? ''}${fallback}`);
+}
+function commonLines(mode) {
+    return [
+        optionLine('--json', 'Print the result as JSON on stdout: the fields the action sets as outputs.'),
+        ...(mode === undefined || MODE_HELP[mode].options.includes('plan')
+            ? [optionLine('--plan -', 'Read the plan from stdin. --plan also takes what dry-run --json printed.')]
+            : []),
+        ...(mode === undefined || mode === 'dry-run' ? [optionLine('--out <file>', 'Write the plan as JSON to this file (what --plan reads).')] : []),
+        ...(mode === undefined || ASKS_FIRST.includes(mode) ? [optionLine('-y, --yes', 'Do not ask for confirmation on a terminal (execute, run, rollback).')] : []),
+        optionLine('--color, --no-color', 'Force colour on or off (default: on for a terminal, off with NO_COLOR).'),
+        optionLine('-h, --help', 'Show this help.'),
+        ...(mode === undefined ? [optionLine('--version', 'Print the version.')] : [])
+    ];
+}
+const CONNECTION_NOTE = 'Connection: --database-url, else the DATABASE_URL environment variable, else the libpq PG* variables (PGHOST, PGUSER, PGPASSWORD, …) and ~/.pgpass; no password needs to be on the command line.';
+const EXIT_NOTE = 'Exit codes: 0 success (approved, nothing to do, verified, …); 1 the mode failed or was blocked; 2 invalid arguments or inputs.';
+/** The help: every mode and option, or with a mode only what that mode reads, and an example. */
+function usage(mode) {
+    if (mode) {
+        const help = MODE_HELP[mode];
+        return [
+            `Usage: pg-extension-upgrade ${mode} [options]`,
+            '',
+            help.summary,
+            '',
+            'Options:',
+            ...help.options.map(inputLine),
+            ...commonLines(mode),
+            '',
+            'Example:',
+            `  ${help.example}`,
+            '',
+            wrap(CONNECTION_NOTE, 0),
+            wrap(EXIT_NOTE, 0)
+        ].join('\n');
+    }
     return [
         'Usage: pg-extension-upgrade <mode> [options]',
+        '       pg-extension-upgrade <mode> --help      the options of one mode, with an example',
         '',
-        `Modes: ${MODES.join(', ')}`,
+        'Modes:',
+        ...MODES.map((m) => optionLine(m, MODE_HELP[m].summary)),
         '',
-        'Options (the same as the GitHub Action inputs; an empty --database-url uses the PG* variables):',
-        ...options,
-        '  --json                                  print the plan or report as JSON on stdout',
-        '  --color / --no-color                    force colour on or off (default: on for a terminal)',
+        'Options (the inputs of the GitHub Action, under the same names):',
+        ...CLI_INPUTS.map(inputLine),
+        ...commonLines(undefined),
         '',
-        'Exit codes: 0 success (approved, nothing to do, verified, …); 1 the mode failed or was blocked;',
-        '            2 invalid arguments or inputs.'
+        wrap(CONNECTION_NOTE, 0),
+        wrap(EXIT_NOTE, 0)
     ].join('\n');
+}
+
+;// CONCATENATED MODULE: external "node:readline"
+const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: ./src/cli/confirm.ts
+
+
+/** Ask only a person: both ends must be a terminal. A pipe, a file or CI never gets a question. */
+const isInteractive = (streams) => Boolean(streams.stdin.isTTY && streams.stdout.isTTY);
+/**
+ * Asks `question [y/N]` and resolves true only for y or yes. End of input or an interrupt (Ctrl-C,
+ * which the process-wide handler turns into `stop`) is no. The question goes to `output` (stderr),
+ * so stdout stays the result.
+ */
+function confirm_confirm(question, input, output, stop) {
+    return new Promise((resolve) => {
+        const reader = (0,external_node_readline_namespaceObject.createInterface)({ input, output, terminal: false });
+        let answered = false;
+        const finish = (yes) => {
+            if (answered)
+                return;
+            answered = true;
+            reader.close();
+            resolve(yes);
+        };
+        reader.on('close', () => finish(false));
+        if (stop?.aborted)
+            return finish(false);
+        stop?.addEventListener('abort', () => finish(false), { once: true });
+        output.write(`${question} [y/N] `);
+        reader.once('line', (line) => finish(/^\s*y(es)?\s*$/i.test(line)));
+    });
+}
+/** What a plan will change, one line per database with changes. */
+function planChanges(plan) {
+    return plan.databases
+        .map((database) => {
+        const changes = database.extensions.filter(isChange).map((e) => `${e.name} ${e.from ?? '(not installed)'} → ${e.to}`);
+        return changes.length ? `  ${database.name}: ${changes.join(', ')}` : '';
+    })
+        .filter(Boolean);
+}
+/** What a rollback to a snapshot restores: the snapshot, and per database the versions it goes back to. */
+function snapshotLines(manifest, path) {
+    return [
+        `Snapshot ${manifest.id} (${manifest.strategy}, ${manifest.createdAt}): ${path}`,
+        ...(manifest.restorePoint ? [`Restore point ${manifest.restorePoint.name}`] : []),
+        'Databases and the versions they go back to:',
+        ...manifest.databases.map((d) => `  ${d.name}: ${d.extensions.map((e) => `${e.name} ${e.version}`).join(', ') || '(no extensions)'}`)
+    ];
 }
 
 ;// CONCATENATED MODULE: ./src/cli/main.ts
@@ -26618,10 +27274,18 @@ function usage() {
 
 
 
+
+
+
+
+
+
+
 const EXIT = { ok: 0, failed: 1, usage: 2 };
 function cliLogger(stderr, secrets) {
     let depth = 0;
-    const line = (prefix, message) => stderr.write(`${'  '.repeat(depth)}${prefix}${scrub(message, secrets)}\n`);
+    // The CLI also runs in workflow steps, whose log reads stderr for commands as well.
+    const line = (prefix, message) => stderr.write(`${inertText(`${'  '.repeat(depth)}${prefix}${scrub(message, secrets)}`)}\n`);
     return {
         info: (message) => line('', message),
         warn: (message) => line('⚠ ', message),
@@ -26641,6 +27305,12 @@ function cliLogger(stderr, secrets) {
         }
     };
 }
+async function readAll(stream) {
+    const chunks = [];
+    for await (const chunk of stream)
+        chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+    return Buffer.concat(chunks).toString('utf8');
+}
 /** The CLI: the same core as the action, human output by default, JSON with --json. */
 async function main(argv, env = process.env, streams = process) {
     let parsed;
@@ -26648,22 +27318,118 @@ async function main(argv, env = process.env, streams = process) {
         parsed = parseArguments(argv);
     }
     catch (error) {
-        streams.stderr.write(`${error instanceof core_errors/* CodedError */.A ? `${error.code}: ` : ''}${(0,core_errors/* errorMessage */.g)(error)}\n\n${usage()}\n`);
+        streams.stderr.write(`${inertText(`${error instanceof core_errors/* CodedError */.A ? `${error.code}: ` : ''}${(0,core_errors/* errorMessage */.g)(error)}`)}\nRun "pg-extension-upgrade --help" for the modes and options.\n`);
         return EXIT.usage;
     }
-    if (parsed.help || parsed.inputs.mode === undefined) {
+    const mode = parsed.inputs.mode;
+    if (parsed.version) {
+        streams.stdout.write(`pg-extension-upgrade ${descriptions_VERSION}\n`);
+        return EXIT.ok;
+    }
+    if (parsed.help || mode === undefined) {
         ;
-        (parsed.help ? streams.stdout : streams.stderr).write(`${usage()}\n`);
+        (parsed.help ? streams.stdout : streams.stderr).write(`${usage(mode)}\n`);
         return parsed.help ? EXIT.ok : EXIT.usage;
     }
-    const secrets = inputSecrets(parsed.inputs, env);
-    const result = await runMode(parsed.inputs, cliLogger(streams.stderr, secrets), env);
+    for (const name of parsed.unused)
+        streams.stderr.write(`⚠ --${name} is not used by ${mode} (see pg-extension-upgrade ${mode} --help)\n`);
+    let inputs = { ...parsed.inputs };
+    // A URL in the environment keeps the password out of the command line (and out of `ps`).
+    if (inputs['database-url'] === undefined && env.DATABASE_URL)
+        inputs['database-url'] = env.DATABASE_URL;
+    const secrets = inputSecrets(inputs, env);
+    const log = cliLogger(streams.stderr, secrets);
+    const render = (result) => writeResult(scrubResult(result, secrets), parsed, env, streams, secrets);
+    if (inputs.plan?.trim() === '-') {
+        if (streams.stdin.isTTY) {
+            streams.stderr.write('INVALID_INPUT: --plan -: reads the plan from stdin, which is a terminal; pipe it in (… | pg-extension-upgrade execute --plan -)\n');
+            return EXIT.usage;
+        }
+        inputs.plan = await readAll(streams.stdin);
+        if (!inputs.plan.trim()) {
+            streams.stderr.write('INVALID_INPUT: --plan -: stdin was empty; pipe in the output of dry-run --json or --out\n');
+            return EXIT.usage;
+        }
+    }
+    if (ASKS_FIRST.includes(mode) && !parsed.yes && isInteractive(streams)) {
+        const asked = await askFirst(mode, inputs, log, env, streams);
+        if (asked.result)
+            return render(asked.result);
+        if (!asked.proceed) {
+            streams.stderr.write('\nCancelled: nothing was changed.\n');
+            const signal = (0,interrupt/* interruptedBy */.kH)();
+            return signal ? interrupt/* INTERRUPT_EXIT_CODE */.lz[signal] : EXIT.failed;
+        }
+        inputs = asked.inputs;
+    }
+    return render(await runMode(inputs, log, env));
+}
+/**
+ * Shows what the mode will change and asks. execute and run show the changes of a dry-run (execute
+ * then applies exactly the plan that was shown); rollback shows the snapshot and its databases.
+ * When nothing would change, or the dry-run is blocked or failed, its result is the answer.
+ */
+async function askFirst(mode, inputs, log, env, streams) {
+    const lines = [];
+    let next = inputs;
+    if (mode === 'rollback') {
+        try {
+            if (inputs.snapshot) {
+                const { manifest, path } = readManifest(inputs.snapshot);
+                lines.push(...snapshotLines(manifest, path));
+            }
+            else if (inputs.plan) {
+                lines.push('No snapshot: downgrade scripts take these databases back to their planned starting versions:', ...planChanges(loadPlan(inputs.plan, env)));
+            }
+        }
+        catch {
+            // The rollback reports the same problem, before it changes anything.
+            return { proceed: true, inputs };
+        }
+        lines.unshift('rollback will restore:');
+    }
+    else {
+        let plan;
+        if (mode === 'execute' && inputs.plan) {
+            try {
+                plan = loadPlan(inputs.plan, env);
+            }
+            catch {
+                return { proceed: true, inputs };
+            }
+        }
+        else {
+            const preview = await runMode({ ...inputs, mode: 'dry-run', plan: undefined }, log, env);
+            if (!preview.plan || preview.status !== 'dry_run_approved')
+                return { proceed: false, inputs, result: preview };
+            plan = preview.plan;
+            if (mode === 'execute')
+                next = { ...inputs, plan: JSON.stringify(plan), extensions: undefined, manifest: undefined };
+        }
+        const changes = planChanges(plan);
+        if (changes.length === 0)
+            return { proceed: true, inputs: next };
+        lines.push(`${mode} will change ${changes.length} database(s):`, ...changes);
+    }
+    streams.stderr.write(`${lines.join('\n')}\n`);
+    return { proceed: await confirm_confirm('Proceed?', streams.stdin, streams.stderr, interrupt/* interruption */.YW), inputs: next };
+}
+function writeResult(result, parsed, env, streams, secrets) {
+    if (parsed.out && result.plan) {
+        try {
+            (0,external_node_fs_namespaceObject.writeFileSync)(parsed.out, `${scrub(JSON.stringify(result.plan, null, 2), secrets)}\n`);
+        }
+        catch (error) {
+            streams.stderr.write(`--out ${parsed.out}: ${(0,core_errors/* errorMessage */.g)(error)}\n`);
+            return EXIT.failed;
+        }
+    }
     if (parsed.json) {
-        streams.stdout.write(`${scrub(JSON.stringify(jsonView(result), null, 2), secrets)}\n`);
+        streams.stdout.write(`${inertText(scrub(JSON.stringify(jsonView(result), null, 2), secrets))}\n`);
     }
     else {
         const colour = parsed.colour ?? (Boolean(streams.stdout.isTTY) && !env.NO_COLOR);
-        streams.stdout.write(scrub(renderText(present(result), colour), secrets));
+        streams.stdout.write(inertText(scrub(renderText(present(result, 'cli'), colour), secrets)));
     }
     const signal = (0,interrupt/* interruptedBy */.kH)();
     if (signal)
