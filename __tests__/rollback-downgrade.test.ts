@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals'
 import { join } from 'node:path'
 import type { RawInputs } from '../src/inputs.js'
 import type { RollbackReport } from '../src/modes/rollback.js'
-import { runInProcess, testCluster, uniqueName } from './helpers.js'
+import { requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 import { temporaryDirectory } from './harness/postgres.js'
 
 /** Rollback by downgrade scripts, and how auto chooses among the strategies. */
@@ -16,7 +16,8 @@ const takeDump = async (db: string) => {
 const rollback = (db: string, snapshot: string, inputs: RawInputs = {}) => runInProcess({ mode: 'rollback', 'database-url': cluster.url(db), snapshot, ...inputs })
 const databases = async () => (await cluster.query<{ datname: string }>('SELECT datname FROM pg_database')).map((r) => r.datname)
 
-describe('downgrade rollback', () => {
+// Every case starts from a dump snapshot; run.test.ts covers the downgrade without one.
+requires('pg_dump', 'pg_restore').describe('downgrade rollback', () => {
   it('auto picks the downgrade script over the dump: the extension goes back, the data written since stays', async () => {
     const db = uniqueName('dg_auto')
     await cluster.createDatabase(db, { pgxu_down: '1.0' })

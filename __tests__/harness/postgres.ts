@@ -85,6 +85,11 @@ function embedded(major: number): PgInstall {
 export function clusterOwner(): { uid: number; gid: number; name: string } {
   const me = userInfo()
   if (me.uid !== 0) return { uid: me.uid, gid: me.gid, name: me.username }
+  if (spawnSync('id', ['-u', 'postgres']).status !== 0) {
+    // Debian's server package creates it; with only an npm build, nobody has.
+    process.stderr.write('creating the system user postgres: the clusters run as it when started as root\n')
+    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'])
+  }
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
   const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
   return { uid, gid, name: 'postgres' }
