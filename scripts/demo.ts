@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   const snapshotsPossible = missingPrograms.length === 0
   const bad = snapshotsPossible ? BREAKING : BREAKING_WITH_WAY_DOWN
   writeExtensionFiles(shareDir, fixtureFiles(bad))
-  const server = install.embedded ? `PostgreSQL ${install.version} from npm (no system PostgreSQL found)` : `the system's PostgreSQL ${install.version}`
+  const server = install.embedded ? `PostgreSQL ${install.version} (the npm build)` : `the system's PostgreSQL ${install.version}`
   console.log(bold(`pg-extension-upgrade demo: a throwaway cluster of ${server} with WAL archiving, three tenants, one bad release`))
   const cluster = await startCluster({ archive: true, fixtures: false })
   const cleanUp = async () => {

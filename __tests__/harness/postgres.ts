@@ -2,7 +2,7 @@ import { execFileSync, spawn, spawnSync, type SpawnOptions } from 'node:child_pr
 import { chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { installFixtures } from './fixtures.js'
 import { DEFAULT_MAJOR, ensureEmbedded, installCommand, SUPPORTED_MAJORS } from '../../scripts/embedded-postgres.mjs'
@@ -60,12 +60,20 @@ function locatePostgres(): PgInstall {
   return embedded(DEFAULT_MAJOR)
 }
 
-/** A server installed with its pg_config (Debian, Homebrew, a source build); undefined when incomplete. */
+/**
+ * A server in a bin directory: its pg_config says where the rest is (Debian, Homebrew, a source
+ * build); an npm build (PG_BIN_DIR pointing into one) has none, and a fixed layout. Undefined when
+ * incomplete.
+ */
 function systemInstall(binDir: string): PgInstall | undefined {
   if (!existsSync(join(binDir, 'initdb')) || !existsSync(join(binDir, 'pg_ctl'))) return undefined
-  const config = join(binDir, 'pg_config')
-  const [shareDir, pkgLibDir] = execFileSync(existsSync(config) ? config : 'pg_config', ['--sharedir', '--pkglibdir'], { encoding: 'utf8' }).trim().split('\n')
   const version = Number(/(\d+)/.exec(execFileSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' }))?.[1])
+  const config = join(binDir, 'pg_config')
+  const npmLayout = join(binDir, '..', 'share', 'postgresql')
+  if (!existsSync(config) && existsSync(join(npmLayout, 'extension'))) {
+    return { binDir, shareDir: resolve(npmLayout), pkgLibDir: resolve(binDir, '..', 'lib', 'postgresql'), version, embedded: true }
+  }
+  const [shareDir, pkgLibDir] = execFileSync(existsSync(config) ? config : 'pg_config', ['--sharedir', '--pkglibdir'], { encoding: 'utf8' }).trim().split('\n')
   return { binDir, shareDir, pkgLibDir, version, embedded: false }
 }
 
