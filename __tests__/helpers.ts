@@ -70,6 +70,18 @@ export function missing(requirement: Requirement): string | null {
 export const INSTALL_TEST_DEPS = 'sudo bash scripts/install-test-deps.sh'
 
 /**
+ * What enables the skipped tests. On an npm build picked by PG_MAJOR, Debian's server of that
+ * major (the tests then use it, with its client programs); Debian's own sources carry one major,
+ * apt.postgresql.org all of them.
+ */
+function enablingCommand(): string {
+  const install = findPostgres()
+  if (!install.embedded || !process.env.PG_MAJOR) return INSTALL_TEST_DEPS
+  const v = install.version
+  return `add apt.postgresql.org to apt's sources (https://wiki.postgresql.org/wiki/Apt), then sudo apt-get install postgresql-${v} postgresql-${v}-postgis-3 postgresql-${v}-cron postgresql-${v}-partman`
+}
+
+/**
  * Gates tests on requirements: `requires('postgis').it(name, fn)`. A missing requirement skips
  * the test by name, and the run's closing lines list it with the command that enables it (see
  * __tests__/harness/skip-reporter.cjs). Under CI=true nothing is skipped: the test runs and fails
@@ -80,9 +92,9 @@ export function requires(...requirements: Requirement[]) {
   const reasons = requirements.map(missing).filter((reason): reason is string => reason !== null)
   const skip = reasons.length > 0 && (process.env.CI !== 'true' || process.env.PGXU_SERVER_ONLY === '1')
   const record = (name: string) => {
-    if (process.env.PGXU_SKIP_LOG) appendFileSync(process.env.PGXU_SKIP_LOG, JSON.stringify({ test: name, reasons, command: INSTALL_TEST_DEPS }) + '\n')
+    if (process.env.PGXU_SKIP_LOG) appendFileSync(process.env.PGXU_SKIP_LOG, JSON.stringify({ test: name, reasons, command: enablingCommand() }) + '\n')
   }
-  const failing = (fn: () => unknown) => (reasons.length > 0 ? () => Promise.reject(new Error(`this test needs: ${reasons.join('; ')}. Install with: ${INSTALL_TEST_DEPS}`)) : fn)
+  const failing = (fn: () => unknown) => (reasons.length > 0 ? () => Promise.reject(new Error(`this test needs: ${reasons.join('; ')}. Install with: ${enablingCommand()}`)) : fn)
   return {
     it(name: string, fn: () => unknown, timeout?: number): void {
       if (skip) {

@@ -19,7 +19,7 @@ class SkipReporter {
     const commands = [...new Set(lines.map((line) => line.command))]
     const out = [``, `\x1b[33m${lines.length} test(s) skipped: this machine lacks what they need\x1b[0m`]
     for (const line of lines) out.push(`  ○ ${line.test}: ${line.reasons.join('; ')}`)
-    out.push(`Run them: ${commands.join(' ; ')}  (then npm test again)`, ``)
+    out.push(`Run them: ${commands.join(' ; ')}  (then run the tests again)`, ``)
     process.stderr.write(out.join('\n') + '\n')
   }
 }
