@@ -8,5 +8,6 @@ export default {
   },
   testMatch: ['<rootDir>/__tests__/**/*.test.ts'],
   testTimeout: 120000,
+  reporters: ['default', '<rootDir>/__tests__/harness/skip-reporter.cjs'],
   verbose: false
 }

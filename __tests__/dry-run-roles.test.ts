@@ -14,7 +14,7 @@ import {
   runAsOwner,
   startCluster
 } from './harness/postgres.js'
-import { codes, entry, runInProcess, testCluster, uniqueName } from './helpers.js'
+import { codes, entry, requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 import type { Plan } from '../src/core/plan.js'
 import type { ModeResult } from '../src/modes/types.js'
 
@@ -169,7 +169,7 @@ describe('privileges of real non-superuser roles', () => {
   })
 })
 
-describe('READ_ONLY_SERVER', () => {
+requires('pg_basebackup').describe('READ_ONLY_SERVER', () => {
   let standby: Cluster
   const db = uniqueName('replicated')
 
@@ -257,7 +257,7 @@ describe('PRELOAD_MISSING on a real server', () => {
     expect(entry(plan, 'pg_stat_statements').path).toEqual(['1.4', '1.5', '1.6', '1.7', '1.8', '1.9', '1.10'])
   })
 
-  it('pg_cron with install-missing: blocked', async () => {
+  requires('pg_cron').it('pg_cron with install-missing: blocked', async () => {
     const result = await runInProcess({ mode: 'dry-run', 'database-url': cluster.url(db), extensions: 'pg_cron', 'install-missing': 'true' })
     const plan = result.plan!
     expect(plan.status).toBe('dry_run_blocked')
@@ -266,7 +266,7 @@ describe('PRELOAD_MISSING on a real server', () => {
     expect(entry(plan, 'pg_cron')).toMatchObject({ action: 'blocked', from: null })
   })
 
-  it('pg_cron with install-missing on a server that preloads it: approved', async () => {
+  requires('pg_cron').it('pg_cron with install-missing on a server that preloads it: approved', async () => {
     const preloaded = await startCluster({ settings: { shared_preload_libraries: "'pg_cron'" } })
     try {
       const result = await runInProcess({ mode: 'dry-run', 'database-url': preloaded.url('postgres'), extensions: 'pg_cron', 'install-missing': 'true' })

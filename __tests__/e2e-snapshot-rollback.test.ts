@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runAction, type ActionRun } from './harness/action.js'
 import { SUPERUSER_PASSWORD, temporaryDirectory } from './harness/postgres.js'
-import { testCluster, uniqueName } from './helpers.js'
+import { requires, testCluster, uniqueName } from './helpers.js'
 
 /**
  * The bundled action (dist/index.js) run as a GitHub runner runs it, each step fed the previous
@@ -17,7 +17,7 @@ function noSecrets(run: ActionRun): void {
   for (const form of [SUPERUSER_PASSWORD, encodeURIComponent(SUPERUSER_PASSWORD)]) expect(everything).not.toContain(form)
 }
 
-describe('snapshot → execute → verify → rollback through the bundled action', () => {
+requires('pg_basebackup').describe('snapshot → execute → verify → rollback through the bundled action', () => {
   it('rolls the cluster back with pitr after a failed verify, chained by step outputs', async () => {
     const db = uniqueName('e2e_pitr')
     await cluster.createDatabase(db, { hstore: '1.7' })

@@ -6,7 +6,7 @@ import type { SnapshotManifest } from '../src/core/recovery/manifest.js'
 import type { RollbackReport } from '../src/modes/rollback.js'
 import { ACTION_BUNDLE, parseOutputFile, runnerEnvironment } from './harness/action.js'
 import { findPostgres, temporaryDirectory } from './harness/postgres.js'
-import { codes, runInProcess, testCluster, uniqueName } from './helpers.js'
+import { codes, requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 
 /*
  * The envelope as a workflow chains it: a snapshot covers what the plan changes, a rollback fails
@@ -32,7 +32,7 @@ async function planFor(pattern: string, extensions: string): Promise<string> {
   return JSON.stringify(dry.plan)
 }
 
-describe('a snapshot covers the plan, and a rollback says when it does not', () => {
+requires('pg_dump', 'pg_restore').describe('a snapshot covers the plan, and a rollback says when it does not', () => {
   it('snapshot given the plan dumps exactly the databases it changes and records the plan', async () => {
     const prefix = uniqueName('cover')
     const [a, b] = await tenants(prefix, 2, { hstore: '1.4' })
@@ -155,7 +155,7 @@ async function interruptedDump(signal: NodeJS.Signals): Promise<{ db: string; sn
   return { db, snapshotDir, step }
 }
 
-describe('an interrupted step leaves a known state', () => {
+requires('pg_dump', 'pg_restore').describe('an interrupted step leaves a known state', () => {
   it('SIGINT mid-dump: pg_dump and its children are stopped, the summary and outputs are written, no directory passes for a snapshot, exit 130', async () => {
     const { snapshotDir, step: run } = await interruptedDump('SIGINT')
     expect(run.code).toBe(130)

@@ -2,10 +2,13 @@ import { describe, expect, it } from '@jest/globals'
 import { join } from 'node:path'
 import type { RawInputs } from '../src/inputs.js'
 import type { RollbackReport } from '../src/modes/rollback.js'
-import { runInProcess, testCluster, uniqueName } from './helpers.js'
+import { requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 import { temporaryDirectory } from './harness/postgres.js'
 
-/** Rollback by downgrade scripts, and how auto chooses among the strategies. */
+/**
+ * Rollback by downgrade scripts, and how auto chooses among the strategies. The cases start from a
+ * dump snapshot, so they need pg_dump; run.test.ts covers the downgrade without any snapshot.
+ */
 const cluster = await testCluster({ settings: { log_statement: "'ddl'", log_line_prefix: "'%p|%a|%d|'" } })
 
 const takeDump = async (db: string) => {
@@ -17,7 +20,7 @@ const rollback = (db: string, snapshot: string, inputs: RawInputs = {}) => runIn
 const databases = async () => (await cluster.query<{ datname: string }>('SELECT datname FROM pg_database')).map((r) => r.datname)
 
 describe('downgrade rollback', () => {
-  it('auto picks the downgrade script over the dump: the extension goes back, the data written since stays', async () => {
+  requires('pg_dump', 'pg_restore').it('auto picks the downgrade script over the dump: the extension goes back, the data written since stays', async () => {
     const db = uniqueName('dg_auto')
     await cluster.createDatabase(db, { pgxu_down: '1.0' })
     await cluster.query('CREATE TABLE orders (id int)', db)
@@ -48,7 +51,7 @@ describe('downgrade rollback', () => {
     expect(again.status).toBe('nothing_to_do')
   })
 
-  it('rollback-strategy downgrade refuses an extension without a downgrade script (NO_UPDATE_PATH), changing nothing', async () => {
+  requires('pg_dump', 'pg_restore').it('rollback-strategy downgrade refuses an extension without a downgrade script (NO_UPDATE_PATH), changing nothing', async () => {
     const db = uniqueName('dg_nopath')
     await cluster.createDatabase(db, { hstore: '1.7', pgxu_down: '1.0' })
     const snapshot = await takeDump(db)
@@ -60,7 +63,7 @@ describe('downgrade rollback', () => {
     expect(await cluster.extensionVersions(db)).toMatchObject({ hstore: '1.8', pgxu_down: '1.1' })
   })
 
-  it('auto falls back to the dump when one extension has no way down, and says why', async () => {
+  requires('pg_dump', 'pg_restore').it('auto falls back to the dump when one extension has no way down, and says why', async () => {
     const db = uniqueName('dg_mixed')
     await cluster.createDatabase(db, { hstore: '1.7', pgxu_down: '1.0' })
     const snapshot = await takeDump(db)
@@ -73,7 +76,7 @@ describe('downgrade rollback', () => {
     expect(await cluster.extensionVersions(db)).toMatchObject({ hstore: '1.7', pgxu_down: '1.0' })
   })
 
-  it('auto uses the dump when an extension was installed since the snapshot (a downgrade never drops one)', async () => {
+  requires('pg_dump', 'pg_restore').it('auto uses the dump when an extension was installed since the snapshot (a downgrade never drops one)', async () => {
     const db = uniqueName('dg_added')
     await cluster.createDatabase(db, { pgxu_down: '1.0' })
     const snapshot = await takeDump(db)
@@ -87,7 +90,7 @@ describe('downgrade rollback', () => {
     expect(versions).not.toHaveProperty('citext')
   })
 
-  it('refuses a databases input that the snapshot does not cover', async () => {
+  requires('pg_dump', 'pg_restore').it('refuses a databases input that the snapshot does not cover', async () => {
     const db = uniqueName('dg_none')
     await cluster.createDatabase(db, { hstore: '1.7' })
     const snapshot = await takeDump(db)
@@ -104,7 +107,7 @@ describe('downgrade rollback', () => {
     expect(result.errors).toEqual([expect.objectContaining({ code: 'INVALID_INPUT', message: expect.stringContaining('input "snapshot"') })])
   })
 
-  it('finds the snapshot from restore-point and snapshot-dir when no manifest path is given', async () => {
+  requires('pg_dump', 'pg_restore').it('finds the snapshot from restore-point and snapshot-dir when no manifest path is given', async () => {
     const db = uniqueName('dg_byname')
     await cluster.createDatabase(db, { pgxu_down: '1.0' })
     const dir = temporaryDirectory('pgxu-dg-')

@@ -7,7 +7,7 @@ import type { RawInputs } from '../src/inputs.js'
 import type { RollbackReport } from '../src/modes/rollback.js'
 import { removeExtensionFiles, writeExtensionFiles } from './harness/fixtures.js'
 import { SUPERUSER_PASSWORD, temporaryDirectory } from './harness/postgres.js'
-import { runInProcess, testCluster, uniqueName } from './helpers.js'
+import { requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 
 /** The per-database restore pinned to the recorded extension versions, on a real cluster. */
 const cluster = await testCluster()
@@ -30,7 +30,7 @@ function pgRestore(db: string, file: string): { status: number | null; stderr: s
   return { status: result.status, stderr: result.stderr }
 }
 
-describe('dump rollback', () => {
+requires('pg_dump', 'pg_restore').describe('dump rollback', () => {
   let snapshot = ''
   let db = ''
 

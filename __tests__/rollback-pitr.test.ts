@@ -10,7 +10,7 @@ import { runMode } from '../src/modes/index.js'
 import type { RollbackReport } from '../src/modes/rollback.js'
 import type { ModeResult } from '../src/modes/types.js'
 import { clusterOwner, startCluster, SUPERUSER_PASSWORD, temporaryDirectory } from './harness/postgres.js'
-import { runInProcess, testCluster } from './helpers.js'
+import { requires, runInProcess, testCluster } from './helpers.js'
 
 /**
  * Whole-cluster point-in-time recovery on real clusters with WAL archiving: the marker ladder of
@@ -83,7 +83,7 @@ function flipByte(path: string, offset: number): () => void {
 let snapshotPath = ''
 let manifest: SnapshotManifest
 
-describe('pitr rollback', () => {
+requires('pg_basebackup', 'psql').describe('pitr rollback', () => {
   it('rewinds the whole cluster to the restore point: exactly the rows committed before it, the recorded versions, every database', async () => {
     await cluster.createDatabase('app', { hstore: '1.7' })
     await cluster.createDatabase('tenant_b', {})

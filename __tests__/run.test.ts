@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import type { RunReport } from '../src/modes/run.js'
 import { fails } from '../src/modes/types.js'
 import { temporaryDirectory } from './harness/postgres.js'
-import { runInProcess, testCluster, uniqueName } from './helpers.js'
+import { requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 
 const cluster = await testCluster()
 const snapshotDir = temporaryDirectory('pgxu-run-snapshots-', true)
@@ -15,7 +15,7 @@ async function run(database: string, inputs: Record<string, string>) {
 }
 
 describe('run: the whole envelope in one step', () => {
-  it('plans, snapshots, executes and verifies; a second run has nothing to do', async () => {
+  requires('pg_dump', 'pg_restore').it('plans, snapshots, executes and verifies; a second run has nothing to do', async () => {
     const db = uniqueName('run_ok')
     await cluster.createDatabase(db, { hstore: '1.4', pg_trgm: '1.3' })
     const result = await run(db, { extensions: 'hstore, pg_trgm' })
@@ -32,7 +32,7 @@ describe('run: the whole envelope in one step', () => {
     expect(stages(again)).toMatchObject({ 'dry-run': 'nothing_to_do', snapshot: 'not_reached' })
   })
 
-  it('rolls back on its own when verify fails after a real change, and still fails the step', async () => {
+  requires('pg_dump', 'pg_restore').it('rolls back on its own when verify fails after a real change, and still fails the step', async () => {
     const db = uniqueName('run_verify')
     await cluster.createDatabase(db, { pgxu_breaking: '1.0' })
     await cluster.query(`CREATE TABLE orders (id int); INSERT INTO orders SELECT generate_series(1, 250)`, db)
@@ -71,7 +71,7 @@ describe('run: the whole envelope in one step', () => {
     expect((await cluster.extensionVersions(db)).hstore).toBe('1.4')
   })
 
-  it('when the rollback is impossible too, says failed, where the databases stand and what to do', async () => {
+  requires('pg_dump', 'pg_restore').it('when the rollback is impossible too, says failed, where the databases stand and what to do', async () => {
     const db = uniqueName('run_noway')
     await cluster.createDatabase(db, { pgxu_breaking: '1.0' })
     const none = await run(db, { extensions: 'pgxu_breaking', 'snapshot-strategy': 'none', 'verify-sql': 'SELECT greeting(); -- expect: hello' })

@@ -7,7 +7,7 @@ import type { SnapshotManifest } from '../src/core/recovery/manifest.js'
 import type { RawInputs } from '../src/inputs.js'
 import type { SnapshotReport } from '../src/modes/snapshot.js'
 import { chownToOwner, SUPERUSER_PASSWORD, type Cluster, temporaryDirectory } from './harness/postgres.js'
-import { runInProcess, testCluster, uniqueName } from './helpers.js'
+import { requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 
 /** The snapshot mode on real clusters: one with WAL archiving, one without. */
 const archiving = await testCluster({ archive: true })
@@ -44,7 +44,7 @@ async function switchAndWait(cluster: Cluster): Promise<void> {
   throw new Error('nothing was archived')
 }
 
-describe('snapshot-strategy basebackup', () => {
+requires('pg_basebackup').describe('snapshot-strategy basebackup', () => {
   it('takes a verified base backup, then a restore point after it, archived, and records everything a rollback needs', async () => {
     const db = uniqueName('snap_bb')
     await archiving.createDatabase(db, { pgxu_dep: '1.0' })
@@ -114,7 +114,7 @@ describe('snapshot-strategy basebackup', () => {
   })
 })
 
-describe('snapshot-strategy dump', () => {
+requires('pg_dump', 'pg_restore').describe('snapshot-strategy dump', () => {
   it('dumps each database with the row counts of the same snapshot, even while rows are being written', async () => {
     const db = uniqueName('snap_dump')
     await archiving.createDatabase(db, { hstore: '1.7' })

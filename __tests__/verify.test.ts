@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { VerifyReport } from '../src/modes/verify.js'
 import { installLibrary } from './harness/fixtures.js'
-import { dryRun, runInProcess, testCluster, uniqueName } from './helpers.js'
+import { defaultVersion, dryRun, runInProcess, testCluster, uniqueName } from './helpers.js'
 
 const cluster = await testCluster()
 
@@ -84,7 +84,7 @@ describe('verify', () => {
 
   it('fails when a dependent index is invalid', async () => {
     const broken = uniqueName('verify_index')
-    await cluster.createDatabase(broken, { citext: '1.6' })
+    await cluster.createDatabase(broken, { citext: await defaultVersion(cluster, 'citext') })
     await cluster.query(`CREATE TABLE t (k citext); INSERT INTO t VALUES ('a'), ('A')`, broken)
     await expect(cluster.query(`CREATE UNIQUE INDEX CONCURRENTLY t_k ON t (k)`, broken)).rejects.toThrow(/could not create unique index/)
     const result = await verify(broken, { extensions: 'citext' })

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process'
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { userInfo } from 'node:os'
 import { join } from 'node:path'
 
@@ -135,15 +135,30 @@ export function fixtureFiles(fixture: FixtureExtension): Record<string, string> 
 }
 
 /**
- * Writes files into the extension directory. As root (here) directly; as a normal user (GitHub
- * runners) through passwordless sudo, which the hosted runners have.
+ * True when this process may write into the directory itself: as root, or into an npm build's
+ * directories (inside node_modules); a system server's directories need passwordless sudo.
+ */
+function writable(dir: string): boolean {
+  if (userInfo().uid === 0) return true
+  try {
+    accessSync(dir, constants.W_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Writes files into the extension directory: directly when writable, else (a system server, as on
+ * GitHub runners) through passwordless sudo, which the hosted runners have.
  */
 export function writeExtensionFiles(shareDir: string, files: Record<string, string>): void {
   const dir = join(shareDir, 'extension')
+  const direct = writable(dir)
   for (const [name, content] of Object.entries(files)) {
     const path = join(dir, name)
     if (existsSync(path) && readFileSync(path, 'utf8') === content) continue
-    if (userInfo().uid === 0) {
+    if (direct) {
       writeFileSync(path, content)
       continue
     }
@@ -163,7 +178,7 @@ export function installLibrary(pkgLibDir: string, name: string, copyOf: string):
   const staging = join(pkgLibDir, `.${name}.so.tmp`)
   const commands = [['cp', join(pkgLibDir, `${copyOf}.so`), staging], ['mv', '-f', staging, target]]
   for (const [command, ...args] of commands) {
-    const result = userInfo().uid === 0 ? spawnSync(command, args, { encoding: 'utf8' }) : spawnSync('sudo', ['-n', command, ...args], { encoding: 'utf8' })
+    const result = writable(pkgLibDir) ? spawnSync(command, args, { encoding: 'utf8' }) : spawnSync('sudo', ['-n', command, ...args], { encoding: 'utf8' })
     if (result.status !== 0) throw new Error(`cannot install ${target}: ${result.stderr}`)
   }
 }
@@ -172,7 +187,7 @@ export function removeExtensionFiles(shareDir: string, names: string[]): void {
   for (const name of names) {
     const path = join(shareDir, 'extension', name)
     if (!existsSync(path)) continue
-    if (userInfo().uid === 0) rmSync(path)
+    if (writable(join(shareDir, 'extension'))) rmSync(path)
     else spawnSync('sudo', ['-n', 'rm', '-f', path])
   }
 }

