@@ -1,6 +1,6 @@
 /**
- * Generates the README's reference tables (inputs, outputs, codes) from action.yml and the codes
- * table, between `<!-- generated:<name> -->` markers, and the CLI's option descriptions and version
+ * Generates the reference tables (inputs, outputs, codes) of docs/reference.md from action.yml and
+ * the codes table, between `<!-- generated:<name> -->` markers, and the CLI's option descriptions and version
  * (src/cli/descriptions.ts: the bundle cannot read action.yml or package.json at run time).
  * `npm run docs` rewrites them; tests fail when they are stale, so neither can drift from the action.
  */
@@ -34,11 +34,13 @@ export function generatedTables(): Record<string, string> {
   return { inputs, outputs, codes }
 }
 
-export function renderReadme(readme: string): string {
-  let result = readme
+export const REFERENCE = join(ROOT, 'docs', 'reference.md')
+
+export function renderReference(reference: string): string {
+  let result = reference
   for (const [name, table] of Object.entries(generatedTables())) {
     const pattern = new RegExp(`(<!-- generated:${name} -->\\n)[\\s\\S]*?(<!-- /generated:${name} -->)`)
-    if (!pattern.test(result)) throw new Error(`README.md has no <!-- generated:${name} --> section`)
+    if (!pattern.test(result)) throw new Error(`docs/reference.md has no <!-- generated:${name} --> section`)
     result = result.replace(pattern, `$1${table}\n$2`)
   }
   return result
@@ -62,8 +64,7 @@ export function descriptionsModule(): string {
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === resolve(import.meta.filename)) {
-  const file = join(ROOT, 'README.md')
-  writeFileSync(file, renderReadme(readFileSync(file, 'utf8')))
+  writeFileSync(REFERENCE, renderReference(readFileSync(REFERENCE, 'utf8')))
   writeFileSync(DESCRIPTIONS_MODULE, descriptionsModule())
-  console.log('README.md tables and src/cli/descriptions.ts regenerated')
+  console.log('docs/reference.md tables and src/cli/descriptions.ts regenerated')
 }
