@@ -4,6 +4,7 @@ import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path'
 import type { SnapshotManifest } from '../src/core/recovery/manifest.js'
 import type { RollbackReport } from '../src/modes/rollback.js'
+import { present } from '../src/report/present.js'
 import { ACTION_BUNDLE, parseOutputFile, runnerEnvironment } from './harness/action.js'
 import { findPostgres, temporaryDirectory } from './harness/postgres.js'
 import { codes, requires, runInProcess, testCluster, uniqueName } from './helpers.js'
@@ -216,6 +217,22 @@ requires('pg_dump', 'pg_restore').describe('an interrupted step leaves a known s
     expect(again.status).toBe('rollback_failed')
     expect(codes(again.errors)).toEqual(['ROLLBACK_INTERRUPTED'])
     expect(again.error).toContain('rollback-in-progress.json')
+  })
+})
+
+requires('pg_dump', 'pg_restore').describe('summaries lead with what failed', () => {
+  it('errors first, passing checks folded, a codes link, and no "how to roll back" once run rolled back', async () => {
+    const db = uniqueName('summary')
+    await cluster.createDatabase(db, { pgxu_down: '1.0' })
+    const result = await runInProcess({ mode: 'run', 'database-url': cluster.url(db), extensions: 'pgxu_down', 'snapshot-strategy': 'dump', 'snapshot-dir': temporaryDirectory('pgxu-summary-', true), 'verify-sql': 'SELECT 1; -- expect: 2' })
+    expect(result.status).toBe('rolled_back')
+    const document = present(result, 'action', 'https://github.com/o/r/blob/v1/docs/reference.md#codes')
+    expect(document.sections[0].heading).toMatch(/^Errors \(\d+\)$/)
+    expect(document.sections[0].text).toContain('(https://github.com/o/r/blob/v1/docs/reference.md#codes)')
+    const headings = document.sections.map((s) => s.heading)
+    expect(headings).toContain('Failed checks')
+    expect(document.sections.find((s) => s.heading.startsWith('Passed checks'))?.folded).toBe(true)
+    expect(headings).not.toContain('How to roll back to this snapshot')
   })
 })
 

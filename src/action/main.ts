@@ -27,6 +27,13 @@ export function actionLogger(secrets: readonly string[]): Logger {
   }
 }
 
+/** Where this action's codes are explained: its own docs/reference.md, at the ref the workflow uses. */
+function codesUrl(env: NodeJS.ProcessEnv): string | undefined {
+  const repository = env.GITHUB_ACTION_REPOSITORY
+  if (!repository) return undefined
+  return `${env.GITHUB_SERVER_URL || 'https://github.com'}/${repository}/blob/${env.GITHUB_ACTION_REF || 'HEAD'}/docs/reference.md#codes`
+}
+
 /** The action: read inputs, mask secrets before anything is printed, run the mode, report. */
 export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   const raw: RawInputs = Object.fromEntries(INPUT_NAMES.map((name) => [name, core.getInput(name)]))
@@ -39,7 +46,7 @@ export async function run(env: NodeJS.ProcessEnv = process.env): Promise<void> {
 
   const files = writeResultFiles(result, env, secrets)
   setOutputs(result, files, secrets)
-  const markdown = scrub(renderMarkdown(present(result)), secrets)
+  const markdown = scrub(renderMarkdown(present(result, 'action', codesUrl(env))), secrets)
   if (env.GITHUB_STEP_SUMMARY) {
     await core.summary.addRaw(markdown).write()
   } else {

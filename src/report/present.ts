@@ -9,7 +9,7 @@ import type { DriftEntry } from '../core/drift.js'
 import { formatDuration } from '../core/duration.js'
 import { catalogVersion } from '../core/executor.js'
 import { capped, type Document, type Section } from './document.js'
-import { rollbackSections, snapshotSections, type Audience } from './recovery.js'
+import { ROLL_BACK_HINT, rollbackSections, snapshotSections, type Audience } from './recovery.js'
 
 /** How many rows a summary table shows before pointing at the JSON file. */
 export const TABLE_ROW_LIMIT = 300
@@ -26,13 +26,18 @@ const PRESENTERS: Partial<Record<Mode, Presenter>> = {
   run: (result, audience) => (result.report ? runSections(result, result.report as RunReport, audience) : [])
 }
 
-/** The result as a document; `audience: 'cli'` writes its hints as commands instead of workflow steps. */
-export function present(result: ModeResult, audience: Audience = 'action'): Document {
+/**
+ * The result as a document; `audience: 'cli'` writes its hints as commands instead of workflow
+ * steps. `codesUrl`, where the codes are explained, is linked under the findings.
+ */
+export function present(result: ModeResult, audience: Audience = 'action', codesUrl?: string): Document {
   const ok = !fails(result)
   const icon = ok ? (result.status === 'nothing_to_do' ? '➖' : '✅') : '❌'
   const where = result.target ? ` · ${result.target}` : ''
   const detail = result.error ?? describeOutcome(result)
-  const sections = [...(result.mode ? (PRESENTERS[result.mode]?.(result, audience) ?? []) : []), ...findingSections(result)]
+  // What failed comes first; the mode's own sections and the warnings follow.
+  const { errors, warnings } = findingSections(result, codesUrl)
+  const sections = [...errors, ...(result.mode ? (PRESENTERS[result.mode]?.(result, audience) ?? []) : []), ...warnings]
   return {
     title: `pg-extension-upgrade · ${result.mode ?? 'invalid input'}`,
     ok,
@@ -66,16 +71,13 @@ export function findingLine(finding: Finding): string {
   return `**${finding.code}**${scope ? ` (${scope})` : ''}: ${finding.message}`
 }
 
-function findingSections(result: ModeResult): Section[] {
-  const sections: Section[] = []
-  if (result.errors.length > 0) {
-    const heading = result.status === 'dry_run_blocked' ? 'Blockers' : 'Errors'
-    sections.push({ heading: `${heading} (${result.errors.length})`, items: result.errors.map(findingLine) })
+function findingSections(result: ModeResult, codesUrl?: string): { errors: Section[]; warnings: Section[] } {
+  const heading = result.status === 'dry_run_blocked' ? 'Blockers' : 'Errors'
+  const explained = codesUrl ? { text: `What each code means: [the codes](${codesUrl}).` } : {}
+  return {
+    errors: result.errors.length > 0 ? [{ heading: `${heading} (${result.errors.length})`, items: result.errors.map(findingLine), ...explained }] : [],
+    warnings: result.warnings.length > 0 ? [{ heading: `Warnings (${result.warnings.length})`, items: result.warnings.map(findingLine), ...(result.errors.length > 0 ? {} : explained) }] : []
   }
-  if (result.warnings.length > 0) {
-    sections.push({ heading: `Warnings (${result.warnings.length})`, items: result.warnings.map(findingLine) })
-  }
-  return sections
 }
 
 const ACTION_LABEL: Record<PlannedExtension['action'], string> = {
@@ -166,17 +168,25 @@ function executeSections(report: ExecuteReport): Section[] {
 }
 
 function verifySections(report: VerifyReport): Section[] {
-  const rows = report.databases.flatMap((database) =>
-    database.checks.map((c) => [
-      database.name,
-      c.check,
-      c.extension ?? '',
-      c.ok ? (c.skipped ? '– skipped' : '✓ pass') : '✗ fail',
-      `${c.message}${c.details ? `\n${c.details.slice(0, 5).join('\n')}` : ''}`
-    ])
-  )
-  const { shown, note } = capped(rows, TABLE_ROW_LIMIT)
-  const sections: Section[] = [{ heading: 'Checks', table: { columns: ['Database', 'Check', 'Extension', 'Result', 'Detail'], rows: shown, note } }]
+  // Failed checks are shown; the passing ones are folded away below them.
+  const checkRows = (passing: boolean) =>
+    report.databases.flatMap((database) =>
+      database.checks
+        .filter((c) => c.ok === passing)
+        .map((c) => [
+          database.name,
+          c.check,
+          c.extension ?? '',
+          c.ok ? (c.skipped ? '– skipped' : '✓ pass') : '✗ fail',
+          `${c.message}${c.details ? `\n${c.details.slice(0, 5).join('\n')}` : ''}`
+        ])
+    )
+  const columns = ['Database', 'Check', 'Extension', 'Result', 'Detail']
+  const failed = capped(checkRows(false), TABLE_ROW_LIMIT)
+  const passed = capped(checkRows(true), TABLE_ROW_LIMIT)
+  const sections: Section[] = []
+  if (failed.shown.length > 0) sections.push({ heading: 'Failed checks', table: { columns, rows: failed.shown, note: failed.note } })
+  if (passed.shown.length > 0) sections.push({ heading: `Passed checks (${checkRows(true).length})`, table: { columns, rows: passed.shown, note: passed.note }, folded: true })
   const changes = report.databases.flatMap((d) =>
     Object.entries(d.memberChanges)
       .filter(([, c]) => c.added.length + c.removed.length > 0)
@@ -249,7 +259,9 @@ function runSections(result: ModeResult, report: RunReport, audience: Audience):
   if (report.guidance) sections.push({ heading: 'What state the databases are in, and what to do', items: report.guidance })
   if (result.plan) sections.push(...planSections(result.plan).filter((s) => s.heading !== 'Fingerprint'))
   const as = (mode: ModeResult['mode'], stageReport: unknown): ModeResult => ({ ...result, mode, report: stageReport })
-  if (report.snapshot) sections.push(...snapshotSections(as('snapshot', report.snapshot), audience))
+  // After a rollback, how to roll back to the snapshot is no longer news.
+  const snapshot = report.snapshot ? snapshotSections(as('snapshot', report.snapshot), audience) : []
+  sections.push(...(report.rollback ? snapshot.filter((s) => s.heading !== ROLL_BACK_HINT) : snapshot))
   if (report.execute) sections.push(...executeSections(report.execute))
   if (report.verify) sections.push(...verifySections(report.verify))
   if (report.rollback) sections.push(...rollbackSections(as('rollback', report.rollback)))

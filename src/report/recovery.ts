@@ -6,6 +6,9 @@ import type { SnapshotReport } from '../modes/snapshot.js'
 import type { ModeResult } from '../modes/types.js'
 import { capped, type Section } from './document.js'
 
+/** The heading of the snapshot's rollback hint (left out of a summary once the run rolled back). */
+export const ROLL_BACK_HINT = 'How to roll back to this snapshot'
+
 const ROWS = 300
 
 function phaseSection(phases: PhaseRecord[], total?: number): Section {
@@ -90,7 +93,7 @@ export function snapshotSections(result: ModeResult, audience: Audience = 'actio
         ? `The base backup is external: a whole-cluster rewind is done with your backup tool to restore point \`${manifest.restorePoint?.name}\`, timeline ${manifest.restorePoint?.timeline}.`
         : ''
     const hint = audience === 'cli' ? rollbackCommand(report.snapshot ?? '', manifest.strategy) : rollbackStep(report.snapshot ?? '', manifest.strategy)
-    sections.push({ heading: 'How to roll back to this snapshot', text: [hint, external].filter(Boolean).join('\n') })
+    sections.push({ heading: ROLL_BACK_HINT, text: [hint, external].filter(Boolean).join('\n') })
   } else {
     sections.push({
       heading: 'What the failed snapshot changed',
