@@ -304,6 +304,39 @@ describe('the dry-run → execute hand-off at fleet scale, through environment v
   it('300 tenants', async () => {
     await handOff(300)
   }, 900_000)
+
+  it('1,000 tenants: the plan output stays a compact form that execute follows to the plan file', async () => {
+    const tenants = await fleet(1000)
+    const yaml = `jobs:
+  upgrade:
+    runs-on: ubuntu-latest
+    steps:
+      - id: plan
+        uses: ${OUR_ACTION}
+        with:
+          mode: dry-run
+          database-url: \${{ secrets.DATABASE_URL }}
+          databases: tenant_*
+          extensions: hstore, pg_trgm, citext
+          concurrency: 8
+      - id: upgrade
+        if: fromJSON(steps.plan.outputs.plan).status == 'dry_run_approved'
+        uses: ${OUR_ACTION}
+        with:
+          mode: execute
+          database-url: \${{ secrets.DATABASE_URL }}
+          plan: \${{ steps.plan.outputs.plan }}
+          concurrency: 8
+`
+    const result = await run({ workflow: yaml, workspace: workspace(PASSING_PROBES), secrets: secrets(), event: { name: 'push' } })
+    const [plan, upgrade] = result.steps
+    expect(brief(plan)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'dry_run_approved' })
+    expect(Buffer.byteLength(plan.outputs.plan)).toBeLessThan(64 * 1024)
+    expect(JSON.parse(plan.outputs.plan)).toMatchObject({ status: 'dry_run_approved', counts: { databases: 1000, changes: 3000 } })
+    expect(brief(upgrade)).toMatchObject({ status: 'ran', outcome: 'success', error: undefined, outputStatus: 'success' })
+    expect(JSON.parse(upgrade.outputs.report)).toMatchObject({ status: 'success', counts: { updated: 1000, failed: 0, notStarted: 0 } })
+    for (const name of [tenants[0], tenants[499], tenants[999]]) expect((await tenantState(name)).versions).toEqual(NEW)
+  }, 1_800_000)
 })
 
 describe('examples/workflows/pr-gate.yml', () => {
