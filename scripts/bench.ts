@@ -16,12 +16,13 @@ import { dryRunSection } from './bench/dry-run.js'
 import { executeSection } from './bench/execute.js'
 import { fleetSection } from './bench/fleet.js'
 import { ROOT, type BenchOptions, type Section } from './bench/framework.js'
+import { profileSection } from './bench/profile.js'
 import { recoverySection } from './bench-recovery.js'
 
 const OUT_DIR = join(ROOT, 'docs', 'benchmarks')
 
 /** The registry: each section writes docs/benchmarks/<name>.json and has its part of docs/performance.md. */
-const SECTIONS: Section[] = [dryRunSection, executeSection, fleetSection, recoverySection]
+const SECTIONS: Section[] = [dryRunSection, executeSection, fleetSection, profileSection, recoverySection]
 
 // ──────────────────────────────── main ────────────────────────────────
 
