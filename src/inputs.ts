@@ -138,6 +138,7 @@ export const inputSchema = z.object({
   'long-transaction-threshold': duration('5min'),
   'max-retries': integer('3', 0, 20),
   'staged-extensions': extensionNames,
+  'first-statement-extensions': extensionNames,
   plan: text(''),
   'verify-sql': text(''),
   databases: databasePatterns,
