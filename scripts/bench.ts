@@ -12,6 +12,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { concurrencySection } from './bench/concurrency.js'
 import { dryRunSection } from './bench/dry-run.js'
 import { executeSection } from './bench/execute.js'
 import { fleetSection } from './bench/fleet.js'
@@ -22,7 +23,7 @@ import { recoverySection } from './bench-recovery.js'
 const OUT_DIR = join(ROOT, 'docs', 'benchmarks')
 
 /** The registry: each section writes docs/benchmarks/<name>.json and has its part of docs/performance.md. */
-const SECTIONS: Section[] = [dryRunSection, executeSection, fleetSection, profileSection, recoverySection]
+const SECTIONS: Section[] = [dryRunSection, executeSection, fleetSection, concurrencySection, profileSection, recoverySection]
 
 // ──────────────────────────────── main ────────────────────────────────
 
