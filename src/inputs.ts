@@ -143,7 +143,7 @@ export const inputSchema = z.object({
   'verify-sql': text(''),
   databases: databasePatterns,
   'exclude-databases': databasePatterns,
-  concurrency: integer('4', 1, 64),
+  concurrency: integer('8', 1, 64),
   canary: integer('0', 0, 10_000),
   'on-failure': choice('stop', ['stop', 'continue'] as const),
   'max-failures': optionalInteger(1, 100_000),
