@@ -143,7 +143,8 @@ describe('execute', () => {
     const second = await execute(db, { plan, 'lock-timeout': '200ms', 'max-retries': '1' })
     expect(second.status).toBe('failed')
     expect(second.errors[0].code).toBe('CONCURRENT_RUN')
-    expect(second.errors[0].message).toContain('pg-extension-upgrade/coordinator')
+    // The holder is the first run's coordinator, named as an update while it runs pgxu_slow's.
+    expect(second.errors[0].message).toMatch(/pid \d+ \(postgres, pg-extension-upgrade\/(coordinator|update)\)/)
     expect((await first).status).toBe('success')
   })
 
@@ -172,18 +173,31 @@ describe('execute', () => {
     expect((await cluster.extensionVersions(db)).pgxu_slow).toBe('1.1')
   })
 
-  it('sends ALTER EXTENSION as the first statement of a fresh session, settings in startup options', async () => {
+  it('updates on the coordinator in a transaction of its own, and on a fresh session as its first statement where the first-statement rule applies', async () => {
     const db = uniqueName('exec_first')
     await cluster.createDatabase(db, { hstore: '1.6', pg_trgm: '1.4' })
-    const result = await execute(db, { extensions: 'hstore, pg_trgm', 'lock-timeout': '7s' })
+    const result = await execute(db, { extensions: 'hstore, pg_trgm', 'lock-timeout': '7s', 'first-statement-extensions': 'pg_trgm' })
     expect(result.status).toBe('success')
-    const lines = cluster.log().split('\n')
-    const firstStatement = new Map<string, string>()
-    for (const line of lines) {
-      const match = /^(\d+)\|pg-extension-upgrade\/update\|([^|]*)\|.*statement: (.*)$/.exec(line)
-      if (match && match[2] === db && !firstStatement.has(match[1])) firstStatement.set(match[1], match[3])
+    const statements = new Map<string, { application: string; sent: string[] }>()
+    for (const line of cluster.log().split('\n')) {
+      const match = /^(\d+)\|([^|]*)\|([^|]*)\|.*statement: (.*)$/.exec(line)
+      if (!match || match[3] !== db || !match[2].startsWith('pg-extension-upgrade/')) continue
+      const session = statements.get(match[1]) ?? { application: match[2], sent: [] }
+      session.sent.push(match[4])
+      statements.set(match[1], session)
     }
-    expect([...firstStatement.values()].sort()).toEqual(['ALTER EXTENSION "hstore" UPDATE TO \'1.8\'', 'ALTER EXTENSION "pg_trgm" UPDATE TO \'1.6\''])
+    const sessions = [...statements.values()]
+    // First-statement rule (pg_trgm listed in first-statement-extensions): a fresh session, the ALTER its only statement.
+    expect(sessions.filter((s) => s.application === 'pg-extension-upgrade/update').map((s) => s.sent)).toEqual([['ALTER EXTENSION "pg_trgm" UPDATE TO \'1.6\'']])
+    // Everything else: on the coordinator, which holds the lock and has only read catalogs before, in one transaction with its settings.
+    const coordinators = sessions.filter((s) => s.application === 'pg-extension-upgrade/coordinator')
+    expect(coordinators).toHaveLength(1)
+    const updates = coordinators[0].sent.filter((statement) => /ALTER|CREATE|SET/.test(statement))
+    expect(updates).toEqual([
+      "BEGIN; SET LOCAL application_name = 'pg-extension-upgrade/update'; SET LOCAL lock_timeout = '7000ms'; SET LOCAL statement_timeout = '900000ms'; " +
+        "SET LOCAL max_parallel_workers_per_gather = '0'; SET LOCAL max_parallel_maintenance_workers = '0'; ALTER EXTENSION \"hstore\" UPDATE TO '1.8'; COMMIT"
+    ])
+    expect(coordinators[0].sent.indexOf(updates[0])).toBeGreaterThan(0)
     expect(cluster.log()).not.toMatch(/pg-extension-upgrade\/update\|.*statement: SET /)
   })
 

@@ -45,6 +45,12 @@ const cluster = await testCluster({ settings: { log_line_prefix: "'%m [%p] %d|'"
 for (const fixture of FIXTURES) writeExtensionFiles(cluster.info.shareDir, fixtureFiles(fixture))
 
 const UPDATE = 'pg-extension-upgrade/update'
+/**
+ * Which session runs the ALTER: a fresh one, as its first statement (the first-statement rule, here
+ * by the input), or the coordinator itself, which names itself UPDATE while the update runs.
+ */
+const FRESH_SESSION = { 'first-statement-extensions': FIXTURES.map((f) => f.name).join(', ') }
+const ON_COORDINATOR = { 'first-statement-extensions': '' }
 const COORDINATOR = 'pg-extension-upgrade/coordinator'
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const report = (result: { report?: unknown }) => result.report as ExecuteReport
@@ -55,8 +61,8 @@ function collectingLogger(lines: string[]): Logger {
 }
 
 async function execute(database: string, inputs: Record<string, string>, lines?: string[]): Promise<ModeResult> {
-  if (!lines) return runInProcess({ mode: 'execute', 'database-url': cluster.url(database), ...inputs })
-  return runMode({ mode: 'execute', 'database-url': cluster.url(database), ...inputs }, collectingLogger(lines), { PATH: process.env.PATH })
+  if (!lines) return runInProcess({ mode: 'execute', 'database-url': cluster.url(database), ...FRESH_SESSION, ...inputs })
+  return runMode({ mode: 'execute', 'database-url': cluster.url(database), ...FRESH_SESSION, ...inputs }, collectingLogger(lines), { PATH: process.env.PATH })
 }
 
 /** Sessions of this tool in a database, by purpose. */
@@ -69,14 +75,14 @@ async function sessions(database: string, application: string, state?: string): 
   return rows.map((r) => r.pid)
 }
 
-/** Waits until an update session runs ALTER EXTENSION on `extension`; returns its pid. */
+/** Waits until an update session (fresh, or the coordinator inside its update) runs ALTER EXTENSION on `extension`; returns its pid. */
 async function updating(database: string, extension: string, timeoutMs = 15_000): Promise<number> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
     const rows = await cluster.query<{ pid: number }>(
       `SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 AND state = 'active' AND query LIKE $3`,
       'postgres',
-      [database, UPDATE, `ALTER EXTENSION "${extension}"%`]
+      [database, UPDATE, `%ALTER EXTENSION "${extension}"%`]
     )
     if (rows.length > 0) return rows[0].pid
     await sleep(25)
@@ -108,7 +114,7 @@ interface ChildRun {
 /** The CLI bundle in a process of its own, so that it can be killed or signalled. */
 function startCli(database: string, inputs: Record<string, string>): ChildRun {
   if (!existsSync(CLI_BUNDLE)) throw new Error(`${CLI_BUNDLE} is missing: run npm run package first`)
-  const args = ['execute', '--json', '--database-url', cluster.url(database), ...Object.entries(inputs).flatMap(([k, v]) => [`--${k}`, v])]
+  const args = ['execute', '--json', '--database-url', cluster.url(database), ...Object.entries({ ...FRESH_SESSION, ...inputs }).flatMap(([k, v]) => [`--${k}`, v])]
   const child = spawn(process.execPath, [CLI_BUNDLE, ...args], { env: { PATH: process.env.PATH, HOME: process.env.HOME }, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
@@ -150,6 +156,69 @@ describe('a coordinator that loses its session', () => {
     expect(versions).toMatchObject({ pgxu_lock_first: '1.1', pgxu_lock_slow: '1.1', pgxu_lock_then: '1.1' })
     for (const e of report(after).databases[0].extensions) expect(e.finalVersion).toBe(versions[e.name])
     expect(await rowCount(db, 'pgxu_lock_slow_rows')).toBe(100)
+  }, 40_000)
+})
+
+describe('updates on the coordinator (no first-statement rule): the ALTER dies with the lock', () => {
+  it('a terminated coordinator takes its update with it; nothing further starts; a second run completes', async () => {
+    const db = uniqueName('lock_oncoord')
+    await cluster.createDatabase(db, { pgxu_lock_first: '1.0', pgxu_lock_slow: '1.0', pgxu_lock_then: '1.0' })
+    const extensions = 'pgxu_lock_first, pgxu_lock_slow, pgxu_lock_then'
+    const running = execute(db, { extensions, ...ON_COORDINATOR })
+    const updater = await updating(db, 'pgxu_lock_slow')
+    // One session holds the lock and runs the update: no coordinator beside it, no fresh session.
+    expect(await sessions(db, COORDINATOR)).toEqual([])
+    const held = await cluster.query(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $1`, 'postgres', [updater])
+    expect(held).toHaveLength(1)
+    await terminate(updater)
+    const second = execute(db, { extensions, 'lock-timeout': '2s', 'max-retries': '3', ...ON_COORDINATOR })
+    const first = await running
+    expect(first.status).toBe('failed')
+    expect(report(first).databases[0]).toMatchObject({ outcome: 'failed', code: 'CONNECTION_LOST' })
+    expect(extension(first, 'pgxu_lock_first')).toMatchObject({ outcome: 'updated', finalVersion: '1.1' })
+    expect(extension(first, 'pgxu_lock_slow')).toMatchObject({ outcome: 'failed', code: 'CONNECTION_LOST', sqlstate: '57P01', finalVersion: '1.0' })
+    expect(extension(first, 'pgxu_lock_then')).toMatchObject({ outcome: 'skipped', attempts: 0, finalVersion: '1.0' })
+    const after = await second
+    expect(JSON.stringify([first, after])).not.toContain('tuple concurrently updated')
+    expect(after.status).toBe('success')
+    const versions = await cluster.extensionVersions(db)
+    expect(versions).toMatchObject({ pgxu_lock_first: '1.1', pgxu_lock_slow: '1.1', pgxu_lock_then: '1.1' })
+    for (const e of report(after).databases[0].extensions) expect(e.finalVersion).toBe(versions[e.name])
+    expect(await rowCount(db, 'pgxu_lock_slow_rows')).toBe(100)
+  }, 40_000)
+
+  it('SIGKILL: the server aborts the ALTER with its session (client_connection_check_interval), and a run started at once completes', async () => {
+    const db = uniqueName('lock_oncoord_kill')
+    await cluster.createDatabase(db, { pgxu_lock_slow: '1.0' })
+    const run = startCli(db, { extensions: 'pgxu_lock_slow', ...ON_COORDINATOR })
+    const updater = await updating(db, 'pgxu_lock_slow')
+    const setting = await cluster.query(`SELECT current_setting('client_connection_check_interval') FROM pg_stat_activity WHERE pid = $1`, 'postgres', [updater])
+    expect(setting).toHaveLength(1)
+    run.child.kill('SIGKILL')
+    const second = execute(db, { extensions: 'pgxu_lock_slow', 'lock-timeout': '2s', 'max-retries': '3', ...ON_COORDINATOR })
+    const gone = await until(async () => !(await cluster.query(`SELECT 1 FROM pg_stat_activity WHERE pid = $1`, 'postgres', [updater])).length, 10_000)
+    expect(gone).toBeLessThan(3000)
+    const result = await second
+    expect(result.status).toBe('success')
+    expect(extension(result, 'pgxu_lock_slow')).toMatchObject({ from: '1.0', outcome: 'updated', finalVersion: '1.1' })
+    expect(await rowCount(db, 'pgxu_lock_slow_rows')).toBe(100)
+  }, 40_000)
+
+  it('SIGINT: the ALTER is cancelled and rolled back, the session keeps its lock to report, nothing new starts', async () => {
+    const db = uniqueName('lock_oncoord_int')
+    await cluster.createDatabase(db, { pgxu_lock_first: '1.0', pgxu_lock_slow: '1.0', pgxu_lock_then: '1.0' })
+    const run = startCli(db, { extensions: 'pgxu_lock_first, pgxu_lock_slow, pgxu_lock_then', ...ON_COORDINATOR })
+    await updating(db, 'pgxu_lock_slow')
+    run.child.kill('SIGINT')
+    const { code, stdout } = await run.done
+    expect(code).toBe(130)
+    const database = (JSON.parse(stdout) as { report: ExecuteReport }).report.databases[0]
+    expect(database).toMatchObject({ outcome: 'failed', code: 'INTERRUPTED' })
+    const byName = Object.fromEntries(database.extensions.map((e) => [e.name, e]))
+    expect(byName.pgxu_lock_first).toMatchObject({ outcome: 'updated', finalVersion: '1.1' })
+    expect(byName.pgxu_lock_slow).toMatchObject({ outcome: 'failed', code: 'INTERRUPTED', finalVersion: '1.0' })
+    expect(byName.pgxu_lock_then).toMatchObject({ outcome: 'skipped', attempts: 0, finalVersion: '1.0' })
+    expect(await cluster.extensionVersions(db)).toMatchObject({ pgxu_lock_first: '1.1', pgxu_lock_slow: '1.0', pgxu_lock_then: '1.0' })
   }, 40_000)
 })
 
@@ -317,10 +386,11 @@ describe('randomized faults, then a second run at once', () => {
     const seen: string[] = []
     for (let i = 0; i < iterations; i++) {
       const fault = faults[i % faults.length]
+      const path = i % 2 === 0 ? FRESH_SESSION : ON_COORDINATOR
       const delayMs = Math.floor(random() * 1600)
       const db = uniqueName('lock_random')
       await cluster.createDatabase(db, {}, { template })
-      seen.push(`${db}: ${fault} after ${delayMs}ms (seed ${seed})`)
+      seen.push(`${db}: ${fault} after ${delayMs}ms, ${path === FRESH_SESSION ? 'fresh session' : 'on the coordinator'} (seed ${seed})`)
       let maxUpdaters = 0
       let sampling = true
       const sampler = (async () => {
@@ -329,11 +399,11 @@ describe('randomized faults, then a second run at once', () => {
           await sleep(20)
         }
       })()
-      const first = startCli(db, { extensions })
+      const first = startCli(db, { extensions, ...path })
       await sleep(delayMs)
       if (fault === 'kill') first.child.kill('SIGKILL')
       else for (const pid of await sessions(db, fault === 'coordinator' ? COORDINATOR : UPDATE)) await terminate(pid)
-      const second = await execute(db, { extensions, 'lock-timeout': '2s', 'max-retries': '3' })
+      const second = await execute(db, { extensions, 'lock-timeout': '2s', 'max-retries': '3', ...path })
       const firstDone = await first.done
       sampling = false
       await sampler

@@ -63,7 +63,8 @@ describe('fleet execution', () => {
     const sampler = (async () => {
       while (!done) {
         const rows = await cluster.query<{ coordinators: string; updates: string }>(
-          `SELECT count(*) FILTER (WHERE application_name = 'pg-extension-upgrade/coordinator')::text AS coordinators,
+          // A database in flight has a coordinator, which names itself an update while it runs one.
+          `SELECT count(DISTINCT datname) FILTER (WHERE application_name IN ('pg-extension-upgrade/coordinator', 'pg-extension-upgrade/update'))::text AS coordinators,
                   count(*) FILTER (WHERE application_name = 'pg-extension-upgrade/update')::text AS updates
            FROM pg_stat_activity WHERE datname LIKE 'fleet_t%'`
         )

@@ -43,9 +43,11 @@ describe('downgrade rollback', () => {
     expect((await cluster.query<{ n: string }>('SELECT count(*) AS n FROM orders', db))[0].n).toBe('2')
     // No database was replaced.
     expect((await databases()).filter((name) => name.startsWith(`${db}__`))).toEqual([])
-    // Under execute's discipline: the ALTER ran on its own session, as the first statement.
+    // Under execute's discipline: the ALTER ran on the session holding the lock, in a transaction of its own with its timeouts.
     const log = cluster.log()
-    expect(log).toMatch(new RegExp(`\\|pg-extension-upgrade/update\\|${db}\\|LOG:  statement: ALTER EXTENSION "pgxu_down" UPDATE TO '1.0'`))
+    expect(log).toMatch(
+      new RegExp(`\\|pg-extension-upgrade/coordinator\\|${db}\\|LOG:  statement: BEGIN; SET LOCAL application_name = 'pg-extension-upgrade/update'; SET LOCAL lock_timeout = .*; ALTER EXTENSION "pgxu_down" UPDATE TO '1.0'; COMMIT`)
+    )
 
     const again = await rollback(db, snapshot)
     expect(again.status).toBe('nothing_to_do')

@@ -12,16 +12,18 @@
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { dirname, join, relative } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import { concurrencySection } from './bench/concurrency.js'
 import { dryRunSection } from './bench/dry-run.js'
 import { executeSection } from './bench/execute.js'
 import { fleetSection } from './bench/fleet.js'
 import { ROOT, type BenchOptions, type Section } from './bench/framework.js'
+import { profileSection } from './bench/profile.js'
 import { recoverySection } from './bench-recovery.js'
 
 const OUT_DIR = join(ROOT, 'docs', 'benchmarks')
 
 /** The registry: each section writes docs/benchmarks/<name>.json and has its part of docs/performance.md. */
-const SECTIONS: Section[] = [dryRunSection, executeSection, fleetSection, recoverySection]
+const SECTIONS: Section[] = [dryRunSection, executeSection, fleetSection, concurrencySection, profileSection, recoverySection]
 
 // ──────────────────────────────── main ────────────────────────────────
 

@@ -10,6 +10,7 @@ import type { Logger } from './logger.js'
 import { describePgError } from './pg-error.js'
 import { assertAgreesWithReplan, checkProgress, fingerprintDatabase, isChange, replanRequest, type DatabasePlan, type Finding, type PlannedExtension, type PlanRequest } from './plan.js'
 import { planDatabase } from './planner.js'
+import { quirkOf } from './quirks.js'
 import { classify } from './sqlstate.js'
 import { PRODUCT } from './product.js'
 
@@ -109,6 +110,29 @@ export function updateSessionSettings(settings: ExecuteSettings, server: Pick<Se
     // A run killed mid-update (a cancelled CI job) must not leave its ALTER running unlocked.
     ...clientCheck(server)
   }
+}
+
+/**
+ * The first-statement rule (quirks' firstStatement, or the `first-statement-extensions` input):
+ * such an update runs on a fresh session of its own; any other runs on the coordinator.
+ */
+export function needsFreshSession(name: string, request: Pick<PlanRequest, 'firstStatementExtensions'>): boolean {
+  return quirkOf(name).firstStatement !== undefined || (request.firstStatementExtensions ?? []).includes(name)
+}
+
+/**
+ * The update as the coordinator sends it: its own transaction, the same settings as a fresh
+ * session's startup options set by SET LOCAL, and the application_name of an update while it runs
+ * (a later run waits for it by that name), in one simple-protocol round trip.
+ */
+export function coordinatorUpdate(client: pg.Client, entry: PlannedExtension, version: string, settings: ExecuteSettings): string {
+  const local: Record<string, string | number> = {
+    application_name: `${APPLICATION_NAME}/${UPDATE_PURPOSE}`,
+    // The coordinator's own client_connection_check_interval is in its startup options already.
+    ...updateSessionSettings(settings, { versionNum: 0 })
+  }
+  const sets = Object.entries(local).map(([name, value]) => `SET LOCAL ${name} = ${client.escapeLiteral(String(value))}`)
+  return ['BEGIN', ...sets, updateStatement(client, entry, version), 'COMMIT'].join('; ')
 }
 
 export function updateStatement(client: pg.Client, entry: PlannedExtension, version: string): string {
@@ -228,8 +252,10 @@ interruption.addEventListener(
  * 2. under the lock, it waits for any update an earlier run left running on the database (a run
  *    that was killed or lost its lock), bounded by the lock wait, then re-inspects the database;
  *    a plan it no longer matches is PLAN_STALE;
- * 3. each extension, in order, is updated on a fresh session where the ALTER is the first
- *    statement; lock timeouts are retried with backoff; a failure stops its dependents;
+ * 3. each extension, in order, is updated in a transaction of its own on the coordinator, or, when
+ *    the first-statement rule applies to it (needsFreshSession), on a fresh session where the
+ *    ALTER is the first statement; lock timeouts are retried with backoff; a failure stops its
+ *    dependents;
  * 4. if the coordinator's session ends (and with it the lock), or the process is interrupted, the
  *    update in flight is cancelled and nothing further is started (CONNECTION_LOST, INTERRUPTED);
  * 5. the versions reported are re-read from the catalog, or reported unknown.
@@ -281,7 +307,7 @@ export async function executeDatabase(
       throw new CodedError(refusals[0].code, refusals.map((f) => f.message).join('; '))
     }
     if (target.planned) assertAgreesWithReplan(target.planned, planDatabase(server, facts, replanRequest(target.planned, target.request), { lockConflicts: 'warn' }).plan)
-    const run: Run = { connect, coordinator: session, database: target.name, server, settings, log, guard }
+    const run: Run = { connect, coordinator: session, database: target.name, server, settings, log, guard, request: target.request }
     const extensions = await applyAll(run, fresh.plan.extensions)
     const stop = guard.reason()
     if (stop && guard.affected) {
@@ -379,6 +405,7 @@ interface Run {
   settings: ExecuteSettings
   log: Logger
   guard: UpdateGuard
+  request: PlanRequest
 }
 
 async function applyAll(run: Run, entries: PlannedExtension[]): Promise<ExtensionReport[]> {
@@ -503,32 +530,72 @@ async function assertLocked(run: Run): Promise<void> {
   if (!held) run.guard.trip('CONNECTION_LOST', `the coordinator session holding the upgrade lock on ${run.database} was lost`)
 }
 
+/** The session an attempt runs on: a fresh one (first-statement rule) or the coordinator. */
+interface UpdateSession {
+  client: pg.Client
+  statement: string
+  /** A session from which to watch the update's lock waits, opened at most once, when needed. */
+  observer: () => Promise<pg.Client>
+  close: () => Promise<void>
+}
+
+async function openUpdateSession(run: Run, entry: PlannedExtension, version: string): Promise<UpdateSession> {
+  const { connect, coordinator, database, settings, server } = run
+  if (needsFreshSession(entry.name, run.request)) {
+    const client = await connect({ database, purpose: UPDATE_PURPOSE, settings: updateSessionSettings(settings, server) })
+    return { client, statement: updateStatement(client, entry, version), observer: async () => coordinator, close: () => closeQuietly(client) }
+  }
+  // The coordinator is busy with the update: a lock wait is watched from a session of its own,
+  // opened only if the update is still running at the first sample.
+  let watcher: Promise<pg.Client> | undefined
+  return {
+    client: coordinator,
+    statement: coordinatorUpdate(coordinator, entry, version, settings),
+    observer: () => (watcher ??= connect({ database, purpose: 'watch' })),
+    close: async () => {
+      if (watcher) await closeQuietly(await watcher.catch(() => undefined))
+    }
+  }
+}
+
 async function runWithRetries(run: Run, entry: PlannedExtension, version: string, report: ExtensionReport): Promise<AttemptResult> {
-  const { connect, coordinator, database, settings, log, guard } = run
+  const { coordinator, database, settings, log, guard } = run
   const sleep = settings.sleep ?? defaultSleep
+  const onCoordinator = !needsFreshSession(entry.name, run.request)
   for (let attempt = 1; ; attempt++) {
-    await assertLocked(run)
+    // On the coordinator the update cannot run without the lock: its session is the lock's holder.
+    if (!onCoordinator) await assertLocked(run)
     const early = guard.reason()
     if (early) {
       guard.affected = true
       return { ok: false, code: early.code, message: `not attempted: ${early.message}` }
     }
     report.attempts++
-    let session: pg.Client
+    let session: UpdateSession
     try {
-      session = await connect({ database, purpose: UPDATE_PURPOSE, settings: updateSessionSettings(settings, run.server) })
+      session = await openUpdateSession(run, entry, version)
     } catch (error) {
       return { ok: false, code: 'CONNECTION_FAILED', message: describePgError(error) }
     }
     const started = Date.now()
-    const watch = watchLockWaits(coordinator, backendPid(session), settings.lockTimeoutMs, report.blockers)
+    const watch = watchLockWaits(session.observer, backendPid(session.client), settings.lockTimeoutMs, report.blockers)
     const heartbeat = setInterval(() => log.info(`${entry.name}: still updating to ${version}, ${formatDuration(Date.now() - started)} elapsed`), 30_000)
     try {
-      await guard.run(session, () => session.query(updateStatement(session, entry, version)))
+      await guard.run(session.client, () => session.client.query(session.statement))
       return { ok: true }
     } catch (error) {
       const verdict = classify(error)
       const where = (error as { where?: string }).where
+      // A failed statement leaves the coordinator's transaction aborted; the session-level lock stays.
+      if (onCoordinator && verdict.disposition !== 'reconnect') await coordinator.query('ROLLBACK').catch(() => undefined)
+      if (onCoordinator && verdict.disposition === 'reconnect') {
+        // The coordinator died under its update: the lock went with it, so nothing further starts.
+        const now = await rereadVersions(run)
+        guard.trip('CONNECTION_LOST', `the coordinator session holding the upgrade lock on ${database} was lost`)
+        if (typeof now !== 'string' && now[entry.name] === version) return { ok: true }
+        const state = typeof now === 'string' ? now : `the catalog still says ${now[entry.name] ?? 'not installed'}`
+        return { ok: false, code: verdict.code, sqlstate: verdict.sqlstate, message: `${describePgError(error)}; ${state}` }
+      }
       const stop = guard.reason()
       if (stop && (verdict.sqlstate === '57014' || verdict.disposition === 'reconnect' || error instanceof CodedError)) {
         // Cancelled by the guard; it may still have committed just before the cancel arrived.
@@ -557,7 +624,7 @@ async function runWithRetries(run: Run, entry: PlannedExtension, version: string
     } finally {
       clearInterval(heartbeat)
       await watch.stop()
-      await closeQuietly(session)
+      await session.close()
     }
   }
 }
@@ -570,18 +637,21 @@ export function backoff(attempt: number, settings: Pick<ExecuteSettings, 'backof
 }
 
 /**
- * While the update waits, asks the coordinator who blocks it (pg_blocking_pids), so the report
- * can name the sessions even after lock_timeout fired. Costs nothing when the update is quick.
+ * While the update waits, asks who blocks it (pg_blocking_pids), from the coordinator or, when the
+ * update runs on the coordinator, from a watching session; so the report can name the sessions
+ * even after lock_timeout fired. Costs nothing when the update is quick.
  */
-function watchLockWaits(coordinator: pg.Client, pid: number, lockTimeoutMs: number, seen: SessionInfo[]): { stop: () => Promise<void> } {
+function watchLockWaits(observer: () => Promise<pg.Client>, pid: number, lockTimeoutMs: number, seen: SessionInfo[]): { stop: () => Promise<void> } {
   let pending: Promise<unknown> = Promise.resolve()
   const sample = () => {
-    pending = coordinator
-      .query<SessionInfo>(
+    pending = observer()
+      .then((client) =>
+        client.query<SessionInfo>(
         `SELECT pid, usename AS user, application_name AS application, state,
                 (extract(epoch FROM now() - coalesce(xact_start, query_start)) * 1000)::bigint AS "ageMs", left(query, 500) AS query
          FROM pg_stat_activity WHERE pid = ANY (pg_blocking_pids($1))`,
-        [pid]
+          [pid]
+        )
       )
       .then((result) => {
         for (const row of result.rows) {

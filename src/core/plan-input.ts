@@ -26,6 +26,7 @@ const planSchema = z.looseObject({
     allowDowngrade: z.boolean(),
     installMissing: z.boolean(),
     stagedExtensions: z.array(z.string()),
+    firstStatementExtensions: z.array(z.string()).optional(),
     manifest: z.string().optional()
   }),
   databases: z.array(

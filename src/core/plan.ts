@@ -62,6 +62,8 @@ export interface PlanRequest {
   allowDowngrade: boolean
   installMissing: boolean
   stagedExtensions: string[]
+  /** Updated on a fresh session where the ALTER is the first statement (beside the quirks table). */
+  firstStatementExtensions?: string[]
 }
 
 export interface Plan {

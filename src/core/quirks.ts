@@ -11,6 +11,16 @@ export interface ExtensionQuirk {
   staged?: { reason: string }
   /** Reads the version of the library the server has loaded, reduced to what the catalog version is compared with. */
   libraryProbe?: { sql: string; comparable: (version: string) => string }
+  /**
+   * The first-statement rule: the ALTER must be the first statement of a fresh session, because
+   * the extension loads a versioned library on first use and even a `SET` can load the old one.
+   * These (and those listed in `first-statement-extensions`) are updated on a fresh session of
+   * their own, settings in its startup options. Every other extension is updated on the
+   * coordinator, the session that holds the advisory lock and has only read catalogs: each update
+   * in its own transaction, `BEGIN; SET LOCAL …; ALTER EXTENSION …; COMMIT` in one round trip, so
+   * the update dies with the lock and a lock timeout aborts only its transaction.
+   */
+  firstStatement?: { reason: string }
 }
 
 const leading = (pattern: RegExp) => (version: string) => pattern.exec(version)?.[1] ?? version
@@ -24,10 +34,12 @@ export const QUIRKS: Readonly<Record<string, ExtensionQuirk>> = {
     }
   },
   timescaledb: {
-    preload: { library: 'timescaledb', blocking: true, reason: 'the loader must be preloaded for any update to run' }
+    preload: { library: 'timescaledb', blocking: true, reason: 'the loader must be preloaded for any update to run' },
+    firstStatement: { reason: 'the loader loads the versioned library on first use: ALTER EXTENSION must be the first command of its session' }
   },
   citus: {
     preload: { library: 'citus', blocking: true, reason: 'Citus refuses to run unless it is preloaded' },
+    firstStatement: { reason: 'a session that used the old library before the ALTER fails it with a version mismatch' },
     libraryProbe: {
       sql: "SELECT substring(citus_version() from 'Citus ([0-9.]+)')",
       comparable: leading(/^(\d+\.\d+)/)
@@ -38,6 +50,9 @@ export const QUIRKS: Readonly<Record<string, ExtensionQuirk>> = {
   },
   pgaudit: {
     preload: { library: 'pgaudit', blocking: true, reason: 'pgaudit must be loaded via shared_preload_libraries' }
+  },
+  pg_pathman: {
+    firstStatement: { reason: 'its update must run on a session where the old library was never loaded' }
   },
   pg_partman: {
     preload: {

@@ -61,8 +61,9 @@ const notStarted = (name: string): DatabaseReport => {
 
 /**
  * execute: apply an approved plan. Each database is re-inspected under its advisory lock and
- * refused if it moved off the plan (PLAN_STALE); each update runs on a fresh session where it
- * is the first statement, with lock_timeout retries; a re-run continues where a run stopped.
+ * refused if it moved off the plan (PLAN_STALE); each update runs in its own transaction on the
+ * session holding the lock, or on a fresh session where it is the first statement when the
+ * first-statement rule applies, with lock_timeout retries; a re-run continues where a run stopped.
  * Fleets: `canary` databases are updated and verified first; then the rest, `concurrency` at a
  * time; after a failure `on-failure: stop` starts nothing new, `continue` goes on (`max-failures`).
  */
@@ -115,6 +116,9 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
   const startedAt = new Date()
   const server = planned ?? (await withSession(connect, { database: plan.databases[0]?.name, purpose: 'inspect' }, inspectServer))
   const settings = executeSettings(inputs)
+  // The first-statement rule applies to what the plan's dry-run listed and to what this step lists.
+  const firstStatement = [...new Set([...(plan.request.firstStatementExtensions ?? []), ...inputs.firstStatementExtensions])]
+  const request: PlanRequest = { ...plan.request, ...(firstStatement.length > 0 ? { firstStatementExtensions: firstStatement } : {}) }
   const names = plan.databases.map((d) => d.name)
   const byName = new Map(plan.databases.map((d) => [d.name, d]))
   const probes = inputs.canary > 0 ? readProbes(inputs.verifySql, context.env) : []
@@ -123,7 +127,7 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
 
   const runOne = async (name: string, dbLog: Logger, verifyAfter: boolean): Promise<DatabaseReport> => {
     const database = byName.get(name)!
-    const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, plan.request) }, server, settings, dbLog, cache)
+    const report = await executeDatabase(connect, { name, planned: database, request: requestFor(database, request) }, server, settings, dbLog, cache)
     if (verifyAfter && report.outcome !== 'failed' && !interruption.aborted) {
       const proof = await verifyDatabase(connect, name, { expectations: expectationsFor([], plan, name), probes, statementTimeoutMs: inputs.statementTimeout })
       const broken = proof.checks.filter((c) => !c.ok).map((c) => `${c.check}${c.extension ? ` ${c.extension}` : ''}: ${c.message}`)

@@ -33,6 +33,7 @@ export function planRequest(context: ModeContext): PlanRequest {
     allowDowngrade: inputs.allowDowngrade,
     installMissing: inputs.installMissing,
     stagedExtensions: inputs.stagedExtensions,
+    ...(inputs.firstStatementExtensions.length > 0 ? { firstStatementExtensions: inputs.firstStatementExtensions } : {}),
     ...(manifest ? { manifest: manifest.file } : {})
   }
 }

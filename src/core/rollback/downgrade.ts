@@ -72,7 +72,8 @@ interface DowngradeJob {
 
 /**
  * One database: ALTER EXTENSION … UPDATE TO '<recorded>' under execute's whole discipline
- * (advisory lock, a fresh session per statement, lock_timeout retries), then the versions are read back.
+ * (advisory lock, re-inspection under it, the first-statement rule, lock_timeout retries), then the
+ * versions are read back.
  */
 async function downgradeDatabase(connect: Connector, server: ServerFacts, job: DowngradeJob, settings: ExecuteSettings, log: Logger, phases: PhaseClock): Promise<RollbackDatabaseResult> {
   const started = performance.now()
