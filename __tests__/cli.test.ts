@@ -14,7 +14,7 @@ import { CodedError } from '../src/core/errors.js'
 import { INPUT_NAMES, MODES } from '../src/inputs.js'
 import { CLI_BUNDLE, ROOT } from './harness/action.js'
 import { SUPERUSER_PASSWORD, runProcess, temporaryDirectory } from './harness/postgres.js'
-import { testCluster, uniqueName } from './helpers.js'
+import { requires, testCluster, uniqueName } from './helpers.js'
 
 /*
  * The CLI: parsing and help in-process; everything a user types through the bundle
@@ -271,7 +271,7 @@ describe('the CLI bundle against a real cluster', () => {
     expect(skip.code).toBe(0)
   })
 
-  it('snapshot hints a rollback command, not a workflow step; rollback on a terminal shows the snapshot and asks', async () => {
+  requires('pg_dump', 'pg_restore').it('snapshot hints a rollback command, not a workflow step; rollback on a terminal shows the snapshot and asks', async () => {
     const env = { DATABASE_URL: cluster.url(dbs.snap) }
     const snapshot = await cli(['snapshot', '--snapshot-strategy', 'dump', '--snapshot-dir', join(work, 'snapshots'), '--json'], { env })
     expect(JSON.parse(snapshot.stdout).status).toBe('snapshot_created')

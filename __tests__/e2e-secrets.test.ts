@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type pg from 'pg'
 import { runAction, type ActionRun } from './harness/action.js'
 import { temporaryDirectory } from './harness/postgres.js'
-import { testCluster, uniqueName } from './helpers.js'
+import { requires, testCluster, uniqueName } from './helpers.js'
 
 /**
  * A password with `" \ % @ : /` (and a space, and `%41`, which URL-decoding would change) goes
@@ -74,7 +74,7 @@ function expectNoPassword(step: string, run: ActionRun): void {
 
 const step = (inputs: Record<string, string>) => runAction({ 'database-url': url, ...inputs }, { env: { RUNNER_TEMP: runnerTemp } })
 
-describe('no form of a hostile password reaches any output, in any mode', () => {
+requires('pg_dump', 'pg_restore').describe('no form of a hostile password reaches any output, in any mode', () => {
   it('dry-run, snapshot, execute, verify (failing), rollback, run (failing), drift and failures: every output is clean', async () => {
     await holdLongTransaction()
     const probe = `SELECT '${PASSWORD}' AS echoed; -- expect: something else`

@@ -8,7 +8,7 @@ import type { RawInputs } from '../src/inputs.js'
 import type { ExecuteReport } from '../src/modes/execute.js'
 import type { ModeResult } from '../src/modes/types.js'
 import { temporaryDirectory } from './harness/postgres.js'
-import { dryRun, runInProcess, testCluster, uniqueName } from './helpers.js'
+import { dryRun, requires, runInProcess, testCluster, uniqueName } from './helpers.js'
 
 /**
  * Plans and snapshot manifests edited after they were written, field by field, on a real server:
@@ -175,7 +175,7 @@ describe('a tampered plan', () => {
   })
 })
 
-describe('a tampered snapshot manifest', () => {
+requires('pg_dump', 'pg_restore').describe('a tampered snapshot manifest', () => {
   const app = uniqueName('tamper_app')
   let snapshot = ''
   let manifest: Json
@@ -274,7 +274,7 @@ describe('a tampered snapshot manifest', () => {
   })
 })
 
-describe('a tampered manifest found by restore-point under snapshot-dir', () => {
+requires('pg_dump', 'pg_restore').describe('a tampered manifest found by restore-point under snapshot-dir', () => {
   it('is named as SNAPSHOT_CORRUPT, not passed over as if no such snapshot existed', async () => {
     const root = temporaryDirectory('pgxu-tamper-root-')
     const db = uniqueName('tamper_named')

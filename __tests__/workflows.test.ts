@@ -7,7 +7,7 @@ import { parse } from 'yaml'
 import { ROOT } from './harness/action.js'
 import { chownToOwner, startCluster, SUPERUSER_PASSWORD, temporaryDirectory, type Cluster } from './harness/postgres.js'
 import { OUR_ACTION, readmeWorkflow, runWorkflow, type JobResult, type StepResult, type WorkflowRunOptions } from './harness/workflow-runner.js'
-import { testCluster } from './helpers.js'
+import { requires, testCluster } from './helpers.js'
 
 /*
  * The workflows the documentation teaches — the README's (read from README.md now, so an edit
@@ -185,7 +185,7 @@ function noSecrets(result: JobResult): void {
 
 const secrets = () => ({ DATABASE_URL: cluster.url('postgres') })
 
-describe("the README's workflow, run as written", () => {
+requires('pg_dump', 'pg_restore').describe("the README's workflow, run as written", () => {
   it('upgrades every tenant when the smoke probes pass; the job is green and the rollback never runs', async () => {
     const tenants = await fleet(3, (i) => 20 + i)
     const before = await states(tenants)
@@ -225,7 +225,7 @@ describe("the README's workflow, run as written", () => {
   })
 })
 
-describe('examples/workflows/upgrade.yml, then rollback.yml dispatched with its snapshot', () => {
+requires('pg_dump', 'pg_restore').describe('examples/workflows/upgrade.yml, then rollback.yml dispatched with its snapshot', () => {
   it('upgrades every tenant; the manual rollback restores each to its old versions with all its rows', async () => {
     const tenants = await fleet(3, (i) => 11 + 5 * i)
     const before = await states(tenants)
@@ -301,7 +301,7 @@ async function handOff(count: number): Promise<void> {
 }
 
 describe('the dry-run → execute hand-off at fleet scale, through environment variables', () => {
-  it('300 tenants', async () => {
+  requires('pg_dump', 'pg_restore').it('300 tenants', async () => {
     await handOff(300)
   }, 900_000)
 
