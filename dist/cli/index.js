@@ -27054,7 +27054,7 @@ const DESCRIPTIONS = {
 /** Inputs of the GitHub Action that the CLI refuses: it posts no pull request comments. */
 const ACTION_ONLY = ['github-token', 'comment-on-pr'];
 const CONNECTION = ['database-url', 'databases', 'exclude-databases', 'connect-timeout', 'concurrency'];
-const PLANNING = ['extensions', 'manifest', 'allow-downgrade', 'install-missing', 'staged-extensions', 'long-transaction-threshold'];
+const PLANNING = ['extensions', 'manifest', 'allow-downgrade', 'install-missing', 'staged-extensions', 'first-statement-extensions', 'long-transaction-threshold'];
 const UPDATING = ['lock-timeout', 'statement-timeout', 'max-retries', 'canary', 'on-failure', 'max-failures', 'verify-sql'];
 const SNAPSHOTTING = ['snapshot-strategy', 'snapshot-dir', 'restore-point', 'pg-bin-dir', 'wait-timeout'];
 const RESTORING = [

@@ -4,7 +4,7 @@ import type { InputName, Mode } from '../inputs.js'
 export const ACTION_ONLY: readonly InputName[] = ['github-token', 'comment-on-pr']
 
 const CONNECTION: InputName[] = ['database-url', 'databases', 'exclude-databases', 'connect-timeout', 'concurrency']
-const PLANNING: InputName[] = ['extensions', 'manifest', 'allow-downgrade', 'install-missing', 'staged-extensions', 'long-transaction-threshold']
+const PLANNING: InputName[] = ['extensions', 'manifest', 'allow-downgrade', 'install-missing', 'staged-extensions', 'first-statement-extensions', 'long-transaction-threshold']
 const UPDATING: InputName[] = ['lock-timeout', 'statement-timeout', 'max-retries', 'canary', 'on-failure', 'max-failures', 'verify-sql']
 const SNAPSHOTTING: InputName[] = ['snapshot-strategy', 'snapshot-dir', 'restore-point', 'pg-bin-dir', 'wait-timeout']
 const RESTORING: InputName[] = [
