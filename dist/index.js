@@ -57949,8 +57949,9 @@ const alive = (pid) => {
     }
 };
 /**
- * Snapshot directories under `root` left by a run that died before its manifest was written (its
- * process is gone): they are no baseline, so the next snapshot removes them and says so.
+ * Snapshot directories under `root` left by a run on this host that died before its manifest was
+ * written (its process is gone): they are no baseline, so the next snapshot removes them and says
+ * so. A rollback refuses any of them, removed or not (SNAPSHOT_INCOMPLETE).
  */
 function removeAbandoned(root, log) {
     if (!(0,external_node_fs_namespaceObject.existsSync)(root))
@@ -57966,7 +57967,8 @@ function removeAbandoned(root, log) {
         catch {
             owner = undefined;
         }
-        if (owner && owner.host === (0,external_node_os_namespaceObject.hostname)() && alive(owner.pid))
+        // Only what this host can prove dead: another host's snapshot on shared storage may still be running.
+        if (!owner || owner.host !== (0,external_node_os_namespaceObject.hostname)() || alive(owner.pid))
             continue;
         (0,external_node_fs_namespaceObject.rmSync)((0,external_node_path_namespaceObject.join)(root, entry.name), { recursive: true, force: true });
         log.info(`removed ${(0,external_node_path_namespaceObject.join)(root, entry.name)}: a snapshot interrupted ${owner ? `at ${owner.startedAt} ` : ''}before its manifest was written`);

@@ -144,8 +144,9 @@ const alive = (pid: number) => {
 }
 
 /**
- * Snapshot directories under `root` left by a run that died before its manifest was written (its
- * process is gone): they are no baseline, so the next snapshot removes them and says so.
+ * Snapshot directories under `root` left by a run on this host that died before its manifest was
+ * written (its process is gone): they are no baseline, so the next snapshot removes them and says
+ * so. A rollback refuses any of them, removed or not (SNAPSHOT_INCOMPLETE).
  */
 function removeAbandoned(root: string, log: SnapshotDeps['log']): void {
   if (!existsSync(root)) return
@@ -158,7 +159,8 @@ function removeAbandoned(root: string, log: SnapshotDeps['log']): void {
     } catch {
       owner = undefined
     }
-    if (owner && owner.host === hostname() && alive(owner.pid)) continue
+    // Only what this host can prove dead: another host's snapshot on shared storage may still be running.
+    if (!owner || owner.host !== hostname() || alive(owner.pid)) continue
     rmSync(join(root, entry.name), { recursive: true, force: true })
     log.info(`removed ${join(root, entry.name)}: a snapshot interrupted ${owner ? `at ${owner.startedAt} ` : ''}before its manifest was written`)
   }
