@@ -4,7 +4,8 @@
 # for every supported major.
 #
 # PGXU_SERVER_ONLY=1: this run checks the server. Tests that need client programs or Debian
-# extension packages the machine lacks for that major are skipped by name, even under CI=true.
+# extension packages the machine lacks for that major are not part of it (the main run has them);
+# they are listed by name at the end, never reported as skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 major=${1:?usage: scripts/test-major.sh <14|15|16|17|18>}

@@ -15,12 +15,20 @@ class SkipReporter {
   onRunComplete() {
     const lines = existsSync(this.log) ? readFileSync(this.log, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line)) : []
     rmSync(this.dir, { recursive: true, force: true })
-    if (lines.length === 0) return
-    const commands = [...new Set(lines.map((line) => line.command))]
-    const out = [``, `\x1b[33m${lines.length} test(s) skipped: this machine lacks what they need\x1b[0m`]
-    for (const line of lines) out.push(`  ○ ${line.test}: ${line.reasons.join('; ')}`)
-    out.push(`Run them: ${commands.join(' ; ')}  (then run the tests again)`, ``)
-    process.stderr.write(out.join('\n') + '\n')
+    const out = []
+    const left = lines.filter((line) => line.outOfScope)
+    if (left.length > 0) {
+      out.push(``, `${left.length} test(s) not in this server-only run: they need what this major lacks here, and run in the main run`)
+      for (const line of left) out.push(`  · ${line.test}: ${line.reasons.join('; ')}`)
+    }
+    const skipped = lines.filter((line) => !line.outOfScope)
+    if (skipped.length > 0) {
+      const commands = [...new Set(skipped.map((line) => line.command))]
+      out.push(``, `\x1b[33m${skipped.length} test(s) skipped: this machine lacks what they need\x1b[0m`)
+      for (const line of skipped) out.push(`  ○ ${line.test}: ${line.reasons.join('; ')}`)
+      out.push(`Run them: ${commands.join(' ; ')}  (then run the tests again)`)
+    }
+    if (out.length > 0) process.stderr.write(out.join('\n') + '\n\n')
   }
 }
 
