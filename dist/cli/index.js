@@ -22809,11 +22809,11 @@ async function applyPlan(context, plan, planned, cache = new CatalogCache()) {
             log.info(`[${finished}/${names.length}] ${name}: ${report.outcome} (${formatDuration(report.durationMs)})${report.code ? ` ${report.code}` : ''}`);
         return report;
     };
-    // An interrupted run starts no new database; those in flight stop at a known state and report it.
-    const mayStart = () => !interrupt/* interruption */.YW.aborted && (inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0);
+    // The pool itself starts nothing once the process is interrupted (runPool); those in flight stop at a known state.
+    const mayStart = () => (inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0);
     const title = (name) => `database ${name}`;
     const canary = names.slice(0, inputs.canary);
-    const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0 && !interrupt/* interruption */.YW.aborted);
+    const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0);
     const canaryPassed = failures === 0;
     if (canary.length > 0)
         log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started');

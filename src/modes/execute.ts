@@ -140,12 +140,11 @@ export async function applyPlan(context: ModeContext, plan: Plan, planned?: Serv
     return report
   }
 
-  // An interrupted run starts no new database; those in flight stop at a known state and report it.
-  const mayStart = () =>
-    !interruption.aborted && (inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0)
+  // The pool itself starts nothing once the process is interrupted (runPool); those in flight stop at a known state.
+  const mayStart = () => (inputs.onFailure === 'continue' ? inputs.maxFailures === undefined || failures < inputs.maxFailures : failures === 0)
   const title = (name: string) => `database ${name}`
   const canary = names.slice(0, inputs.canary)
-  const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0 && !interruption.aborted)
+  const canaryReports = await eachDatabase(context, canary, title, (name, dbLog) => runOne(name, dbLog, true), () => failures === 0)
   const canaryPassed = failures === 0
   if (canary.length > 0) log.info(canaryPassed ? `canary passed (${canary.join(', ')}); rolling out to the rest` : 'canary failed: the rest is not started')
   const rest = names.slice(canary.length)
